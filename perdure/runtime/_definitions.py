@@ -1,0 +1,182 @@
+"""Registered code: agents, workflows and tasks, and how targets resolve to them.
+
+A definition's input type is read from the annotation of its body's second
+parameter; ``start`` converts the caller's input to it (rejecting what does not
+fit, R5) and the body receives the converted value, on first run and on replay
+alike.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+import typing
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from perdure._errors import InvalidInput, SerializationError, UnknownTarget
+from perdure.storage import Conversation, Kind, Owner, Project
+
+__all__ = [
+    "Body",
+    "Definition",
+    "Registry",
+    "RestartPolicy",
+    "validate_identifier",
+    "validate_owner",
+]
+
+Body = Callable[[Any, Any], Awaitable[Any]]
+
+_TARGET_KINDS: dict[str, Kind] = {"agent": "agent", "workflow": "workflow", "task": "job"}
+_NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,100}$")
+_IDENT = re.compile(r"^[A-Za-z0-9_.:\-]+$")
+
+
+def validate_identifier(value: object, what: str, max_len: int = 128) -> str:
+    """Ids end up inside LMDB keys: 1..max_len characters of ``[A-Za-z0-9_.:-]``."""
+    if not isinstance(value, str) or not 1 <= len(value) <= max_len or not _IDENT.match(value):
+        raise InvalidInput(
+            f"{what} must be 1-{max_len} characters of letters, digits and _.:- (got {value!r})",
+            field=what,
+        )
+    return value
+
+
+def validate_owner(owner: object) -> Owner:
+    """``owner`` if it is a Conversation or Project with a valid id, else InvalidInput."""
+    if not isinstance(owner, Conversation | Project):
+        raise InvalidInput(
+            f"owner must be perdure.Conversation(id) or perdure.Project(id) (got {owner!r})",
+            field="owner",
+        )
+    validate_identifier(owner.id, "owner id", 256)
+    return owner
+
+
+@dataclass(frozen=True)
+class RestartPolicy:
+    """OTP-style restart of failed runs: at most ``max_restarts`` within ``period`` seconds."""
+
+    max_restarts: int = 3
+    period: float = 60.0
+    backoff: float = 1.0
+
+
+@dataclass
+class Definition:
+    """One registered agent, workflow or task."""
+
+    kind: Kind
+    name: str
+    fn: Body
+    input_type: Any
+    timeout: float | None = None
+    restart: RestartPolicy | None = None
+
+    @property
+    def target(self) -> str:
+        prefix = "task" if self.kind == "job" else self.kind
+        return f"{prefix}:{self.name}"
+
+    @property
+    def owner_type(self) -> type[Conversation] | type[Project]:
+        return Conversation if self.kind == "agent" else Project
+
+    def convert_input(self, value: Any) -> tuple[Any, Any]:
+        """``(typed value for the body, plain value to store)``; :class:`InvalidInput` if unfit."""
+        try:
+            typed = msgspec.convert(value, self.input_type, from_attributes=True)
+        except msgspec.ValidationError as exc:
+            raise InvalidInput(f"input for {self.target}: {exc}", target=self.target) from None
+        return typed, to_plain(typed, f"input for {self.target}")
+
+    def decode_input(self, stored: Any) -> Any:
+        """Rebuild the body's typed input from its stored plain form."""
+        return msgspec.convert(stored, self.input_type, from_attributes=True)
+
+
+def to_plain(value: Any, what: str) -> Any:
+    """``value`` as msgspec builtins, or :class:`SerializationError` naming ``what`` (R10)."""
+    try:
+        return msgspec.to_builtins(value)
+    except (TypeError, msgspec.EncodeError) as exc:
+        raise SerializationError(f"{what} is not serializable: {exc}", what=what) from None
+
+
+def _input_type(fn: Body) -> Any:
+    params = list(inspect.signature(fn).parameters.values())
+    if len(params) < 2:
+        return Any
+    try:
+        hints = typing.get_type_hints(fn)
+    except Exception:
+        hints = {}
+    return hints.get(params[1].name, Any)
+
+
+class Registry:
+    """Definitions by target (``agent:NAME``, ``workflow:NAME``, ``task:NAME``)."""
+
+    def __init__(self) -> None:
+        self._defs: dict[str, Definition] = {}
+
+    def add(
+        self,
+        kind: Kind,
+        name: str,
+        fn: Body,
+        *,
+        input_type: Any = None,
+        timeout: float | None = None,
+        restart: RestartPolicy | None = None,
+    ) -> Definition:
+        if not isinstance(name, str) or not _NAME.match(name):
+            raise InvalidInput(f"definition name must match {_NAME.pattern} (got {name!r})")
+        if not inspect.iscoroutinefunction(fn):
+            raise InvalidInput(f"{kind} {name!r}: the body must be an `async def` function")
+        definition = Definition(
+            kind=kind,
+            name=name,
+            fn=fn,
+            input_type=_input_type(fn) if input_type is None else input_type,
+            timeout=timeout,
+            restart=restart,
+        )
+        if definition.target in self._defs:
+            raise InvalidInput(f"{definition.target} is already registered")
+        self._defs[definition.target] = definition
+        return definition
+
+    def resolve(self, target: object) -> Definition:
+        if not isinstance(target, str):
+            raise UnknownTarget(f"target must be a string like 'workflow:NAME' (got {target!r})")
+        prefix, _, name = target.partition(":")
+        if prefix not in _TARGET_KINDS or not name:
+            raise UnknownTarget(
+                f"target {target!r} must be 'agent:NAME', 'workflow:NAME' or 'task:NAME'",
+                target=target,
+            )
+        definition = self._defs.get(target)
+        if definition is None:
+            raise UnknownTarget(f"no definition is registered for {target!r}", target=target)
+        return definition
+
+    def get(self, target: str) -> Definition | None:
+        return self._defs.get(target)
+
+    def check_owner(self, definition: Definition, owner: object) -> Owner:
+        owner = validate_owner(owner)
+        if not isinstance(owner, definition.owner_type):
+            raise InvalidInput(
+                f"{definition.target} is a {definition.kind} target: its owner must be a "
+                f"{definition.owner_type.__name__}, not a {type(owner).__name__}",
+                field="owner",
+            )
+        return owner
+
+    def __iter__(self) -> typing.Iterator[Definition]:
+        return iter(self._defs.values())

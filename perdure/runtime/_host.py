@@ -1,0 +1,166 @@
+"""A blocking facade for programs that do not run trio.
+
+``Host`` runs a :class:`Runtime` and its trio loop in one background thread and
+forwards every call into it with ``trio.from_thread``. Definitions, methods and
+results are the same as the Runtime's; only ``async``/``await`` disappear::
+
+    host = perdure.Host("data/")
+
+    @host.task("resize")
+    async def resize(ctx: perdure.RunContext, config: dict) -> dict:
+        return {"ok": True}
+
+    with host:
+        started = host.start("task:resize", {"w": 10}, owner=perdure.Project("p1"))
+        done = host.wait(started.run.id)
+
+Run bodies stay ``async def``: they run on the runtime's trio thread.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import threading
+from collections.abc import Awaitable, Callable, Iterator
+from types import TracebackType
+from typing import Any, TypeVar
+
+import trio
+
+from perdure._errors import PerdureError
+from perdure.storage import Owner, RunRecord
+
+from ._definitions import Body
+from ._results import Cancelled, Page, RunEvent, Started
+from ._runtime import Runtime
+
+__all__ = ["Host"]
+
+T = TypeVar("T")
+F = TypeVar("F", bound=Body)
+
+
+class Host:
+    """The Runtime API, blocking, for threads that are not trio's. Use as ``with host:``."""
+
+    def __init__(self, path: str | os.PathLike[str] | None = "data/", **options: Any) -> None:
+        self.runtime = Runtime(path, **options)
+        self._thread: threading.Thread | None = None
+        self._token: trio.lowlevel.TrioToken | None = None
+        self._stop: trio.Event | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+
+    # -- definitions (same decorators as the Runtime) ---------------------------------------
+
+    def agent(self, name: str, **options: Any) -> Callable[[F], F]:
+        return self.runtime.agent(name, **options)
+
+    def workflow(self, name: str, **options: Any) -> Callable[[F], F]:
+        return self.runtime.workflow(name, **options)
+
+    def task(self, name: str, **options: Any) -> Callable[[F], F]:
+        return self.runtime.task(name, **options)
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def __enter__(self) -> Host:
+        if self._thread is not None:
+            raise PerdureError("this Host is already open")
+        self._ready.clear()
+        self._error = None
+        self._thread = threading.Thread(target=trio.run, args=(self._main,), name="perdure-host", daemon=True)
+        self._thread.start()
+        self._ready.wait()
+        if self._error is not None:
+            self._thread.join()
+            self._thread = None
+            raise self._error
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the runtime (runs in flight are recovered at the next open)."""
+        thread, stop, token = self._thread, self._stop, self._token
+        if thread is None or stop is None or token is None:
+            return
+        trio.from_thread.run_sync(stop.set, trio_token=token)
+        thread.join()
+        self._thread = self._token = self._stop = None
+
+    async def _main(self) -> None:
+        try:
+            async with self.runtime:
+                self._stop = trio.Event()
+                self._token = trio.lowlevel.current_trio_token()
+                self._ready.set()
+                await self._stop.wait()
+        except BaseException as exc:
+            if self._ready.is_set():
+                raise
+            self._error = exc
+            self._ready.set()
+
+    def _call(self, fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
+        if self._token is None:
+            raise PerdureError("the Host is not open: use `with host:`")
+        return trio.from_thread.run(functools.partial(fn, *args, **kwargs), trio_token=self._token)
+
+    def _call_sync(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        if self._token is None:
+            raise PerdureError("the Host is not open: use `with host:`")
+        return trio.from_thread.run_sync(functools.partial(fn, *args, **kwargs), trio_token=self._token)
+
+    # -- the API --------------------------------------------------------------------------------------
+
+    def start(
+        self,
+        target: str,
+        input: Any = None,
+        *,
+        owner: Owner,
+        idempotency_key: str | None = None,
+        run_id: str | None = None,
+    ) -> Started:
+        """Blocking :meth:`Runtime.start`."""
+        return self._call(
+            self.runtime.start, target, input, owner=owner, idempotency_key=idempotency_key, run_id=run_id
+        )
+
+    def get(self, run_id: str) -> RunRecord:
+        """Blocking :meth:`Runtime.get`."""
+        return self._call_sync(self.runtime.get, run_id)
+
+    def list(self, **filters: Any) -> Page:
+        """Blocking :meth:`Runtime.list` (same keyword filters)."""
+        return self._call_sync(self.runtime.list, **filters)
+
+    def wait(self, run_id: str) -> RunRecord:
+        """Blocking :meth:`Runtime.wait`."""
+        return self._call(self.runtime.wait, run_id)
+
+    def cancel(self, run_id: str, reason: str = "cancelled") -> Cancelled:
+        """Blocking :meth:`Runtime.cancel`."""
+        return self._call(self.runtime.cancel, run_id, reason)
+
+    def events(self, run_id: str, after: int = 0, *, follow: bool = True) -> Iterator[RunEvent]:
+        """Blocking iterator over :meth:`Runtime.events`."""
+        agen = self.runtime.events(run_id, after, follow=follow)
+        try:
+            while True:
+                try:
+                    event = self._call(agen.__anext__)
+                except StopAsyncIteration:
+                    return
+                yield event
+        finally:
+            if self._token is not None:
+                self._call(agen.aclose)

@@ -1,0 +1,78 @@
+"""What a run's log has opened and not yet closed: messages, tool calls, steps.
+
+AG-UI refuses ``RUN_FINISHED`` while any of these is open (R19), and recovery
+after a crash must close what the cut attempt left open (R21). The actor feeds
+every event it logs through :meth:`OpenItems.observe`, so the set always matches
+the stored log.
+"""
+
+from __future__ import annotations
+
+from ._agui import (
+    Event,
+    ReasoningEndEvent,
+    ReasoningMessageEndEvent,
+    ReasoningMessageStartEvent,
+    ReasoningStartEvent,
+    StepFinishedEvent,
+    StepStartedEvent,
+    TextMessageEndEvent,
+    TextMessageStartEvent,
+    ToolCallEndEvent,
+    ToolCallStartEvent,
+)
+
+__all__ = ["OpenItems"]
+
+
+class OpenItems:
+    """Ordered set of open items, keyed ``(kind, id)``, in opening order."""
+
+    __slots__ = ("_open",)
+
+    def __init__(self) -> None:
+        self._open: dict[tuple[str, str], None] = {}
+
+    def observe(self, event: Event) -> None:
+        if isinstance(event, TextMessageStartEvent):
+            self._open[("message", event.message_id)] = None
+        elif isinstance(event, TextMessageEndEvent):
+            self._open.pop(("message", event.message_id), None)
+        elif isinstance(event, ToolCallStartEvent):
+            self._open[("tool", event.tool_call_id)] = None
+        elif isinstance(event, ToolCallEndEvent):
+            self._open.pop(("tool", event.tool_call_id), None)
+        elif isinstance(event, StepStartedEvent):
+            self._open[("step", event.step_name)] = None
+        elif isinstance(event, StepFinishedEvent):
+            self._open.pop(("step", event.step_name), None)
+        elif isinstance(event, ReasoningStartEvent):
+            self._open[("reasoning", event.message_id)] = None
+        elif isinstance(event, ReasoningEndEvent):
+            self._open.pop(("reasoning", event.message_id), None)
+        elif isinstance(event, ReasoningMessageStartEvent):
+            self._open[("reasoning_message", event.message_id)] = None
+        elif isinstance(event, ReasoningMessageEndEvent):
+            self._open.pop(("reasoning_message", event.message_id), None)
+
+    def is_open(self, kind: str, item_id: str) -> bool:
+        return (kind, item_id) in self._open
+
+    def closing_events(self) -> list[Event]:
+        """Events that close every open item, innermost (latest opened) first."""
+        out: list[Event] = []
+        for kind, item_id in reversed(list(self._open)):
+            if kind == "message":
+                out.append(TextMessageEndEvent(message_id=item_id))
+            elif kind == "tool":
+                out.append(ToolCallEndEvent(tool_call_id=item_id))
+            elif kind == "step":
+                out.append(StepFinishedEvent(step_name=item_id))
+            elif kind == "reasoning_message":
+                out.append(ReasoningMessageEndEvent(message_id=item_id))
+            else:
+                out.append(ReasoningEndEvent(message_id=item_id))
+        return out
+
+    def __bool__(self) -> bool:
+        return bool(self._open)

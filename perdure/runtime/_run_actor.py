@@ -1,0 +1,358 @@
+"""The run actor: one trio task per live run, owning its state machine.
+
+The actor holds the run's *staged* record: every change is applied to it
+synchronously (so concurrent activity inside one run — the body emitting while a
+cancel arrives — is ordered) and submitted to the writer in that order. The
+writer commits a run's batches in submission order, so the stored record always
+equals a prefix of the staged history. Readers outside the actor only read the
+store and therefore only see committed state (R20).
+
+The user body runs in the actor's nursery inside its own cancel scope. Messages
+(cancellation, later signals and timers) arrive in the mailbox and are handled
+one at a time while the body runs.
+
+Replay: the body is re-run from the start on every activation; each journaled
+action (``emit``, ``step`` …) first consults the journal and returns the
+recorded outcome without acting again while the cursor is behind the journal's
+end (R6). Asking for a different action than the one recorded raises
+:class:`NonDeterminismError` (R7).
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+import trio
+
+from perdure._errors import NonDeterminismError, PerdureError, SerializationError
+from perdure.actors import Actor
+from perdure.storage import (
+    CancelRequest,
+    Completion,
+    ErrorInfo,
+    JournalEntry,
+    RunRecord,
+    TokenUsage,
+    event_op,
+    journal_op,
+    record_ops,
+)
+
+from ._agui import (
+    CustomEvent,
+    Event,
+    RunErrorEvent,
+    RunFinishedCancelledOutcome,
+    RunFinishedEvent,
+    RunStartedEvent,
+    decode_event,
+    encode_event,
+)
+from ._definitions import to_plain
+from ._lifecycle import check_transition
+from ._open_items import OpenItems
+
+if TYPE_CHECKING:
+    from ._runtime import Runtime
+
+__all__ = ["CancelMsg", "RunActor", "RunMessage"]
+
+log = logging.getLogger("perdure.run")
+
+_encode_journal = msgspec.msgpack.Encoder().encode
+
+
+class RunMessage:
+    """Base of the messages a run actor handles."""
+
+    __slots__ = ()
+
+
+class CancelMsg(RunMessage):
+    """Cancel the run (R15); ``done`` is set once it is terminal."""
+
+    __slots__ = ("cancelled", "done", "reason")
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        self.done = trio.Event()
+        self.cancelled = False
+
+
+class RunActor(Actor[RunMessage]):
+    """Owns one run: its record, its body task, its journal cursor, its open items."""
+
+    def __init__(
+        self,
+        rt: Runtime,
+        rec: RunRecord,
+        journal: list[JournalEntry],
+        *,
+        start_body: bool = True,
+        fresh: bool = False,
+    ) -> None:
+        super().__init__(rec.id)
+        self.start_body = start_body
+        self.fresh = fresh
+        self.counted = False
+        self.rt = rt
+        self.rec = rec
+        definition = rt.registry.get(rec.target)
+        if definition is None:
+            raise PerdureError(f"run {rec.id}: target {rec.target} is no longer registered")
+        self.definition = definition
+        self.journal = journal
+        self.jpos = 0
+        self.open = OpenItems()
+        self.body_done = trio.Event()
+        self.body_scope: trio.CancelScope | None = None
+        self.finalized = False
+        self.usage: list[TokenUsage] = []
+        self.model: str | None = None
+        self.provider: str | None = None
+        self.finish_reason: str | None = None
+
+    # -- persistence ------------------------------------------------------------------
+
+    def thread_id(self) -> str:
+        owner = self.rec.owner
+        return owner.id if self.rec.kind == "agent" else self.rec.root_id
+
+    async def persist(
+        self,
+        new: RunRecord | None = None,
+        events: Sequence[Event] = (),
+        journal: Sequence[JournalEntry] = (),
+    ) -> None:
+        """Stage ``new`` (or the current record) plus events and journal entries, commit.
+
+        Returns once durable; followers are notified after the acknowledgement.
+        """
+        old = self.rec
+        base = old if new is None else new
+        dbs = self.rt.store.dbs
+        run_id = old.id
+        ops = []
+        event_id = old.last_event_id
+        now_ms = int(self.rt.now() * 1000)
+        for event in events:
+            event_id += 1
+            if event.timestamp is None:
+                event = msgspec.structs.replace(event, timestamp=now_ms)
+            self.open.observe(event)
+            ops.append(event_op(dbs, run_id, event_id, encode_event(event)))
+        position = old.journal_len
+        for entry in journal:
+            ops.append(journal_op(dbs, run_id, position, _encode_journal(entry)))
+            position += 1
+        rec = msgspec.structs.replace(
+            base, last_event_id=event_id, journal_len=position, updated_at=now_ms / 1000
+        )
+        ops.extend(record_ops(dbs, old, rec))
+        self.rec = rec
+        await self.rt.writer.commit(ops)
+        self.rt.hub.notify(run_id)
+
+    # -- journal cursor (replay) ------------------------------------------------------
+
+    @property
+    def replaying(self) -> bool:
+        return self.jpos < len(self.journal)
+
+    def recorded(self, kind: str, name: str) -> JournalEntry | None:
+        """The recorded entry at the cursor (advancing it), or None past the journal's end."""
+        if self.jpos >= len(self.journal):
+            return None
+        entry = self.journal[self.jpos]
+        if entry.kind != kind or entry.name != name:
+            raise NonDeterminismError(
+                f"run {self.rec.id}: replay asked for {kind} {name!r} at position {self.jpos}, "
+                f"but the journal recorded {entry.kind} {entry.name!r}",
+                run_id=self.rec.id,
+                position=self.jpos,
+                expected={"kind": entry.kind, "name": entry.name},
+                got={"kind": kind, "name": name},
+            )
+        self.jpos += 1
+        return entry
+
+    def journal_append(self, entry: JournalEntry) -> None:
+        """Keep the in-memory journal in step with what ``persist`` stores."""
+        self.journal.append(entry)
+        self.jpos = len(self.journal)
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def on_start(self) -> None:
+        rec = self.rec
+        if rec.last_event_id and not self.fresh:
+            self._rebuild_open_items()
+        if not self.start_body:
+            return
+        if rec.status == "pending":
+            check_transition(rec.id, "pending", "running")
+            started = msgspec.structs.replace(rec, status="running", started_at=self.rt.now())
+            await self.persist(started, [self._run_started()])
+        elif self.open:
+            await self._abort_open_attempt()
+        self.nursery.start_soon(self._body_main, name=f"body:{rec.id}")
+
+    async def on_receive(self, message: RunMessage) -> None:
+        if isinstance(message, CancelMsg):
+            await self._on_cancel(message)
+
+    async def on_stop(self) -> None:
+        self.rt.actor_stopped(self)
+
+    def on_failure(self, exc: BaseException) -> None:
+        log.error("run actor %s failed", self.actor_id, exc_info=exc)
+
+    def _run_started(self) -> RunStartedEvent:
+        return RunStartedEvent(
+            thread_id=self.thread_id(), run_id=self.rec.id, parent_run_id=self.rec.parent_id
+        )
+
+    def _rebuild_open_items(self) -> None:
+        for _, raw in self.rt.store.events(self.rec.id):
+            self.open.observe(decode_event(raw))
+
+    async def _abort_open_attempt(self) -> None:
+        """R21: close what a crashed attempt left open, mark it, then replay."""
+        closing = self.open.closing_events()
+        marker = CustomEvent(
+            name="perdure.attempt_aborted",
+            value={"attempt": self.rec.attempt, "closed": len(closing)},
+        )
+        rec = msgspec.structs.replace(self.rec, attempt=self.rec.attempt + 1)
+        await self.persist(rec, [*closing, marker])
+
+    # -- the body ----------------------------------------------------------------------------
+
+    async def _body_main(self) -> None:
+        from ._context import make_context
+
+        if self.finalized:
+            self.body_done.set()
+            return
+        ctx = make_context(self)
+        status = "failed"
+        result: Any = None
+        error: ErrorInfo | None = None
+        try:
+            typed = self.definition.decode_input(self.rec.input)
+            if self.rec.kind == "agent":
+                typed = msgspec.structs.replace(typed, thread_id=self.thread_id(), run_id=self.rec.id)
+            with trio.CancelScope() as scope:
+                self.body_scope = scope
+                if self.rec.cancel is not None:
+                    scope.cancel()
+                value = await self.definition.fn(ctx, typed)
+                result = to_plain(value, f"result of {self.rec.target}")
+                status = "completed"
+            if scope.cancelled_caught:
+                status, result = "cancelled", None
+        except SerializationError as exc:
+            error = ErrorInfo(exc.code, exc.message, exc.detail)
+        except PerdureError as exc:
+            error = ErrorInfo(exc.code, exc.message, _plain_detail(exc.detail))
+        except Exception as exc:
+            error = ErrorInfo(
+                "UNHANDLED_EXCEPTION",
+                f"{type(exc).__name__}: {exc}",
+                {"type": type(exc).__name__, "traceback": traceback.format_exc(limit=20)[-4000:]},
+            )
+        finally:
+            self.body_scope = None
+        if self.rec.cancel is not None:
+            status, result, error = "cancelled", None, None
+        await self.finalize(status, result, error)
+        self.body_done.set()
+
+    async def finalize(self, status: str, result: Any = None, error: ErrorInfo | None = None) -> None:
+        """Write completion, terminal status and terminal event in one batch (R3)."""
+        if self.finalized:
+            return
+        self.finalized = True
+        rec = self.rec
+        check_transition(rec.id, rec.status, status)
+        events: list[Event] = []
+        if rec.last_event_id == 0:
+            events.append(self._run_started())
+        events.extend(self.open.closing_events())
+        usage = list(self.usage)
+        if status == "completed":
+            events.append(
+                RunFinishedEvent(
+                    thread_id=self.thread_id(), run_id=rec.id, result=result, usage=usage or None
+                )
+            )
+        elif status == "cancelled":
+            events.append(
+                RunFinishedEvent(
+                    thread_id=self.thread_id(),
+                    run_id=rec.id,
+                    outcome=RunFinishedCancelledOutcome(),
+                    usage=usage or None,
+                )
+            )
+        else:
+            assert error is not None
+            events.append(RunErrorEvent(message=error.message, code=error.code, usage=usage or None))
+        completion = Completion(
+            status=status,  # type: ignore[arg-type]
+            result=result,
+            error=error,
+            usage=usage,
+            model=self.model,
+            provider=self.provider,
+            finish_reason=self.finish_reason,
+        )
+        done = msgspec.structs.replace(
+            rec,
+            status=status,  # type: ignore[arg-type]
+            completion=completion,
+            waiting=None,
+            finished_at=self.rt.now(),
+        )
+        await self.persist(done, events)
+        self.rt.run_finished(self)
+        self.stop()
+
+    # -- cancellation -------------------------------------------------------------------------
+
+    async def _on_cancel(self, message: CancelMsg) -> None:
+        if self.finalized or self.rec.terminal:
+            message.done.set()
+            return
+        await self._finish_cancel(message.reason)
+        message.cancelled = True
+        message.done.set()
+
+    async def _finish_cancel(self, reason: str) -> None:
+        """Cancel descendants (deepest first), persist the request, stop the body (R15, R16)."""
+        await self.rt.cancel_children(self.rec.id, reason)
+        if self.rec.cancel is None:
+            request = CancelRequest(reason=reason, requested_at=self.rt.now())
+            await self.persist(msgspec.structs.replace(self.rec, cancel=request))
+        scope = self.body_scope
+        if scope is None:
+            await self.finalize("cancelled")
+            return
+        scope.cancel()
+        with trio.move_on_after(self.rt.cancel_grace):
+            await self.body_done.wait()
+        if not self.finalized:
+            log.warning("run %s: body ignored cancellation past the grace period", self.rec.id)
+            await self.finalize("cancelled")
+
+
+def _plain_detail(detail: dict[str, Any]) -> dict[str, Any]:
+    try:
+        plain: dict[str, Any] = msgspec.to_builtins(detail)
+    except (TypeError, msgspec.EncodeError):
+        return {key: repr(value) for key, value in detail.items()}
+    return plain

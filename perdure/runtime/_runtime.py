@@ -1,0 +1,644 @@
+"""The Runtime: definitions, the public API, and the owner of every component.
+
+Threads: the trio thread runs every run actor, the supervisor and followers; the
+writer thread (a pykka actor) owns LMDB write transactions. Nothing else.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import uuid
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from types import TracebackType
+from typing import Any, TypeVar
+
+import msgspec
+import trio
+
+from perdure._errors import (
+    IdempotencyConflict,
+    InvalidInput,
+    PerdureError,
+    RunNotFound,
+)
+from perdure.actors import Actor, Supervisor
+from perdure.storage import (
+    DEFAULT_MAP_SIZE,
+    Durability,
+    Owner,
+    RunRecord,
+    Store,
+    Trigger,
+    Writer,
+    event_op,
+    keys,
+    owner_key,
+    record_ops,
+)
+
+from ._agui import RunErrorEvent, RunFinishedEvent, RunStartedEvent, decode_event, encode_event
+from ._definitions import (
+    Body,
+    Definition,
+    Registry,
+    RestartPolicy,
+    validate_identifier,
+    validate_owner,
+)
+from ._hub import ChangeHub
+from ._lifecycle import STATUSES, check_transition
+from ._results import Cancelled, Page, RunEvent, Started
+from ._run_actor import CancelMsg, RunActor, RunMessage
+
+__all__ = ["Runtime"]
+
+log = logging.getLogger("perdure")
+
+F = TypeVar("F", bound=Body)
+_KINDS = ("agent", "workflow", "job")
+
+
+class Runtime:
+    """An embedded durable-execution runtime over one data directory.
+
+    Register definitions first (``@rt.agent``, ``@rt.workflow``, ``@rt.task``), then
+    open it under trio with ``async with rt:``. Opening takes the directory's
+    writer lock (R27) and recovers (R26): running and pending runs are re-activated
+    and replayed, cancellations in flight finish. Closing stops every run actor
+    without changing any run: interrupted runs are simply recovered at the next
+    open.
+
+    Parameters:
+        path: data directory (created if missing). ``None`` with ``durability="memory"``
+            uses a temporary directory.
+        durability: ``"sync"`` (default; acknowledged writes survive power loss),
+            ``"process"`` (survive a process crash; no fsync), ``"memory"``.
+        map_size: initial LMDB map size in bytes; the map doubles by itself when full.
+        max_running: at most this many top-level runs execute at once; the others
+            wait durably in ``pending`` (child runs are always admitted, so a parent
+            can never deadlock on its own children).
+        cancel_grace: seconds a cancelled body may spend in shielded cleanup (R16).
+        max_live_actors: passivate idle actors beyond this many (LRU).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None = "data/",
+        *,
+        durability: Durability = "sync",
+        map_size: int = DEFAULT_MAP_SIZE,
+        max_running: int | None = None,
+        cancel_grace: float = 1.0,
+        max_live_actors: int | None = None,
+    ) -> None:
+        if durability not in ("sync", "process", "memory"):
+            raise InvalidInput(f"durability must be 'sync', 'process' or 'memory', not {durability!r}")
+        if max_running is not None and max_running < 1:
+            raise InvalidInput("max_running must be at least 1")
+        self.path = path
+        self.durability: Durability = durability
+        self.map_size = map_size
+        self.max_running = max_running
+        self.cancel_grace = cancel_grace
+        self.max_live_actors = max_live_actors
+        self.registry = Registry()
+        self._opened = False
+        self._closing = False
+        self._claims: dict[tuple[str, ...], trio.Event] = {}
+        self._queued: deque[str] = deque()
+        self._running_top = 0
+        self._epoch = 0.0
+        self._next_seq = 1
+        self.recovered: dict[str, int] = {}
+
+    # -- definitions --------------------------------------------------------------------
+
+    def agent(
+        self,
+        name: str,
+        *,
+        input_type: Any = None,
+        timeout: float | None = None,
+        restart: RestartPolicy | None = None,
+    ) -> Callable[[F], F]:
+        """Register an agent (target ``agent:NAME``); runs are owned by a Conversation."""
+        return self._register("agent", name, input_type, timeout, restart)
+
+    def workflow(
+        self,
+        name: str,
+        *,
+        input_type: Any = None,
+        timeout: float | None = None,
+        restart: RestartPolicy | None = None,
+    ) -> Callable[[F], F]:
+        """Register a code workflow (target ``workflow:NAME``); owned by a Project."""
+        return self._register("workflow", name, input_type, timeout, restart)
+
+    def task(
+        self,
+        name: str,
+        *,
+        input_type: Any = None,
+        timeout: float | None = None,
+        restart: RestartPolicy | None = None,
+    ) -> Callable[[F], F]:
+        """Register a task (target ``task:NAME``), run as a job owned by a Project."""
+        return self._register("job", name, input_type, timeout, restart)
+
+    def _register(
+        self,
+        kind: Any,
+        name: str,
+        input_type: Any,
+        timeout: float | None,
+        restart: RestartPolicy | None,
+    ) -> Callable[[F], F]:
+        def decorate(fn: F) -> F:
+            self.registry.add(
+                kind, name, fn, input_type=input_type, timeout=timeout, restart=restart
+            )
+            return fn
+
+        return decorate
+
+    # -- open / close -----------------------------------------------------------------------
+
+    async def __aenter__(self) -> Runtime:
+        if self._opened:
+            raise PerdureError("this Runtime is already open")
+        self.store = Store(self.path, durability=self.durability, map_size=self.map_size)
+        try:
+            self.writer = Writer(self.store)
+        except BaseException:
+            self.store.close()
+            raise
+        self.hub = ChangeHub()
+        self._epoch = time.time() - trio.current_time()
+        self._nursery_cm = trio.open_nursery()
+        nursery = await self._nursery_cm.__aenter__()
+        self.supervisor: Supervisor[RunMessage] = Supervisor(
+            nursery, on_failure=self._actor_failed, max_live=self.max_live_actors
+        )
+        self._opened = True
+        self._closing = False
+        try:
+            self._recover()
+        except BaseException as exc:
+            await self._shutdown(exc)
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        return await self._shutdown(exc)
+
+    async def _shutdown(self, exc: BaseException | None) -> bool | None:
+        self._closing = True
+        try:
+            with trio.CancelScope(shield=True):
+                await self.supervisor.stop_all()
+                self.hub.notify_all()
+                await self.writer.aclose()
+        finally:
+            self._opened = False
+            self.store.close()
+        return await self._nursery_cm.__aexit__(
+            type(exc) if exc else None, exc, exc.__traceback__ if exc else None
+        )
+
+    def _recover(self) -> None:
+        store = self.store
+        self._next_seq = store.last_seq() + 1
+        counts = {"running": 0, "pending": 0, "cancelling": 0, "waiting": 0}
+        for rec in list(store.iter_runs("running")):
+            if rec.cancel is not None:
+                counts["cancelling"] += 1
+                self._spawn(rec, start_body=False).tell(CancelMsg(rec.cancel.reason))
+            else:
+                counts["running"] += 1
+                top = rec.parent_id is None
+                self._running_top += top
+                self._spawn(rec, counted=top)
+        for rec in list(store.iter_runs("waiting")):
+            if rec.cancel is not None:
+                counts["cancelling"] += 1
+                self._spawn(rec, start_body=False).tell(CancelMsg(rec.cancel.reason))
+            else:
+                counts["waiting"] += 1
+        for rec in list(store.iter_runs("pending")):
+            counts["pending"] += 1
+            if rec.cancel is not None:
+                self._spawn(rec, start_body=False).tell(CancelMsg(rec.cancel.reason))
+            elif rec.parent_id is not None:
+                self._spawn(rec)
+            else:
+                self._queued.append(rec.id)
+        self._admit()
+        self.recovered = counts
+        if any(counts.values()):
+            log.info(
+                "perdure: recovered %(running)d running, %(pending)d pending, "
+                "%(cancelling)d cancelling; %(waiting)d waiting runs stay passive",
+                counts,
+            )
+
+    def _require_open(self) -> None:
+        if not self._opened or self._closing:
+            raise PerdureError("the runtime is not open: use `async with rt:`")
+
+    def now(self) -> float:
+        """Seconds since the epoch on the runtime's clock (virtual under trio's MockClock)."""
+        return self._epoch + trio.current_time()
+
+    # -- actors ----------------------------------------------------------------------------------
+
+    def _spawn(
+        self, rec: RunRecord, *, start_body: bool = True, fresh: bool = False, counted: bool = False
+    ) -> RunActor:
+        """Start the actor of ``rec``; ``counted`` if it holds a ``max_running`` slot."""
+        journal = [] if fresh else self.store.journal(rec.id)
+        actor = RunActor(self, rec, journal, start_body=start_body, fresh=fresh)
+        actor.counted = counted
+        self.supervisor.spawn(actor, parent_id=rec.parent_id)
+        return actor
+
+    def _actor_failed(self, actor: Actor[RunMessage], exc: BaseException) -> None:
+        log.error("perdure: run actor %s crashed: %r", actor.actor_id, exc)
+
+    def run_finished(self, actor: RunActor) -> None:
+        """The run reached a terminal status (its actor is about to stop)."""
+
+    def actor_stopped(self, actor: RunActor) -> None:
+        if actor.counted:
+            actor.counted = False
+            self._running_top -= 1
+            if not self._closing:
+                self._admit()
+
+    def _admit(self) -> None:
+        while self._queued and (self.max_running is None or self._running_top < self.max_running):
+            run_id = self._queued.popleft()
+            if self.supervisor.get(run_id) is not None:
+                continue
+            rec = self.store.get_run(run_id)
+            if rec is not None and rec.status == "pending":
+                self._running_top += 1
+                self._spawn(rec, counted=True)
+
+    # -- starting runs ------------------------------------------------------------------------------
+
+    async def start(
+        self,
+        target: str,
+        input: Any = None,
+        *,
+        owner: Owner,
+        idempotency_key: str | None = None,
+        run_id: str | None = None,
+    ) -> Started:
+        """Start a run of ``target`` and return once it is durably recorded.
+
+        Idempotent (R4): the same ``idempotency_key`` within one owner, or the same
+        caller-chosen ``run_id``, returns the existing run with ``duplicate=True``.
+        Reusing either for another target or owner raises
+        :class:`~perdure.IdempotencyConflict`. Everything is validated before
+        anything is stored (R5).
+        """
+        return await self._start(target, input, owner, idempotency_key, run_id, None, Trigger())
+
+    async def _start(
+        self,
+        target: str,
+        input: Any,
+        owner: Owner,
+        idempotency_key: str | None,
+        run_id: str | None,
+        parent: RunRecord | None,
+        trigger: Trigger,
+    ) -> Started:
+        self._require_open()
+        definition = self.registry.resolve(target)
+        owner = self.registry.check_owner(definition, owner)
+        if run_id is not None:
+            validate_identifier(run_id, "run_id")
+        if idempotency_key is not None and (
+            not isinstance(idempotency_key, str)
+            or not 1 <= len(idempotency_key.encode()) <= 256
+            or "\0" in idempotency_key
+        ):
+            raise InvalidInput("idempotency_key must be a string of 1-256 bytes without NUL")
+        _typed, plain = definition.convert_input(input)
+        okey = owner_key(owner)
+        claims: list[tuple[str, ...]] = []
+        if idempotency_key is not None:
+            claims.append(("key", okey, idempotency_key))
+        if run_id is not None:
+            claims.append(("id", run_id))
+        while any(claim in self._claims for claim in claims):
+            await next(self._claims[c] for c in claims if c in self._claims).wait()
+        existing = self._existing(claims)
+        if existing is not None:
+            return self._duplicate(existing, definition, owner)
+        done = trio.Event()
+        for claim in claims:
+            self._claims[claim] = done
+        try:
+            return await self._create(definition, owner, plain, idempotency_key, run_id, parent, trigger)
+        finally:
+            for claim in claims:
+                self._claims.pop(claim, None)
+            done.set()
+
+    def _existing(self, claims: list[tuple[str, ...]]) -> RunRecord | None:
+        for claim in claims:
+            if claim[0] == "key":
+                found = self.store.get_idem(claim[1], claim[2])
+                rec = self.store.get_run(found) if found is not None else None
+            else:
+                rec = self.store.get_run(claim[1])
+            if rec is not None:
+                return rec
+        return None
+
+    def _duplicate(self, rec: RunRecord, definition: Definition, owner: Owner) -> Started:
+        if rec.target != definition.target or rec.owner != owner:
+            raise IdempotencyConflict(
+                f"run {rec.id} already exists for {rec.target} owned by {owner_key(rec.owner)}",
+                run_id=rec.id,
+            )
+        return Started(run=rec, duplicate=True)
+
+    async def _create(
+        self,
+        definition: Definition,
+        owner: Owner,
+        plain: Any,
+        idempotency_key: str | None,
+        run_id: str | None,
+        parent: RunRecord | None,
+        trigger: Trigger,
+    ) -> Started:
+        now = self.now()
+        rid = run_id or uuid.uuid4().hex
+        seq = self._next_seq
+        self._next_seq += 1
+        rec = RunRecord(
+            id=rid,
+            seq=seq,
+            kind=definition.kind,
+            owner=owner,
+            target=definition.target,
+            root_id=parent.root_id if parent is not None else rid,
+            status="pending",
+            created_at=now,
+            updated_at=now,
+            input=plain,
+            parent_id=parent.id if parent is not None else None,
+            trigger=trigger,
+            idempotency_key=idempotency_key,
+        )
+        admit = parent is not None or (
+            not self._queued and (self.max_running is None or self._running_top < self.max_running)
+        )
+        dbs = self.store.dbs
+        ops = []
+        if admit:
+            check_transition(rid, "pending", "running")
+            rec = msgspec.structs.replace(rec, status="running", started_at=now, last_event_id=1)
+            started = RunStartedEvent(
+                thread_id=owner.id if definition.kind == "agent" else rec.root_id,
+                run_id=rid,
+                parent_run_id=rec.parent_id,
+                timestamp=int(now * 1000),
+            )
+            ops.append(event_op(dbs, rid, 1, encode_event(started)))
+            if parent is None:
+                self._running_top += 1  # reserved now so concurrent starts respect the cap
+        ops.extend(record_ops(dbs, None, rec))
+        try:
+            await self.writer.commit(ops)
+        except BaseException:
+            if admit and parent is None:
+                self._running_top -= 1
+            raise
+        if admit:
+            self._spawn(rec, fresh=True, counted=parent is None)
+        else:
+            self._queued.append(rid)
+        return Started(run=rec, duplicate=False)
+
+    # -- reading -------------------------------------------------------------------------------------
+
+    def get(self, run_id: str) -> RunRecord:
+        """The committed record of a run; :class:`~perdure.RunNotFound` if there is none."""
+        self._require_open()
+        if not isinstance(run_id, str) or not run_id:
+            raise InvalidInput(f"run_id must be a non-empty string (got {run_id!r})")
+        rec = self.store.get_run(run_id)
+        if rec is None:
+            raise RunNotFound(f"no run {run_id!r}", run_id=run_id)
+        return rec
+
+    def list(
+        self,
+        *,
+        owner: Owner | None = None,
+        status: str | list[str] | None = None,
+        kind: str | None = None,
+        parent_id: str | None = None,
+        root_id: str | None = None,
+        after: str | None = None,
+        limit: int = 100,
+    ) -> Page:
+        """Runs matching every given filter, oldest first, ``limit`` per page.
+
+        Pass the page's ``next_cursor`` as ``after`` to get the next page; it is
+        ``None`` on the last page.
+        """
+        self._require_open()
+        statuses = _check_statuses(status)
+        if kind is not None and kind not in _KINDS:
+            raise InvalidInput(f"kind must be one of {_KINDS} (got {kind!r})")
+        if not isinstance(limit, int) or not 1 <= limit <= 1000:
+            raise InvalidInput(f"limit must be an integer from 1 to 1000 (got {limit!r})")
+        if owner is not None:
+            validate_owner(owner)
+        for name, value in (("parent_id", parent_id), ("root_id", root_id)):
+            if value is not None and (not isinstance(value, str) or not value):
+                raise InvalidInput(f"{name} must be a non-empty string")
+        cursor = _parse_cursor(after)
+        if parent_id is not None:
+            family, value = keys.IDX_PARENT, parent_id
+        elif root_id is not None:
+            family, value = keys.IDX_ROOT, root_id
+        elif owner is not None:
+            family, value = keys.IDX_OWNER, owner_key(owner)
+        elif statuses is not None and len(statuses) == 1:
+            family, value = keys.IDX_STATUS, next(iter(statuses))
+        elif kind is not None:
+            family, value = keys.IDX_KIND, kind
+        else:
+            family, value = keys.IDX_ALL, ""
+        runs: list[RunRecord] = []
+        last_seq = cursor
+        while len(runs) <= limit:
+            batch = self.store.scan_index(family, value, last_seq, max(limit * 2, 64))
+            if not batch:
+                break
+            for seq, rid in batch:
+                last_seq = seq
+                rec = self.store.get_run(rid)
+                if rec is None or not _matches(rec, owner, statuses, kind, parent_id, root_id):
+                    continue
+                runs.append(rec)
+                if len(runs) > limit:
+                    break
+        more = len(runs) > limit
+        runs = runs[:limit]
+        return Page(runs=runs, next_cursor=str(runs[-1].seq) if more and runs else None)
+
+    async def events(
+        self, run_id: str, after: int = 0, *, follow: bool = True
+    ) -> AsyncIterator[RunEvent]:
+        """The run's committed log from ``event_id > after``, then live events.
+
+        With ``follow=True`` the iterator ends after the run's terminal event (or
+        when the runtime closes); a client that reconnects with the last id it saw
+        loses nothing and sees nothing twice (R20).
+        """
+        self.get(run_id)
+        if not isinstance(after, int) or isinstance(after, bool) or after < 0:
+            raise InvalidInput(f"after must be an integer >= 0 (got {after!r})")
+        cursor = after
+        while True:
+            changed = self.hub.watch(run_id) if follow else None
+            batch = self.store.events(run_id, cursor, 512)
+            for event_id, raw in batch:
+                event = decode_event(raw)
+                cursor = event_id
+                yield RunEvent(run_id=run_id, event_id=event_id, event=event)
+                if follow and _is_terminal_event(event):
+                    return
+            if len(batch) == 512:
+                continue
+            if changed is None or not self._opened or self._closing:
+                return
+            rec = self.store.get_run(run_id)
+            if rec is not None and rec.terminal and rec.last_event_id <= cursor:
+                return
+            await changed.wait()
+
+    async def wait(self, run_id: str) -> RunRecord:
+        """Wait until the run is terminal and return its record (with ``completion``)."""
+        rec = self.get(run_id)
+        while not rec.terminal:
+            changed = self.hub.watch(run_id)
+            rec = self.get(run_id)
+            if rec.terminal:
+                break
+            await changed.wait()
+            if not self._opened:
+                raise PerdureError("the runtime closed while waiting")
+            rec = self.get(run_id)
+        return rec
+
+    # -- cancellation ---------------------------------------------------------------------------------
+
+    async def cancel(self, run_id: str, reason: str = "cancelled") -> Cancelled:
+        """Cancel a run and, first, all its non-terminal descendants (R15).
+
+        A pending or waiting run ends at once; a running body gets trio
+        cancellation at its next await and may clean up under a shielded scope for
+        ``cancel_grace`` seconds (R16). Cancelling a terminal run changes nothing
+        and returns ``cancelled=False``.
+        """
+        if not isinstance(reason, str):
+            raise InvalidInput("reason must be a string")
+        rec = self.get(run_id)
+        if rec.terminal:
+            return Cancelled(cancelled=False, run=rec)
+        message = CancelMsg(reason[:1000])
+        actor = self.supervisor.get(run_id)
+        if actor is None:
+            stale = self.supervisor._live.get(run_id)
+            if stale is not None:
+                await stale.stopped.wait()
+                return await self.cancel(run_id, reason)
+            if run_id in self._queued:
+                self._queued.remove(run_id)
+            actor = self._spawn(rec, start_body=False)
+        actor.tell(message)
+        await message.done.wait()
+        return Cancelled(cancelled=message.cancelled, run=self.get(run_id))
+
+    async def cancel_children(self, run_id: str, reason: str) -> None:
+        """Cancel every non-terminal child of ``run_id`` (each cancels its own first)."""
+        children = [
+            rid
+            for _, rid in self.store.scan_index(keys.IDX_PARENT, run_id, 0, 1_000_000)
+        ]
+        if not children:
+            return
+        async with trio.open_nursery() as nursery:
+            for child in children:
+                nursery.start_soon(self._cancel_quietly, child, reason)
+
+    async def _cancel_quietly(self, run_id: str, reason: str) -> None:
+        try:
+            await self.cancel(run_id, reason)
+        except RunNotFound:
+            pass
+
+
+def _check_statuses(status: str | list[str] | None) -> set[str] | None:
+    if status is None:
+        return None
+    values = [status] if isinstance(status, str) else status
+    if not isinstance(values, list | tuple | set) or not values:
+        raise InvalidInput("status must be a status or a non-empty list of statuses")
+    for value in values:
+        if value not in STATUSES:
+            raise InvalidInput(f"status must be one of {STATUSES} (got {value!r})")
+    return set(values)
+
+
+def _parse_cursor(after: str | None) -> int:
+    if after is None:
+        return 0
+    if not isinstance(after, str) or not after.isdigit() or len(after) > 19:
+        raise InvalidInput(f"after must be a cursor returned by list() (got {after!r})")
+    return int(after)
+
+
+def _matches(
+    rec: RunRecord,
+    owner: Owner | None,
+    statuses: set[str] | None,
+    kind: str | None,
+    parent_id: str | None,
+    root_id: str | None,
+) -> bool:
+    return (
+        (owner is None or rec.owner == owner)
+        and (statuses is None or rec.status in statuses)
+        and (kind is None or rec.kind == kind)
+        and (parent_id is None or rec.parent_id == parent_id)
+        and (root_id is None or rec.root_id == root_id)
+    )
+
+
+def _is_terminal_event(event: Any) -> bool:
+    if isinstance(event, RunErrorEvent):
+        return True
+    if isinstance(event, RunFinishedEvent):
+        outcome = event.outcome
+        return outcome is None or outcome.type != "interrupt"
+    return False

@@ -1,0 +1,61 @@
+"""Write operations that keep a run record and its secondary indexes in step.
+
+Every index entry is ``family + value + NUL + seq -> run id``; a status change
+moves one entry, a new run adds one per family. Building the operations here
+keeps the key layout in one layer: the runtime hands over records, not keys.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from ._keys import (
+    IDX_ALL,
+    IDX_KIND,
+    IDX_OWNER,
+    IDX_PARENT,
+    IDX_ROOT,
+    IDX_STATUS,
+    event_key,
+    idem_key,
+    index_key,
+    journal_key,
+)
+from ._records import RunRecord, owner_key
+from ._writer import Op
+
+__all__ = ["event_op", "journal_op", "record_ops"]
+
+_encode = msgspec.msgpack.Encoder().encode
+
+
+def record_ops(dbs: dict[str, Any], old: RunRecord | None, new: RunRecord) -> list[Op]:
+    """Operations that store ``new`` (replacing ``old``) with its index entries."""
+    ops: list[Op] = [(dbs["runs"], new.id.encode(), _encode(new))]
+    index = dbs["index"]
+    run_id = new.id.encode()
+    if old is None:
+        seq = new.seq
+        ops.append((index, index_key(IDX_ALL, "", seq), run_id))
+        ops.append((index, index_key(IDX_STATUS, new.status, seq), run_id))
+        ops.append((index, index_key(IDX_OWNER, owner_key(new.owner), seq), run_id))
+        ops.append((index, index_key(IDX_KIND, new.kind, seq), run_id))
+        ops.append((index, index_key(IDX_ROOT, new.root_id, seq), run_id))
+        if new.parent_id is not None:
+            ops.append((index, index_key(IDX_PARENT, new.parent_id, seq), run_id))
+        if new.idempotency_key is not None:
+            ops.append((dbs["idem"], idem_key(owner_key(new.owner), new.idempotency_key), run_id))
+    elif old.status != new.status:
+        ops.append((index, index_key(IDX_STATUS, old.status, old.seq), None))
+        ops.append((index, index_key(IDX_STATUS, new.status, new.seq), run_id))
+    return ops
+
+
+def event_op(dbs: dict[str, Any], run_id: str, event_id: int, encoded: bytes) -> Op:
+    return (dbs["events"], event_key(run_id, event_id), encoded)
+
+
+def journal_op(dbs: dict[str, Any], run_id: str, position: int, encoded: bytes) -> Op:
+    return (dbs["journal"], journal_key(run_id, position), encoded)

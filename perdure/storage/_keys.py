@@ -1,0 +1,92 @@
+"""Key layout of the LMDB store.
+
+Keys are bytes ordered the way we scan them: identifiers followed by a NUL
+separator, then big-endian integers so that LMDB's lexicographic order is numeric
+order. Identifiers never contain NUL (the runtime validates them), which makes
+``prefix + b"\\0"`` an exact range for one run or one index value.
+
+Databases:
+
+- ``meta``: ``schema`` -> SchemaInfo
+- ``runs``: run id -> RunRecord
+- ``events``: run id, NUL, u64 event id -> encoded AG-UI event
+- ``journal``: run id, NUL, u32 position -> JournalEntry
+- ``index``: one-letter family, value, NUL, u64 creation seq -> run id
+- ``idem``: owner key, NUL, idempotency key -> run id
+- ``timers``: u64 due time (ms), run id, NUL, name -> b""
+"""
+
+from __future__ import annotations
+
+import struct
+
+__all__ = [
+    "DB_NAMES",
+    "IDX_ALL",
+    "IDX_KIND",
+    "IDX_OWNER",
+    "IDX_PARENT",
+    "IDX_ROOT",
+    "IDX_STATUS",
+    "event_key",
+    "event_prefix",
+    "idem_key",
+    "index_key",
+    "index_prefix",
+    "journal_key",
+    "run_prefix",
+    "seq_of_index_key",
+    "timer_key",
+]
+
+DB_NAMES = ("meta", "runs", "events", "journal", "index", "idem", "timers", "signals", "schedules")
+
+IDX_ALL = b"a"
+IDX_STATUS = b"s"
+IDX_OWNER = b"o"
+IDX_KIND = b"k"
+IDX_PARENT = b"p"
+IDX_ROOT = b"r"
+
+_U64 = struct.Struct(">Q")
+_U32 = struct.Struct(">I")
+
+
+def run_prefix(run_id: str) -> bytes:
+    """Prefix shared by every key of one run in ``events`` and ``journal``."""
+    return run_id.encode() + b"\0"
+
+
+def event_key(run_id: str, event_id: int) -> bytes:
+    return run_id.encode() + b"\0" + _U64.pack(event_id)
+
+
+def event_prefix(run_id: str) -> bytes:
+    return run_prefix(run_id)
+
+
+def journal_key(run_id: str, position: int) -> bytes:
+    return run_id.encode() + b"\0" + _U32.pack(position)
+
+
+def index_prefix(family: bytes, value: str = "") -> bytes:
+    """Prefix of one index family, narrowed to one value unless it is ``IDX_ALL``."""
+    if family == IDX_ALL:
+        return IDX_ALL + b"\0"
+    return family + value.encode() + b"\0"
+
+
+def index_key(family: bytes, value: str, seq: int) -> bytes:
+    return index_prefix(family, value) + _U64.pack(seq)
+
+
+def seq_of_index_key(key: bytes) -> int:
+    return int(_U64.unpack_from(key, len(key) - 8)[0])
+
+
+def idem_key(owner: str, key: str) -> bytes:
+    return owner.encode() + b"\0" + key.encode()
+
+
+def timer_key(due_ms: int, run_id: str, name: str) -> bytes:
+    return _U64.pack(due_ms) + run_id.encode() + b"\0" + name.encode()

@@ -1,0 +1,176 @@
+"""The msgspec records perdure stores.
+
+Records are plain data (msgspec Structs encoded as msgpack): decoding one can never
+run code, unlike pickle. New fields are always added with defaults so that a store
+written by an older version decodes unchanged; removing or retyping a field needs a
+schema version bump (see ``SCHEMA_VERSION``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import msgspec
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "CancelRequest",
+    "Completion",
+    "Conversation",
+    "ErrorInfo",
+    "JournalEntry",
+    "Kind",
+    "Owner",
+    "Project",
+    "RunRecord",
+    "SchemaInfo",
+    "Status",
+    "TokenUsage",
+    "Trigger",
+    "Wait",
+    "Waiting",
+    "owner_key",
+]
+
+SCHEMA_VERSION = 1
+"""Version of the key layout and record shapes; a newer one on disk is refused."""
+
+Status = Literal["pending", "running", "waiting", "completed", "failed", "cancelled"]
+Kind = Literal["agent", "workflow", "job"]
+
+
+class Conversation(msgspec.Struct, frozen=True, tag="conversation"):
+    """Owner of agent runs: a conversation (AG-UI thread)."""
+
+    id: str
+
+
+class Project(msgspec.Struct, frozen=True, tag="project"):
+    """Owner of workflow and job runs."""
+
+    id: str
+
+
+Owner = Conversation | Project
+
+
+def owner_key(owner: Owner) -> str:
+    """The owner as one string, used in index keys and idempotency scopes."""
+    return ("c:" if isinstance(owner, Conversation) else "p:") + owner.id
+
+
+class ErrorInfo(msgspec.Struct, omit_defaults=True):
+    """Why a run failed: a stable ``code``, a ``message`` and structured ``detail``."""
+
+    code: str
+    message: str
+    detail: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+class TokenUsage(msgspec.Struct, omit_defaults=True, rename="camel"):
+    """Token counts for one provider and model (AG-UI ``TokenUsage``)."""
+
+    provider: str | None = None
+    model: str | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    total_tokens: int | None = None
+    reasoning_tokens: int | None = None
+    cached_input_tokens: int | None = None
+    cache_write_input_tokens: int | None = None
+
+
+class Completion(msgspec.Struct, omit_defaults=True):
+    """A terminal run's outcome, written once with the terminal status (R3)."""
+
+    status: Status
+    result: Any = None
+    error: ErrorInfo | None = None
+    usage: list[TokenUsage] = msgspec.field(default_factory=list)
+    model: str | None = None
+    provider: str | None = None
+    finish_reason: str | None = None
+
+
+class Wait(msgspec.Struct, omit_defaults=True):
+    """One open waiting checkpoint of a run."""
+
+    key: str
+    reason: Literal["tool", "approval", "event", "input"]
+    schema: dict[str, Any] | None = None
+    deadline: float | None = None
+    prompt: str | None = None
+    approvers: list[str] | None = None
+
+
+class Waiting(msgspec.Struct):
+    """Why a run is ``waiting``: the reason of its first wait and every open wait."""
+
+    reason: str
+    waits: list[Wait]
+
+
+class Trigger(msgspec.Struct, omit_defaults=True):
+    """What created a run: ``api``, ``child`` (of ``ref``), ``schedule`` (fire ``ref``) …"""
+
+    type: str = "api"
+    ref: str | None = None
+
+
+class CancelRequest(msgspec.Struct):
+    """A durable cancellation in flight: survives a crash mid-cancel (R15)."""
+
+    reason: str
+    requested_at: float
+
+
+class RunRecord(msgspec.Struct, omit_defaults=True):
+    """The canonical durable record of one run."""
+
+    id: str
+    seq: int
+    kind: Kind
+    owner: Owner
+    target: str
+    root_id: str
+    status: Status
+    created_at: float
+    updated_at: float
+    input: Any = None
+    parent_id: str | None = None
+    trigger: Trigger = msgspec.field(default_factory=Trigger)
+    idempotency_key: str | None = None
+    waiting: Waiting | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    completion: Completion | None = None
+    cancel: CancelRequest | None = None
+    last_event_id: int = 0
+    journal_len: int = 0
+    attempt: int = 1
+
+    @property
+    def terminal(self) -> bool:
+        """Whether the run has ended; a terminal run never changes again."""
+        return self.status in ("completed", "failed", "cancelled")
+
+
+class JournalEntry(msgspec.Struct, array_like=True, omit_defaults=True):
+    """One recorded body action (a step result, an emit, a timer …), replayed in order.
+
+    ``value`` holds the msgpack encoding of the recorded result so replay decodes it
+    lazily, only when the body reaches that position.
+    """
+
+    kind: str
+    name: str
+    value: bytes = b""
+    error: ErrorInfo | None = None
+
+
+class SchemaInfo(msgspec.Struct):
+    """Stamp identifying a perdure store and the schema it was written with."""
+
+    format: str
+    version: int
+    created_at: float

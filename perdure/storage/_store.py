@@ -1,0 +1,307 @@
+"""The LMDB environment: opening, validation, durability modes and reads.
+
+Opening a directory is careful never to modify something that is not ours (R28):
+a directory holding anything besides perdure's own files is refused before the
+lock file is created, and an existing ``data.mdb`` is validated read-only (LMDB
+format, our schema stamp, a version we can read) before it is opened for writing.
+
+Writes never happen here: the :class:`~perdure.storage.Writer` owns every write
+transaction. Reads run in the caller's thread; they hold ``map_lock`` for the
+life of their short transaction because LMDB forbids growing the map while any
+transaction of this process is open.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Literal
+
+import lmdb
+import msgspec
+
+from perdure._errors import CorruptStore, ForeignDirectory, SchemaTooNew, StorageError
+
+from ._keys import (
+    DB_NAMES,
+    IDX_ALL,
+    event_prefix,
+    idem_key,
+    index_prefix,
+    run_prefix,
+    seq_of_index_key,
+)
+from ._lock import LOCK_FILE, DirectoryLock
+from ._records import SCHEMA_VERSION, JournalEntry, RunRecord, SchemaInfo
+
+__all__ = ["DEFAULT_MAP_SIZE", "Durability", "Store"]
+
+Durability = Literal["sync", "process", "memory"]
+DEFAULT_MAP_SIZE = 256 * 1024 * 1024
+_OWN_FILES = {"data.mdb", "lock.mdb", LOCK_FILE}
+_FORMAT = "perdure"
+
+_run_decoder = msgspec.msgpack.Decoder(RunRecord)
+_journal_decoder = msgspec.msgpack.Decoder(JournalEntry)
+_schema_decoder = msgspec.msgpack.Decoder(SchemaInfo)
+
+
+class Store:
+    """An open perdure data directory.
+
+    ``durability``: ``sync`` flushes every commit to disk before acknowledging it
+    (survives power loss); ``process`` writes through the OS page cache without
+    fsync (survives a crash of this process, not of the machine); ``memory``
+    keeps the store in a temporary directory on ``/dev/shm`` when ``path`` is
+    ``None`` and promises nothing across processes.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None,
+        *,
+        durability: Durability = "sync",
+        map_size: int = DEFAULT_MAP_SIZE,
+        readonly: bool = False,
+    ) -> None:
+        if durability not in ("sync", "process", "memory"):
+            raise StorageError(f"unknown durability mode {durability!r}", durability=durability)
+        self.durability: Durability = durability
+        self.readonly = readonly
+        self._tmp: str | None = None
+        if path is None:
+            if durability != "memory" or readonly:
+                raise StorageError("a path is required unless durability='memory'")
+            shm = "/dev/shm" if os.path.isdir("/dev/shm") else None
+            self._tmp = tempfile.mkdtemp(prefix="perdure-", dir=shm)
+            path = self._tmp
+        self.path = Path(path)
+        self.map_lock = threading.Lock()
+        self._lock: DirectoryLock | None = None
+        self._check_directory()
+        if not readonly:
+            self._lock = DirectoryLock(self.path)
+            self._lock.acquire()
+        try:
+            self.env = self._open_env(map_size)
+            self.dbs = {name: self.env.open_db(name.encode(), create=not readonly) for name in DB_NAMES}
+            if not readonly:
+                self._stamp_schema()
+        except BaseException:
+            self._release()
+            raise
+
+    # -- opening ---------------------------------------------------------------
+
+    def _check_directory(self) -> None:
+        if self.path.exists() and not self.path.is_dir():
+            raise ForeignDirectory(f"{self.path} exists and is not a directory", path=str(self.path))
+        if not self.path.exists():
+            if self.readonly:
+                raise StorageError(f"no perdure store at {self.path}", path=str(self.path))
+            self.path.mkdir(parents=True)
+            return
+        entries = set(os.listdir(self.path))
+        foreign = sorted(entries - _OWN_FILES)
+        if foreign:
+            raise ForeignDirectory(
+                f"{self.path} is not a perdure data directory (it holds {', '.join(foreign[:5])})",
+                path=str(self.path),
+                entries=foreign[:20],
+            )
+        if "data.mdb" in entries:
+            self._validate_existing()
+        elif self.readonly:
+            raise StorageError(f"no perdure store at {self.path}", path=str(self.path))
+
+    def _validate_existing(self) -> None:
+        try:
+            env = lmdb.open(str(self.path), readonly=True, lock=False, max_dbs=len(DB_NAMES) + 4)
+        except lmdb.Error as exc:
+            raise CorruptStore(
+                f"{self.path / 'data.mdb'} is not a readable LMDB file: {exc}", path=str(self.path)
+            ) from None
+        try:
+            try:
+                meta = env.open_db(b"meta", create=False)
+            except lmdb.NotFoundError:
+                raise ForeignDirectory(
+                    f"{self.path} holds an LMDB environment that perdure did not create",
+                    path=str(self.path),
+                ) from None
+            with env.begin(db=meta) as txn:
+                raw = txn.get(b"schema")
+            self._check_schema(raw)
+        except lmdb.Error as exc:
+            raise CorruptStore(f"{self.path} is damaged: {exc}", path=str(self.path)) from None
+        finally:
+            env.close()
+
+    def _check_schema(self, raw: bytes | None) -> None:
+        if raw is None:
+            raise ForeignDirectory(f"{self.path} has no perdure schema stamp", path=str(self.path))
+        try:
+            info = _schema_decoder.decode(raw)
+        except msgspec.DecodeError:
+            raise ForeignDirectory(f"{self.path} has an unreadable schema stamp", path=str(self.path)) from None
+        if info.format != _FORMAT:
+            raise ForeignDirectory(f"{self.path} is a {info.format!r} store", path=str(self.path))
+        if info.version > SCHEMA_VERSION:
+            raise SchemaTooNew(
+                f"{self.path} was written by schema version {info.version}; this perdure reads "
+                f"up to {SCHEMA_VERSION}. Upgrade perdure to open it.",
+                path=str(self.path),
+                version=info.version,
+                supported=SCHEMA_VERSION,
+            )
+
+    def _open_env(self, map_size: int) -> lmdb.Environment:
+        try:
+            return lmdb.open(
+                str(self.path),
+                map_size=map_size,
+                max_dbs=len(DB_NAMES) + 4,
+                readonly=self.readonly,
+                sync=self.durability == "sync",
+                metasync=self.durability == "sync",
+                max_readers=512,
+                readahead=False,
+            )
+        except lmdb.Error as exc:
+            raise CorruptStore(f"cannot open {self.path}: {exc}", path=str(self.path)) from None
+
+    def _stamp_schema(self) -> None:
+        with self.env.begin(write=True, db=self.dbs["meta"]) as txn:
+            if txn.get(b"schema") is None:
+                info = SchemaInfo(format=_FORMAT, version=SCHEMA_VERSION, created_at=time.time())
+                txn.put(b"schema", msgspec.msgpack.encode(info))
+
+    # -- lifecycle ----------------------------------------------------------------
+
+    def grow(self) -> int:
+        """Double the map; the caller must have no open transaction. Returns the new size."""
+        with self.map_lock:
+            size = int(self.env.info()["map_size"]) * 2
+            self.env.set_mapsize(size)
+            return size
+
+    @property
+    def map_size(self) -> int:
+        return int(self.env.info()["map_size"])
+
+    def close(self) -> None:
+        with contextlib.suppress(lmdb.Error):
+            self.env.close()
+        self._release()
+
+    def _release(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = None
+
+    # -- reads ----------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[lmdb.Transaction]:
+        """A short read transaction; never hold it across an ``await``."""
+        with self.map_lock:
+            try:
+                txn = self.env.begin()
+            except lmdb.MapResizedError:
+                # Another process grew the map (we are a read-only inspector).
+                self.env.set_mapsize(0)
+                txn = self.env.begin()
+            try:
+                yield txn
+            finally:
+                txn.abort()
+
+    def get_run(self, run_id: str) -> RunRecord | None:
+        with self.read() as txn:
+            raw = txn.get(run_id.encode(), db=self.dbs["runs"])
+        return None if raw is None else _run_decoder.decode(raw)
+
+    def get_idem(self, owner: str, key: str) -> str | None:
+        with self.read() as txn:
+            raw = txn.get(idem_key(owner, key), db=self.dbs["idem"])
+        return None if raw is None else bytes(raw).decode()
+
+    def events(self, run_id: str, after: int = 0, limit: int = 1_000_000) -> list[tuple[int, bytes]]:
+        """Committed events of a run with ``event_id > after``, in order."""
+        prefix = event_prefix(run_id)
+        out: list[tuple[int, bytes]] = []
+        with self.read() as txn:
+            cur = txn.cursor(db=self.dbs["events"])
+            if not cur.set_range(prefix + (after + 1).to_bytes(8, "big")):
+                return out
+            for key, value in cur:
+                if not key.startswith(prefix) or len(out) >= limit:
+                    break
+                out.append((int.from_bytes(key[len(prefix) :], "big"), bytes(value)))
+        return out
+
+    def journal(self, run_id: str) -> list[JournalEntry]:
+        """Every recorded journal entry of a run, in position order."""
+        prefix = run_prefix(run_id)
+        with self.read() as txn:
+            cur = txn.cursor(db=self.dbs["journal"])
+            if not cur.set_range(prefix):
+                return []
+            out: list[JournalEntry] = []
+            for key, value in cur:
+                if not key.startswith(prefix):
+                    break
+                out.append(_journal_decoder.decode(value))
+        return out
+
+    def scan_index(
+        self, family: bytes, value: str = "", after_seq: int = 0, limit: int = 100
+    ) -> list[tuple[int, str]]:
+        """``(seq, run_id)`` pairs of one index value, ascending, ``seq > after_seq``."""
+        prefix = index_prefix(family, value)
+        out: list[tuple[int, str]] = []
+        with self.read() as txn:
+            cur = txn.cursor(db=self.dbs["index"])
+            if not cur.set_range(prefix + (after_seq + 1).to_bytes(8, "big")):
+                return out
+            for key, run_id in cur:
+                if not key.startswith(prefix) or len(out) >= limit:
+                    break
+                out.append((seq_of_index_key(key), bytes(run_id).decode()))
+        return out
+
+    def last_seq(self) -> int:
+        """Highest creation sequence number ever assigned (0 for a new store)."""
+        prefix = index_prefix(IDX_ALL)
+        with self.read() as txn:
+            cur = txn.cursor(db=self.dbs["index"])
+            if cur.set_range(prefix + b"\xff" * 8):
+                if not cur.prev():
+                    return 0
+            elif not cur.last():
+                return 0
+            key = cur.key()
+            return seq_of_index_key(key) if key.startswith(prefix) else 0
+
+    def iter_runs(self, status: str | None = None) -> Iterator[RunRecord]:
+        """Every run record (optionally of one status), in creation order; for recovery."""
+        family, value = (IDX_ALL, "") if status is None else (b"s", status)
+        after = 0
+        while True:
+            page = self.scan_index(family, value, after, 1000)
+            if not page:
+                return
+            for seq, run_id in page:
+                after = seq
+                rec = self.get_run(run_id)
+                if rec is not None:
+                    yield rec
