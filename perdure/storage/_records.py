@@ -8,7 +8,7 @@ schema version bump (see ``SCHEMA_VERSION``).
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -67,17 +67,20 @@ class ErrorInfo(msgspec.Struct, omit_defaults=True):
     detail: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
-class TokenUsage(msgspec.Struct, omit_defaults=True, rename="camel"):
-    """Token counts for one provider and model (AG-UI ``TokenUsage``)."""
+TokenCount = Annotated[int, msgspec.Meta(ge=0, le=9007199254740991)]
+
+
+class TokenUsage(msgspec.Struct, omit_defaults=True, rename="camel", kw_only=True, frozen=True):
+    """Token counts for one provider and model (AG-UI ``TokenUsage``, camelCase on the wire)."""
 
     provider: str | None = None
     model: str | None = None
-    input_tokens: int | None = None
-    output_tokens: int | None = None
-    total_tokens: int | None = None
-    reasoning_tokens: int | None = None
-    cached_input_tokens: int | None = None
-    cache_write_input_tokens: int | None = None
+    input_tokens: TokenCount | None = None
+    output_tokens: TokenCount | None = None
+    total_tokens: TokenCount | None = None
+    reasoning_tokens: TokenCount | None = None
+    cached_input_tokens: TokenCount | None = None
+    cache_write_input_tokens: TokenCount | None = None
 
 
 class Completion(msgspec.Struct, omit_defaults=True):
