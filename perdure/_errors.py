@@ -31,6 +31,7 @@ __all__ = [
     "SchemaTooNew",
     "SerializationError",
     "SignalConflict",
+    "StepFailed",
     "StorageError",
     "UnknownTarget",
     "WaitExpired",
@@ -138,6 +139,13 @@ class NonDeterminismError(PerdureError):
     """Replay asked for a different step than the journal recorded (R7)."""
 
     code = "NON_DETERMINISM"
+    http_status = 500
+
+
+class StepFailed(PerdureError):
+    """A step failed on its last attempt; ``detail`` names the step, cause and attempts."""
+
+    code = "STEP_FAILED"
     http_status = 500
 
 

@@ -3,6 +3,7 @@
 from ._context import AgentContext, RunContext
 from ._definitions import Definition, RestartPolicy
 from ._lifecycle import STATUSES, TERMINAL, TRANSITIONS, check_transition
+from ._retry import RetryPolicy
 from ._results import Cancelled, Page, RunEvent, Started
 from ._runtime import Runtime
 
@@ -15,6 +16,7 @@ __all__ = [
     "Definition",
     "Page",
     "RestartPolicy",
+    "RetryPolicy",
     "RunContext",
     "RunEvent",
     "Runtime",

@@ -10,12 +10,14 @@ a step.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import msgspec
+import trio
 
 from perdure._errors import InvalidInput, PerdureError
-from perdure.storage import JournalEntry, Owner, RunRecord, TokenUsage
+from perdure.storage import JournalEntry, Owner, RunRecord, TokenUsage, keys
 
 from ._agui import (
     MAX_EVENT_BYTES,
@@ -38,12 +40,16 @@ from ._agui import (
     split_tool_call_args,
 )
 
+from ._retry import RetryPolicy
+from ._steps import run_step
+
 if TYPE_CHECKING:
     from ._run_actor import RunActor
 
 __all__ = ["AgentContext", "RunContext", "make_context"]
 
 _RESERVED = (RunStartedEvent, RunFinishedEvent, RunErrorEvent)
+_encode = msgspec.msgpack.Encoder().encode
 
 
 class RunContext:
@@ -112,13 +118,109 @@ class RunContext:
             return
         checked = self._check_events(events)
         actor = self._actor
+        if actor.step is not None:
+            actor.step.add(checked)
+            return
         name = type(events[0]).__struct_config__.tag
         assert isinstance(name, str)
         if actor.recorded("emit", name) is not None:
             return
-        entry = JournalEntry("emit", name)
-        actor.journal_append(entry)
-        await actor.persist(events=checked, journal=[entry])
+        await actor.record(JournalEntry("emit", name), checked)
+
+    async def flush(self) -> None:
+        """Inside a step: commit the events emitted so far, so followers see them live.
+
+        Without it a step's events commit together with its result. If a crash then
+        cuts the attempt, recovery closes what it left open and marks the log
+        with a ``perdure.attempt_aborted`` event before the step re-runs (R21).
+        """
+        actor = self._actor
+        if actor.step is not None:
+            events = actor.step.take()
+            if events:
+                await actor.persist(events=events)
+
+    # -- durable steps and timers ------------------------------------------------------
+
+    async def step(
+        self,
+        name: str,
+        fn: Callable[..., Any],
+        *args: Any,
+        retry: RetryPolicy | None = None,
+        timeout: float | None = None,
+        inactivity_timeout: float | None = None,
+        result_type: Any = Any,
+    ) -> Any:
+        """Run ``fn(*args)`` at least once and record its result exactly once (R6).
+
+        ``fn`` may be ``async`` or a plain function (run in a worker thread). Once a
+        result is recorded the step never runs again: replay returns the recorded
+        value (decoded as msgpack builtins, or as ``result_type``). Asking for a
+        different step name at a recorded position raises
+        :class:`~perdure.NonDeterminismError` (R7). ``retry`` retries failed
+        attempts with backoff on durable timers; ``timeout`` bounds each attempt;
+        ``inactivity_timeout`` fails an attempt that has not called
+        :meth:`heartbeat` for that long (R8). A step that fails on its last attempt
+        raises :class:`~perdure.StepFailed` (also on replay, without running again).
+        Steps of one run must be awaited one after another.
+        """
+        return await run_step(
+            self._actor,
+            name,
+            fn,
+            args,
+            retry=retry,
+            timeout=timeout,
+            inactivity_timeout=inactivity_timeout,
+            result_type=result_type,
+        )
+
+    def heartbeat(self) -> None:
+        """Tell the running step it is alive (feeds ``inactivity_timeout``).
+
+        Callable from the step's async code or from its worker thread.
+        """
+        step = self._actor.step
+        if step is None:
+            return
+        try:
+            trio.lowlevel.current_task()
+        except RuntimeError:
+            trio.from_thread.run_sync(step.heartbeat, trio_token=self._actor.rt.token)
+        else:
+            step.heartbeat()
+
+    async def sleep(self, seconds: float) -> None:
+        """Durable sleep (R9): survives restarts and passivation, fires once."""
+        if not isinstance(seconds, int | float) or seconds < 0:
+            raise InvalidInput(f"sleep seconds must be a number >= 0 (got {seconds!r})")
+        await self._durable_sleep(lambda: self.now() + seconds)
+
+    async def sleep_until(self, when: float) -> None:
+        """Durable sleep until ``when`` (seconds since the epoch, the runtime's clock)."""
+        if not isinstance(when, int | float):
+            raise InvalidInput(f"sleep_until needs a timestamp (got {when!r})")
+        await self._durable_sleep(lambda: float(when))
+
+    async def _durable_sleep(self, due_at: Callable[[], float]) -> None:
+        actor = self._actor
+        if actor.step is not None:
+            raise InvalidInput("durable sleeps belong in the body, not inside a step")
+        position = actor.jpos
+        timer_name = f"sleep:{position}"
+        entry = actor.recorded("sleep", "sleep")
+        if entry is not None:
+            due = msgspec.msgpack.decode(entry.value, type=float)
+            if actor.replaying:
+                return  # a later journal entry proves this sleep already fired
+            key = keys.timer_key(int(due * 1000), actor.rec.id, timer_name)
+        else:
+            due = due_at()
+            op = actor.arm_timer(due, timer_name)
+            key = op[1]
+            await actor.record(JournalEntry("sleep", "sleep", value=_encode(due)), extra_ops=[op])
+        await actor.sleep_until(due, key)
 
     async def custom(self, name: str, value: Any = None) -> None:
         """Log a ``CUSTOM`` event (progress, data for the UI …)."""
@@ -128,7 +230,8 @@ class RunContext:
         opened: set[tuple[str, str]] = set()
         closed: set[tuple[str, str]] = set()
         out: list[Event] = []
-        is_open = self._actor.open.is_open
+        actor = self._actor
+        is_open = (actor.step.open if actor.step is not None else actor.open).is_open
 
         def open_now(kind: str, item: str) -> bool:
             return (kind, item) in opened or (is_open(kind, item) and (kind, item) not in closed)

@@ -58,10 +58,20 @@ class OpenItems:
     def is_open(self, kind: str, item_id: str) -> bool:
         return (kind, item_id) in self._open
 
-    def closing_events(self) -> list[Event]:
-        """Events that close every open item, innermost (latest opened) first."""
+    def keys(self) -> frozenset[tuple[str, str]]:
+        return frozenset(self._open)
+
+    def copy(self) -> OpenItems:
+        other = OpenItems()
+        other._open = dict(self._open)
+        return other
+
+    def closing_events(self, skip: frozenset[tuple[str, str]] = frozenset()) -> list[Event]:
+        """Events that close every open item not in ``skip``, latest opened first."""
         out: list[Event] = []
         for kind, item_id in reversed(list(self._open)):
+            if (kind, item_id) in skip:
+                continue
             if kind == "message":
                 out.append(TextMessageEndEvent(message_id=item_id))
             elif kind == "tool":

@@ -32,6 +32,8 @@ from perdure._errors import NonDeterminismError, PerdureError, SerializationErro
 from perdure.actors import Actor
 from perdure.storage import (
     CancelRequest,
+    Op,
+    keys,
     Completion,
     ErrorInfo,
     JournalEntry,
@@ -55,6 +57,7 @@ from ._agui import (
 from ._definitions import to_plain
 from ._lifecycle import check_transition
 from ._open_items import OpenItems
+from ._steps import StepBuffer
 
 if TYPE_CHECKING:
     from ._runtime import Runtime
@@ -115,6 +118,16 @@ class RunActor(Actor[RunMessage]):
         self.model: str | None = None
         self.provider: str | None = None
         self.finish_reason: str | None = None
+        self.step: StepBuffer | None = None
+        self.pending_ops: list[Op] = []
+
+    @property
+    def deadline(self) -> float | None:
+        """Wall time at which the run times out (its definition's ``timeout``)."""
+        timeout = self.definition.timeout
+        if timeout is None or self.rec.started_at is None:
+            return None
+        return self.rec.started_at + timeout
 
     # -- persistence ------------------------------------------------------------------
 
@@ -127,6 +140,7 @@ class RunActor(Actor[RunMessage]):
         new: RunRecord | None = None,
         events: Sequence[Event] = (),
         journal: Sequence[JournalEntry] = (),
+        extra_ops: Sequence[Op] = (),
     ) -> None:
         """Stage ``new`` (or the current record) plus events and journal entries, commit.
 
@@ -136,7 +150,10 @@ class RunActor(Actor[RunMessage]):
         base = old if new is None else new
         dbs = self.rt.store.dbs
         run_id = old.id
-        ops = []
+        ops = list(extra_ops)
+        if self.pending_ops:
+            ops.extend(self.pending_ops)
+            self.pending_ops = []
         event_id = old.last_event_id
         now_ms = int(self.rt.now() * 1000)
         for event in events:
@@ -180,10 +197,44 @@ class RunActor(Actor[RunMessage]):
         self.jpos += 1
         return entry
 
-    def journal_append(self, entry: JournalEntry) -> None:
-        """Keep the in-memory journal in step with what ``persist`` stores."""
+    def peek(self) -> JournalEntry | None:
+        """The recorded entry at the cursor without consuming it."""
+        return self.journal[self.jpos] if self.jpos < len(self.journal) else None
+
+    async def record(
+        self, entry: JournalEntry, events: Sequence[Event] = (), extra_ops: Sequence[Op] = ()
+    ) -> None:
+        """Journal ``entry`` with its events in one commit; the cursor moves past it."""
         self.journal.append(entry)
         self.jpos = len(self.journal)
+        await self.persist(events=events, journal=[entry], extra_ops=extra_ops)
+
+    # -- timers ------------------------------------------------------------------------------
+
+    def arm_timer(self, due: float, name: str) -> Op:
+        """Arm a durable wake-up for ``due``; returns the op that stores it.
+
+        The stored timer is removed with the run's next commit after it fired.
+        """
+        key = keys.timer_key(int(due * 1000), self.rec.id, name)
+        self.rt.timers.arm(due, self.rec.id, key)
+        return (self.rt.store.dbs["timers"], key, b"")
+
+    async def sleep_until(self, due: float, timer_key: bytes | None = None) -> None:
+        """Sleep on the runtime clock; long sleeps passivate the actor (R14)."""
+        delay = due - self.rt.now()
+        if delay > 0:
+            if delay >= self.rt.passivate_after and timer_key is not None:
+                self.rt.supervisor.mark_idle(self.rec.id)
+                self.rt.supervisor.passivate(self.rec.id)
+            else:
+                self.rt.supervisor.mark_idle(self.rec.id)
+            try:
+                await trio.sleep_until(self.rt.trio_time(due))
+            finally:
+                self.rt.supervisor.mark_busy(self.rec.id)
+        if timer_key is not None:
+            self.pending_ops.append((self.rt.store.dbs["timers"], timer_key, None))
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -250,11 +301,20 @@ class RunActor(Actor[RunMessage]):
                 self.body_scope = scope
                 if self.rec.cancel is not None:
                     scope.cancel()
+                elif self.deadline is not None:
+                    scope.deadline = self.rt.trio_time(self.deadline)
                 value = await self.definition.fn(ctx, typed)
                 result = to_plain(value, f"result of {self.rec.target}")
                 status = "completed"
             if scope.cancelled_caught:
                 status, result = "cancelled", None
+                if self.rec.cancel is None:
+                    error = ErrorInfo(
+                        "RUN_TIMEOUT",
+                        f"run exceeded its {self.definition.timeout} s timeout",
+                        {"timeout": self.definition.timeout},
+                    )
+                    status = "failed"
         except SerializationError as exc:
             error = ErrorInfo(exc.code, exc.message, exc.detail)
         except PerdureError as exc:
@@ -303,7 +363,7 @@ class RunActor(Actor[RunMessage]):
             assert error is not None
             events.append(RunErrorEvent(message=error.message, code=error.code, usage=usage or None))
         completion = Completion(
-            status=status,  # type: ignore[arg-type]
+            status=status,  # type: ignore[arg-type]  # checked by check_transition above
             result=result,
             error=error,
             usage=usage,
@@ -313,7 +373,7 @@ class RunActor(Actor[RunMessage]):
         )
         done = msgspec.structs.replace(
             rec,
-            status=status,  # type: ignore[arg-type]
+            status=status,
             completion=completion,
             waiting=None,
             finished_at=self.rt.now(),

@@ -11,7 +11,7 @@ import os
 import time
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -39,7 +39,14 @@ from perdure.storage import (
     record_ops,
 )
 
-from ._agui import RunErrorEvent, RunFinishedEvent, RunStartedEvent, decode_event, encode_event
+from ._agui import (
+    RunErrorEvent,
+    RunFinishedEvent,
+    RunFinishedInterruptOutcome,
+    RunStartedEvent,
+    decode_event,
+    encode_event,
+)
 from ._definitions import (
     Body,
     Definition,
@@ -52,6 +59,7 @@ from ._hub import ChangeHub
 from ._lifecycle import STATUSES, check_transition
 from ._results import Cancelled, Page, RunEvent, Started
 from ._run_actor import CancelMsg, RunActor, RunMessage
+from ._timers import TimerService
 
 __all__ = ["Runtime"]
 
@@ -82,6 +90,12 @@ class Runtime:
             can never deadlock on its own children).
         cancel_grace: seconds a cancelled body may spend in shielded cleanup (R16).
         max_live_actors: passivate idle actors beyond this many (LRU).
+        passivate_after: a run that will sleep at least this long is passivated at
+            once (its actor stopped, its state only in LMDB) and woken by its timer.
+
+    Virtual time: every timer, timeout and timestamp reads the trio clock, so a
+    test or simulation run under ``trio.testing.MockClock`` sees hours pass
+    instantly and deterministically.
     """
 
     def __init__(
@@ -93,6 +107,7 @@ class Runtime:
         max_running: int | None = None,
         cancel_grace: float = 1.0,
         max_live_actors: int | None = None,
+        passivate_after: float = 60.0,
     ) -> None:
         if durability not in ("sync", "process", "memory"):
             raise InvalidInput(f"durability must be 'sync', 'process' or 'memory', not {durability!r}")
@@ -104,6 +119,7 @@ class Runtime:
         self.max_running = max_running
         self.cancel_grace = cancel_grace
         self.max_live_actors = max_live_actors
+        self.passivate_after = passivate_after
         self.registry = Registry()
         self._opened = False
         self._closing = False
@@ -178,8 +194,11 @@ class Runtime:
             raise
         self.hub = ChangeHub()
         self._epoch = time.time() - trio.current_time()
+        self.token = trio.lowlevel.current_trio_token()
+        self.timers = TimerService(self.now, self._timer_due)
         self._nursery_cm = trio.open_nursery()
-        nursery = await self._nursery_cm.__aenter__()
+        nursery = self._nursery = await self._nursery_cm.__aenter__()
+        nursery.start_soon(self.timers.run, name="perdure-timers")
         self.supervisor: Supervisor[RunMessage] = Supervisor(
             nursery, on_failure=self._actor_failed, max_live=self.max_live_actors
         )
@@ -205,6 +224,7 @@ class Runtime:
         try:
             with trio.CancelScope(shield=True):
                 await self.supervisor.stop_all()
+                self._nursery.cancel_scope.cancel()
                 self.hub.notify_all()
                 await self.writer.aclose()
         finally:
@@ -217,6 +237,8 @@ class Runtime:
     def _recover(self) -> None:
         store = self.store
         self._next_seq = store.last_seq() + 1
+        for due, run_id, key in store.timers():
+            self.timers.arm(due, run_id, key)
         counts = {"running": 0, "pending": 0, "cancelling": 0, "waiting": 0}
         for rec in list(store.iter_runs("running")):
             if rec.cancel is not None:
@@ -257,6 +279,26 @@ class Runtime:
     def now(self) -> float:
         """Seconds since the epoch on the runtime's clock (virtual under trio's MockClock)."""
         return self._epoch + trio.current_time()
+
+    def trio_time(self, when: float) -> float:
+        """The trio clock reading at which wall time ``when`` arrives."""
+        return when - self._epoch
+
+    def _timer_due(self, run_id: str, key: bytes) -> None:
+        if self._closing or self.supervisor.get(run_id) is not None:
+            return  # a live run wakes from its own sleep
+        if self.supervisor._live.get(run_id) is not None:  # noqa: SLF001 - still stopping
+            self.timers.arm(self.now() + 0.01, run_id, key)
+            return
+        rec = self.store.get_run(run_id)
+        if rec is None or rec.terminal:
+            self._nursery.start_soon(self.writer.commit, [(self.store.dbs["timers"], key, None)])
+            return
+        if rec.status == "pending":
+            return
+        top = rec.parent_id is None and rec.status == "running"
+        self._running_top += top
+        self._spawn(rec, counted=top)
 
     # -- actors ----------------------------------------------------------------------------------
 
@@ -507,7 +549,7 @@ class Runtime:
 
     async def events(
         self, run_id: str, after: int = 0, *, follow: bool = True
-    ) -> AsyncIterator[RunEvent]:
+    ) -> AsyncGenerator[RunEvent, None]:
         """The run's committed log from ``event_id > after``, then live events.
 
         With ``follow=True`` the iterator ends after the run's terminal event (or
@@ -639,6 +681,5 @@ def _is_terminal_event(event: Any) -> bool:
     if isinstance(event, RunErrorEvent):
         return True
     if isinstance(event, RunFinishedEvent):
-        outcome = event.outcome
-        return outcome is None or outcome.type != "interrupt"
+        return not isinstance(event.outcome, RunFinishedInterruptOutcome)
     return False

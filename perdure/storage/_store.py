@@ -243,7 +243,8 @@ class Store:
             cur = txn.cursor(db=self.dbs["events"])
             if not cur.set_range(prefix + (after + 1).to_bytes(8, "big")):
                 return out
-            for key, value in cur:
+            for raw_key, value in cur:
+                key = bytes(raw_key)
                 if not key.startswith(prefix) or len(out) >= limit:
                     break
                 out.append((int.from_bytes(key[len(prefix) :], "big"), bytes(value)))
@@ -258,7 +259,7 @@ class Store:
                 return []
             out: list[JournalEntry] = []
             for key, value in cur:
-                if not key.startswith(prefix):
+                if not bytes(key).startswith(prefix):
                     break
                 out.append(_journal_decoder.decode(value))
         return out
@@ -273,10 +274,21 @@ class Store:
             cur = txn.cursor(db=self.dbs["index"])
             if not cur.set_range(prefix + (after_seq + 1).to_bytes(8, "big")):
                 return out
-            for key, run_id in cur:
+            for raw_key, run_id in cur:
+                key = bytes(raw_key)
                 if not key.startswith(prefix) or len(out) >= limit:
                     break
                 out.append((seq_of_index_key(key), bytes(run_id).decode()))
+        return out
+
+    def timers(self) -> list[tuple[float, str, bytes]]:
+        """Every stored timer as ``(due, run_id, key)``, earliest first."""
+        out: list[tuple[float, str, bytes]] = []
+        with self.read() as txn:
+            for key, _ in txn.cursor(db=self.dbs["timers"]):
+                raw = bytes(key)
+                run_id = raw[8:].split(b"\0", 1)[0].decode()
+                out.append((int.from_bytes(raw[:8], "big") / 1000, run_id, raw))
         return out
 
     def last_seq(self) -> int:
@@ -289,7 +301,7 @@ class Store:
                     return 0
             elif not cur.last():
                 return 0
-            key = cur.key()
+            key = bytes(cur.key())
             return seq_of_index_key(key) if key.startswith(prefix) else 0
 
     def iter_runs(self, status: str | None = None) -> Iterator[RunRecord]:

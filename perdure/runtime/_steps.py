@@ -1,0 +1,210 @@
+"""Durable steps (R6, R8, R10): run a function at least once, record its result once.
+
+Journal shapes for a step named ``n``:
+
+- ``("retry", n, {attempt, due, error})`` for each failed attempt that will be
+  retried: written before the backoff starts, so a crash during the backoff
+  resumes the same attempt count and the same due time;
+- then exactly one ``("step", n)`` entry holding the msgpack result, or the
+  final error.
+
+The step's AG-UI events (``STEP_STARTED``, whatever the function emits,
+``STEP_FINISHED``) commit in the same transaction as the journal entry, so a
+step's events and its result are never seen apart. ``ctx.flush()`` may commit
+events early for live streaming; if a crash then cuts the attempt, recovery
+closes what it left open (R21).
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+import trio
+
+from perdure._errors import PerdureError, SerializationError, StepFailed
+from perdure.storage import ErrorInfo, JournalEntry
+
+from ._agui import CustomEvent, Event, StepFinishedEvent, StepStartedEvent
+from ._open_items import OpenItems
+from ._retry import RetryPolicy
+
+if TYPE_CHECKING:
+    from ._run_actor import RunActor
+
+__all__ = ["StepBuffer", "run_step"]
+
+_encode = msgspec.msgpack.Encoder().encode
+_DEFAULT_POLICY = RetryPolicy()
+
+
+class _Retry(msgspec.Struct):
+    attempt: int
+    due: float
+    error: ErrorInfo
+
+
+class StepBuffer:
+    """Events of the step attempt in progress, and its inactivity watchdog.
+
+    ``open`` is the run's open-item view including the buffered events, so
+    emits inside the step are validated against what the step itself opened.
+    """
+
+    __slots__ = ("before", "events", "inactivity", "name", "open", "watchdog")
+
+    def __init__(self, name: str, inactivity: float | None, run_open: OpenItems) -> None:
+        self.name = name
+        self.open = run_open.copy()
+        self.before = self.open.keys()
+        self.events: list[Event] = []
+        self.inactivity = inactivity
+        self.watchdog: trio.CancelScope | None = None
+        self.add([StepStartedEvent(step_name=name)])
+
+    def add(self, events: list[Event]) -> None:
+        for event in events:
+            self.open.observe(event)
+        self.events.extend(events)
+
+    def take(self) -> list[Event]:
+        """Hand the buffered events over for an early commit (``ctx.flush``)."""
+        events, self.events = self.events, []
+        return events
+
+    def closing(self) -> list[Event]:
+        """Close what this attempt opened and left open, then the step itself."""
+        skip = self.before | {("step", self.name)}
+        return [*self.open.closing_events(skip), StepFinishedEvent(step_name=self.name)]
+
+    def heartbeat(self) -> None:
+        if self.watchdog is not None and self.inactivity is not None:
+            self.watchdog.deadline = trio.current_time() + self.inactivity
+
+
+async def run_step(
+    actor: RunActor,
+    name: str,
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    *,
+    retry: RetryPolicy | None,
+    timeout: float | None,
+    inactivity_timeout: float | None,
+    result_type: Any,
+) -> Any:
+    if not isinstance(name, str) or not 1 <= len(name) <= 200:
+        raise PerdureError("step name must be a string of 1-200 characters")
+    if actor.step is not None:
+        raise PerdureError(f"step {name!r} started inside step {actor.step.name!r}: steps do not nest")
+    policy = retry or _DEFAULT_POLICY
+    attempt, due = 1, None
+    while (entry := actor.peek()) is not None and entry.kind == "retry" and entry.name == name:
+        actor.jpos += 1
+        info = msgspec.msgpack.decode(entry.value, type=_Retry)
+        attempt, due = info.attempt + 1, info.due
+    recorded = actor.recorded("step", name)
+    if recorded is not None:
+        return _replayed(recorded, name, result_type)
+    if due is not None:
+        await actor.sleep_until(due)
+    while True:
+        buffer = StepBuffer(name, inactivity_timeout, actor.open)
+        actor.step = buffer
+        try:
+            value = await _attempt(fn, args, timeout, buffer)
+            failure: Exception | None = None
+        except Exception as exc:
+            failure = exc
+        finally:
+            actor.step = None
+        closing = buffer.closing()
+        if failure is None:
+            try:
+                encoded = _encode(value)
+                result = msgspec.msgpack.decode(encoded, type=result_type)
+            except (TypeError, msgspec.EncodeError, msgspec.ValidationError) as exc:
+                failure = SerializationError(
+                    f"step {name!r} returned a value that cannot be stored: {exc}", step=name
+                )
+            else:
+                await actor.record(JournalEntry("step", name, value=encoded), [*buffer.events, *closing])
+                return result
+        error = _error_info(failure, name, attempt)
+        if policy.should_retry(attempt, failure):
+            due = actor.rt.now() + policy.delay(attempt)
+            marker = CustomEvent(
+                name="perdure.step_retry",
+                value={"step": name, "attempt": attempt, "due": due, "error": error.message},
+            )
+            retry_entry = JournalEntry("retry", name, value=_encode(_Retry(attempt, due, error)))
+            await actor.record(retry_entry, [*buffer.events, *closing, marker])
+            await actor.sleep_until(due)
+            attempt += 1
+            continue
+        await actor.record(JournalEntry("step", name, error=error), [*buffer.events, *closing])
+        raise _as_exception(error)
+
+
+async def _attempt(
+    fn: Callable[..., Any], args: tuple[Any, ...], timeout: float | None, buffer: StepBuffer
+) -> Any:
+    call = functools.partial(fn, *args)
+    is_async = inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+        getattr(fn, "__call__", None)  # noqa: B004 - async callables
+    )
+    with trio.CancelScope() as watchdog:
+        buffer.watchdog = watchdog
+        buffer.heartbeat()
+        with trio.fail_after(timeout) if timeout is not None else _no_deadline():
+            if is_async:
+                return await call()
+            return await trio.to_thread.run_sync(call, abandon_on_cancel=True)
+    raise StepTimeout(f"no heartbeat for {buffer.inactivity} s")
+
+
+class StepTimeout(Exception):
+    """An attempt went silent past its inactivity timeout."""
+
+
+class _no_deadline:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def _error_info(exc: BaseException, name: str, attempt: int) -> ErrorInfo:
+    if isinstance(exc, trio.TooSlowError):
+        cause = "STEP_TIMEOUT"
+        message = f"step {name!r} attempt {attempt} timed out"
+    elif isinstance(exc, StepTimeout):
+        cause = "STEP_INACTIVE"
+        message = f"step {name!r} attempt {attempt}: {exc}"
+    elif isinstance(exc, PerdureError):
+        cause = exc.code
+        message = exc.message
+    else:
+        cause = "STEP_EXCEPTION"
+        message = f"{type(exc).__name__}: {exc}"
+    return ErrorInfo(
+        "SERIALIZATION_ERROR" if isinstance(exc, SerializationError) else "STEP_FAILED",
+        message,
+        {"step": name, "attempts": attempt, "cause": cause, "type": type(exc).__name__},
+    )
+
+
+def _as_exception(error: ErrorInfo) -> PerdureError:
+    if error.code == "SERIALIZATION_ERROR":
+        return SerializationError(error.message, **error.detail)
+    return StepFailed(error.message, **error.detail)
+
+
+def _replayed(entry: JournalEntry, name: str, result_type: Any) -> Any:
+    if entry.error is not None:
+        raise _as_exception(entry.error)
+    return msgspec.msgpack.decode(entry.value, type=result_type)
