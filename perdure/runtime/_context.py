@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 import trio
 
-from perdure._errors import InvalidInput, PerdureError
+from perdure._errors import ChildCancelled, ChildFailed, InvalidInput, PerdureError
 from perdure.storage import JournalEntry, Owner, RunRecord, TokenUsage, keys
 
 from ._agui import (
@@ -41,12 +41,22 @@ from ._agui import (
 )
 
 from ._retry import RetryPolicy
+from ._signals import (
+    ApprovalDecision,
+    ExternalEvent,
+    InputResponse,
+    Signal,
+    ToolResult,
+    check_schema,
+)
 from ._steps import run_step
+from ._waits import WaitSpec, open_wait, open_waits
 
 if TYPE_CHECKING:
     from ._run_actor import RunActor
+    from ._runtime import Runtime
 
-__all__ = ["AgentContext", "RunContext", "make_context"]
+__all__ = ["AgentContext", "ChildHandle", "RunContext", "make_context"]
 
 _RESERVED = (RunStartedEvent, RunFinishedEvent, RunErrorEvent)
 _encode = msgspec.msgpack.Encoder().encode
@@ -274,6 +284,160 @@ class RunContext:
             out.append(event)
         return out
 
+    # -- waiting checkpoints -------------------------------------------------------------
+
+    async def wait_for_tool_result(
+        self, tool_call_id: str, *, timeout: float | None = None, schema: dict[str, Any] | None = None
+    ) -> Any:
+        """Wait for the :class:`~perdure.ToolResult` of a client-side tool call; returns its content.
+
+        The run is ``waiting`` (AG-UI interrupt reason ``tool_call``) until the result
+        arrives through ``rt.resume``. ``timeout`` raises :class:`~perdure.WaitExpired`.
+        """
+        signal = await self._wait("tool", tool_call_id, schema, None, None, timeout)
+        assert isinstance(signal, ToolResult)
+        return signal.content
+
+    async def wait_for_tool_results(
+        self, tool_call_ids: list[str], *, timeout: float | None = None
+    ) -> dict[str, Any]:
+        """Wait for several tool calls at once (parallel tool calls); returns content by id."""
+        if not tool_call_ids:
+            return {}
+        if len(set(tool_call_ids)) != len(tool_call_ids):
+            raise InvalidInput("tool call ids must be distinct")
+        for tool_call_id in tool_call_ids:
+            _check_key(tool_call_id)
+        if self._actor.step is not None:
+            raise InvalidInput("waits belong in the body, not inside a step")
+        specs = [WaitSpec(reason="tool", key=tool_call_id) for tool_call_id in tool_call_ids]
+        signals = await open_waits(self._actor, specs, _check_timeout(timeout))
+        return {
+            tool_call_id: signal.content
+            for tool_call_id, signal in zip(tool_call_ids, signals, strict=True)
+            if isinstance(signal, ToolResult)
+        }
+
+    async def wait_for_approval(
+        self,
+        key: str,
+        *,
+        prompt: str | None = None,
+        approvers: list[str] | None = None,
+        schema: dict[str, Any] | None = None,
+        timeout: float | None = None,
+    ) -> ApprovalDecision:
+        """Wait for an :class:`~perdure.ApprovalDecision` (interrupt reason ``confirmation``).
+
+        ``approvers`` is an allow-list (others get :class:`~perdure.PermissionDenied`);
+        ``schema`` is a JSON Schema the decision's ``response`` must satisfy.
+        """
+        if approvers is not None and (
+            not isinstance(approvers, list) or not all(isinstance(a, str) for a in approvers)
+        ):
+            raise InvalidInput("approvers must be a list of strings")
+        signal = await self._wait("approval", key, schema, prompt, approvers, timeout)
+        assert isinstance(signal, ApprovalDecision)
+        return signal
+
+    async def wait_for_event(
+        self, name: str, *, timeout: float | None = None, schema: dict[str, Any] | None = None
+    ) -> Any:
+        """Wait for an :class:`~perdure.ExternalEvent` named ``name``; returns its payload."""
+        signal = await self._wait("event", name, schema, None, None, timeout)
+        assert isinstance(signal, ExternalEvent)
+        return signal.payload
+
+    async def wait_for_input(
+        self,
+        key: str,
+        *,
+        schema: dict[str, Any] | None = None,
+        prompt: str | None = None,
+        timeout: float | None = None,
+    ) -> Any:
+        """Wait for human :class:`~perdure.InputResponse` (interrupt reason ``input_required``)."""
+        signal = await self._wait("input", key, schema, prompt, None, timeout)
+        assert isinstance(signal, InputResponse)
+        return signal.value
+
+    async def expect(self, key: str, reason: str | None = None) -> None:
+        """Declare that a signal for ``key`` may arrive before the wait opens (R12).
+
+        Such a signal is stored (durably) and consumed when the wait opens, instead
+        of being refused with :class:`~perdure.NotWaiting`.
+        """
+        if reason is not None and reason not in ("tool", "approval", "event", "input"):
+            raise InvalidInput("reason must be tool, approval, event or input")
+        _check_key(key)
+        actor = self._actor
+        name = f"{reason or '*'}:{key}"
+        if actor.recorded("expect", name) is not None:
+            return
+        new = msgspec.structs.replace(actor.rec, expected=[*actor.rec.expected, name])
+        actor.journal.append(JournalEntry("expect", name))
+        actor.jpos = len(actor.journal)
+        await actor.persist(new, journal=[JournalEntry("expect", name)])
+
+    async def _wait(
+        self,
+        reason: str,
+        key: str,
+        schema: dict[str, Any] | None,
+        prompt: str | None,
+        approvers: list[str] | None,
+        timeout: float | None,
+    ) -> Signal:
+        actor = self._actor
+        if actor.step is not None:
+            raise InvalidInput("waits belong in the body, not inside a step")
+        _check_key(key)
+        check_schema(schema)
+        return await open_wait(
+            actor,
+            reason,
+            key,
+            schema=schema,
+            prompt=prompt,
+            approvers=approvers,
+            timeout=_check_timeout(timeout),
+        )
+
+    # -- child runs ---------------------------------------------------------------------
+
+    async def start_child(
+        self,
+        target: str,
+        input: Any = None,
+        *,
+        owner: Owner | None = None,
+        run_id: str | None = None,
+    ) -> ChildHandle:
+        """Start a child run (``parent_id`` = this run, same root) (R17).
+
+        Journaled: replay returns a handle to the same child instead of starting a
+        second one. The child's id is derived from this run's id and the journal
+        position, so even a crash between the child's creation and the journal
+        entry cannot produce two children. The owner defaults to this run's.
+        """
+        actor = self._actor
+        if actor.step is not None:
+            raise InvalidInput("child runs are started from the body, not inside a step")
+        entry = actor.recorded("child", target)
+        if entry is not None:
+            return ChildHandle(actor.rt, entry.value.decode())
+        child_id = run_id or uuid.uuid5(uuid.NAMESPACE_URL, f"{actor.rec.id}/{actor.jpos}").hex
+        actor.has_children = True
+        started = await actor.rt.start_run(
+            target,
+            input,
+            owner=owner if owner is not None else actor.rec.owner,
+            run_id=child_id,
+            parent=actor.rec,
+        )
+        await actor.record(JournalEntry("child", target, value=started.run.id.encode()))
+        return ChildHandle(actor.rt, started.run.id)
+
     # -- completion metadata ------------------------------------------------------------
 
     def report_usage(self, usage: TokenUsage | None = None, **counts: Any) -> None:
@@ -314,6 +478,44 @@ class AgentContext(RunContext):
 
     async def messages_snapshot(self, messages: list[dict[str, Any]]) -> None:
         await self.emit(MessagesSnapshotEvent(messages=messages))
+
+
+class ChildHandle:
+    """A child run started with :meth:`RunContext.start_child`."""
+
+    def __init__(self, rt: Runtime, run_id: str) -> None:
+        self._rt = rt
+        self.run_id = run_id
+
+    async def result(self) -> Any:
+        """Wait for the child; its result, or :class:`~perdure.ChildFailed` /
+        :class:`~perdure.ChildCancelled`."""
+        rec = await self._rt.wait(self.run_id)
+        completion = rec.completion
+        assert completion is not None
+        if rec.status == "completed":
+            return completion.result
+        if rec.status == "cancelled":
+            raise ChildCancelled(f"child run {rec.id} was cancelled", run_id=rec.id)
+        error = completion.error
+        raise ChildFailed(
+            f"child run {rec.id} failed: {error.message if error else 'unknown error'}",
+            run_id=rec.id,
+            error=msgspec.to_builtins(error) if error else None,
+        )
+
+
+def _check_timeout(timeout: object) -> float | None:
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
+        raise InvalidInput(f"timeout must be a positive number (got {timeout!r})")
+    return float(timeout)
+
+
+def _check_key(key: object) -> None:
+    if not isinstance(key, str) or not 1 <= len(key) <= 256 or "#" in key:
+        raise InvalidInput(f"a wait key must be 1-256 characters without '#' (got {key!r})")
 
 
 def _item(event: Event) -> tuple[str, str]:

@@ -57,12 +57,14 @@ from ._agui import (
 from ._definitions import to_plain
 from ._lifecycle import check_transition
 from ._open_items import OpenItems
+from ._signals import Signal
 from ._steps import StepBuffer
+from ._waits import WaitFuture, accept_signal
 
 if TYPE_CHECKING:
     from ._runtime import Runtime
 
-__all__ = ["CancelMsg", "RunActor", "RunMessage"]
+__all__ = ["CancelMsg", "RunActor", "RunMessage", "SignalMsg"]
 
 log = logging.getLogger("perdure.run")
 
@@ -84,6 +86,19 @@ class CancelMsg(RunMessage):
         self.reason = reason
         self.done = trio.Event()
         self.cancelled = False
+
+
+class SignalMsg(RunMessage):
+    """Deliver a resume signal (R12); ``done`` is set once it is stored or refused."""
+
+    __slots__ = ("done", "duplicate", "error", "key", "signal")
+
+    def __init__(self, signal: Signal, key: str) -> None:
+        self.signal = signal
+        self.key = key
+        self.done = trio.Event()
+        self.duplicate = False
+        self.error: PerdureError | None = None
 
 
 class RunActor(Actor[RunMessage]):
@@ -108,8 +123,16 @@ class RunActor(Actor[RunMessage]):
         if definition is None:
             raise PerdureError(f"run {rec.id}: target {rec.target} is no longer registered")
         self.definition = definition
-        self.journal = journal
+        self.journal = [e for e in journal if e.kind != "signal"]
         self.jpos = 0
+        self.signals: dict[str, JournalEntry] = {}
+        self.signal_count: dict[str, int] = {}
+        for entry in journal:
+            if entry.kind == "signal":
+                self.add_signal(entry)
+        self.wait_counts: dict[str, int] = {}
+        self.futures: dict[str, WaitFuture] = {}
+        self.has_children = any(e.kind == "child" for e in self.journal)
         self.open = OpenItems()
         self.body_done = trio.Event()
         self.body_scope: trio.CancelScope | None = None
@@ -197,6 +220,16 @@ class RunActor(Actor[RunMessage]):
         self.jpos += 1
         return entry
 
+    def add_signal(self, entry: JournalEntry) -> None:
+        """Index a ``signal`` entry by its slot (``reason:key#n``)."""
+        self.signals[entry.name] = entry
+        ns, _, n = entry.name.rpartition("#")
+        self.signal_count[ns] = max(self.signal_count.get(ns, 0), int(n))
+
+    def latest_signal(self, ns: str) -> JournalEntry | None:
+        count = self.signal_count.get(ns)
+        return None if count is None else self.signals.get(f"{ns}#{count}")
+
     def peek(self) -> JournalEntry | None:
         """The recorded entry at the cursor without consuming it."""
         return self.journal[self.jpos] if self.jpos < len(self.journal) else None
@@ -216,9 +249,12 @@ class RunActor(Actor[RunMessage]):
 
         The stored timer is removed with the run's next commit after it fired.
         """
-        key = keys.timer_key(int(due * 1000), self.rec.id, name)
+        key = self.timer_key(due, name)
         self.rt.timers.arm(due, self.rec.id, key)
         return (self.rt.store.dbs["timers"], key, b"")
+
+    def timer_key(self, due: float, name: str) -> bytes:
+        return keys.timer_key(int(due * 1000), self.rec.id, name)
 
     async def sleep_until(self, due: float, timer_key: bytes | None = None) -> None:
         """Sleep on the runtime clock; long sleeps passivate the actor (R14)."""
@@ -247,7 +283,7 @@ class RunActor(Actor[RunMessage]):
         if rec.status == "pending":
             check_transition(rec.id, "pending", "running")
             started = msgspec.structs.replace(rec, status="running", started_at=self.rt.now())
-            await self.persist(started, [self._run_started()])
+            await self.persist(started, [self.run_started_event()])
         elif self.open:
             await self._abort_open_attempt()
         self.nursery.start_soon(self._body_main, name=f"body:{rec.id}")
@@ -255,6 +291,14 @@ class RunActor(Actor[RunMessage]):
     async def on_receive(self, message: RunMessage) -> None:
         if isinstance(message, CancelMsg):
             await self._on_cancel(message)
+        elif isinstance(message, SignalMsg):
+            try:
+                message.duplicate = await accept_signal(self, message.signal, message.key)
+            except PerdureError as exc:
+                message.error = exc
+            message.done.set()
+            if not self.start_body and not self.finalized:
+                self.stop()  # activated only to answer for a terminal run
 
     async def on_stop(self) -> None:
         self.rt.actor_stopped(self)
@@ -262,7 +306,7 @@ class RunActor(Actor[RunMessage]):
     def on_failure(self, exc: BaseException) -> None:
         log.error("run actor %s failed", self.actor_id, exc_info=exc)
 
-    def _run_started(self) -> RunStartedEvent:
+    def run_started_event(self) -> RunStartedEvent:
         return RunStartedEvent(
             thread_id=self.thread_id(), run_id=self.rec.id, parent_run_id=self.rec.parent_id
         )
@@ -337,11 +381,17 @@ class RunActor(Actor[RunMessage]):
         if self.finalized:
             return
         self.finalized = True
+        if self.has_children:
+            # A parent never ends while a child it owns is still running (R15).
+            await self.rt.cancel_children(self.rec.id, f"parent run {status}")
         rec = self.rec
-        check_transition(rec.id, rec.status, status)
         events: list[Event] = []
-        if rec.last_event_id == 0:
-            events.append(self._run_started())
+        if rec.last_event_id == 0 or rec.status == "waiting":
+            events.append(self.run_started_event())
+        if rec.status == "waiting" and status != "cancelled":
+            check_transition(rec.id, "waiting", "running")
+            rec = msgspec.structs.replace(rec, status="running")
+        check_transition(rec.id, rec.status, status)
         events.extend(self.open.closing_events())
         usage = list(self.usage)
         if status == "completed":

@@ -6,6 +6,7 @@ writer thread (a pykka actor) owns LMDB write transactions. Nothing else.
 
 from __future__ import annotations
 
+import builtins
 import logging
 import os
 import time
@@ -17,12 +18,17 @@ from typing import Any, TypeVar
 
 import msgspec
 import trio
+import trio.testing
 
 from perdure._errors import (
     IdempotencyConflict,
     InvalidInput,
+    InvalidSignal,
+    NotWaiting,
     PerdureError,
+    RunNotActive,
     RunNotFound,
+    SignalConflict,
 )
 from perdure.actors import Actor, Supervisor
 from perdure.storage import (
@@ -58,7 +64,8 @@ from ._definitions import (
 from ._hub import ChangeHub
 from ._lifecycle import STATUSES, check_transition
 from ._results import Cancelled, Page, RunEvent, Started
-from ._run_actor import CancelMsg, RunActor, RunMessage
+from ._run_actor import CancelMsg, RunActor, RunMessage, SignalMsg
+from ._signals import ExternalEvent, Resumed, Signal, encode_signal, signal_key
 from ._timers import TimerService
 
 __all__ = ["Runtime"]
@@ -188,7 +195,8 @@ class Runtime:
             raise PerdureError("this Runtime is already open")
         self.store = Store(self.path, durability=self.durability, map_size=self.map_size)
         try:
-            self.writer = Writer(self.store)
+            virtual = isinstance(trio.lowlevel.current_clock(), trio.testing.MockClock)
+            self.writer = Writer(self.store, inline=virtual)
         except BaseException:
             self.store.close()
             raise
@@ -316,7 +324,17 @@ class Runtime:
         log.error("perdure: run actor %s crashed: %r", actor.actor_id, exc)
 
     def run_finished(self, actor: RunActor) -> None:
-        """The run reached a terminal status (its actor is about to stop)."""
+        """The run reached a terminal status: wake a passivated parent awaiting it."""
+        parent_id = actor.rec.parent_id
+        if parent_id is None or self._closing or self.supervisor.get(parent_id) is not None:
+            return
+        if self.supervisor._live.get(parent_id) is not None:  # noqa: SLF001 - stopping
+            return
+        parent = self.store.get_run(parent_id)
+        if parent is not None and parent.status == "running" and parent.cancel is None:
+            top = parent.parent_id is None
+            self._running_top += top
+            self._spawn(parent, counted=top)
 
     def actor_stopped(self, actor: RunActor) -> None:
         if actor.counted:
@@ -355,6 +373,20 @@ class Runtime:
         anything is stored (R5).
         """
         return await self._start(target, input, owner, idempotency_key, run_id, None, Trigger())
+
+    async def start_run(
+        self,
+        target: str,
+        input: Any,
+        *,
+        owner: Owner,
+        run_id: str | None,
+        parent: RunRecord,
+    ) -> Started:
+        """Start a child of ``parent`` (used by ``ctx.start_child``)."""
+        return await self._start(
+            target, input, owner, None, run_id, parent, Trigger(type="child", ref=parent.id)
+        )
 
     async def _start(
         self,
@@ -591,6 +623,80 @@ class Runtime:
                 raise PerdureError("the runtime closed while waiting")
             rec = self.get(run_id)
         return rec
+
+    # -- signals --------------------------------------------------------------------------------------
+
+    async def resume(self, run_id: str, signal: Signal) -> Resumed:
+        """Deliver a resume signal to a run; durable before it returns (R12, R13).
+
+        Same key and equal payload again: accepted with ``duplicate=True``. Same key,
+        different payload: :class:`~perdure.SignalConflict`. A key the run neither
+        waits on nor expects (``ctx.expect``): :class:`~perdure.NotWaiting`.
+        Unknown or terminal run: :class:`~perdure.RunNotActive`. Malformed signal or
+        payload failing the wait's schema: :class:`~perdure.InvalidSignal`; an
+        approver not on the allow-list: :class:`~perdure.PermissionDenied`.
+        A passivated run is re-activated to take the signal.
+        """
+        self._require_open()
+        key = signal_key(signal)
+        encode_signal(signal)  # refuse unserializable payloads before routing
+        if not isinstance(run_id, str) or not run_id:
+            raise InvalidInput(f"run_id must be a non-empty string (got {run_id!r})")
+        rec = self.store.get_run(run_id)
+        if rec is None:
+            raise RunNotActive(f"no run {run_id!r}", run_id=run_id)
+        if rec.status == "pending":
+            raise NotWaiting(f"run {run_id} has not started yet", run_id=run_id, key=key)
+        message = SignalMsg(signal, key)
+        actor = await self._live_actor(rec)
+        actor.tell(message)
+        await message.done.wait()
+        if message.error is not None:
+            raise message.error
+        return Resumed(duplicate=message.duplicate, run_id=run_id, key=key)
+
+    async def publish(self, event: ExternalEvent, *, owner: Owner) -> builtins.list[str]:
+        """Deliver an :class:`~perdure.ExternalEvent` to every run of ``owner`` waiting on it.
+
+        Returns the ids of the runs that took it.
+        """
+        self._require_open()
+        if not isinstance(event, ExternalEvent):
+            raise InvalidSignal("publish takes an ExternalEvent")
+        key = signal_key(event)
+        validate_owner(owner)
+        taken: builtins.list[str] = []
+        after = 0
+        while True:
+            page = self.store.scan_index(keys.IDX_OWNER, owner_key(owner), after, 1000)
+            if not page:
+                return taken
+            for seq, run_id in page:
+                after = seq
+                rec = self.store.get_run(run_id)
+                if rec is None or rec.waiting is None:
+                    continue
+                if any(f"{w.reason}:{w.key}" == key for w in rec.waiting.waits):
+                    try:
+                        await self.resume(run_id, event)
+                    except (NotWaiting, RunNotActive, SignalConflict):
+                        continue
+                    taken.append(run_id)
+
+    async def _live_actor(self, rec: RunRecord) -> RunActor:
+        """The run's live actor, activating it (by replay) if it is passive."""
+        while True:
+            actor = self.supervisor.get(rec.id)
+            if isinstance(actor, RunActor):
+                return actor
+            stale = self.supervisor._live.get(rec.id)  # noqa: SLF001 - stopping actor
+            if stale is None:
+                break
+            await stale.stopped.wait()
+        fresh = self.store.get_run(rec.id) or rec
+        top = fresh.parent_id is None and not fresh.terminal
+        self._running_top += top
+        return self._spawn(fresh, counted=top, start_body=not fresh.terminal)
 
     # -- cancellation ---------------------------------------------------------------------------------
 

@@ -104,6 +104,8 @@ class Wait(msgspec.Struct, omit_defaults=True):
     deadline: float | None = None
     prompt: str | None = None
     approvers: list[str] | None = None
+    slot: str = ""
+    """Which occurrence of this key the body is waiting on (``reason:key#n``)."""
 
 
 class Waiting(msgspec.Struct):
@@ -151,6 +153,8 @@ class RunRecord(msgspec.Struct, omit_defaults=True):
     last_event_id: int = 0
     journal_len: int = 0
     attempt: int = 1
+    expected: list[str] = msgspec.field(default_factory=list)
+    restarts: list[float] = msgspec.field(default_factory=list)
 
     @property
     def terminal(self) -> bool:

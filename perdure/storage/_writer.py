@@ -7,7 +7,7 @@ submitters with a single ``TrioToken.run_sync_soon`` call. The trio thread never
 blocks on a flush: it only appends to a list and, when the actor is idle, posts
 one wake-up message.
 
-While a flush is under way (0.3–10 ms on real disks) new batches pile up and go
+While a flush is under way (0.3 to 10 ms on real disks) new batches pile up and go
 out together in the next transaction, so throughput grows with the number of
 runs in flight while a lone run still pays one flush.
 
@@ -18,6 +18,7 @@ map, the batches are retried one by one so only the faulty one reports the error
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -75,7 +76,7 @@ class _WriterActor(pykka.ThreadingActor):
 class Writer:
     """Trio-facing handle of the writer thread. Create inside the trio run."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, *, inline: bool = False) -> None:
         if store.readonly:
             raise StorageError("a read-only store has no writer")
         self._store = store
@@ -83,7 +84,9 @@ class Writer:
         self._queue: list[_Pending] = []
         self._kicked = False
         self._token = trio.lowlevel.current_trio_token()
-        self._ref: pykka.ActorRef[_WriterActor] | None = _WriterActor.start(self)
+        self.inline = inline
+        self._closed = False
+        self._ref: pykka.ActorRef[_WriterActor] | None = None if inline else _WriterActor.start(self)
         self.stats = WriterStats()
 
     async def commit(self, ops: Sequence[Op]) -> None:
@@ -94,11 +97,30 @@ class Writer:
         behind what is stored.
         """
         pending = _Pending(ops)
-        self._submit(pending)
         with trio.CancelScope(shield=True):
-            await pending.done.wait()
+            if self.inline:
+                await self._commit_inline(pending)
+            else:
+                self._submit(pending)
+                await pending.done.wait()
         if pending.error is not None:
             raise pending.error
+
+    async def _commit_inline(self, pending: _Pending) -> None:
+        # Virtual time (trio's MockClock) jumps whenever every task is blocked, and a
+        # task waiting on another thread looks blocked: the clock would race past
+        # unacknowledged commits. Inline mode commits on the trio thread instead,
+        # still grouping every batch queued before the flusher gets to run.
+        if self._closed:
+            raise StorageError("the writer is closed")
+        self._queue.append(pending)
+        if self._kicked:
+            await pending.done.wait()
+            return
+        self._kicked = True
+        await trio.lowlevel.cancel_shielded_checkpoint()
+        self._flush()
+        await pending.done.wait()
 
     def _submit(self, pending: _Pending) -> None:
         with self._mutex:
@@ -128,10 +150,11 @@ class Writer:
                     pending.error = exc if isinstance(exc, StorageError) else StorageError(
                         f"write failed: {exc}", error=type(exc).__name__
                     )
-        try:
+        if self.inline:
+            _wake(batch)
+            return
+        with contextlib.suppress(trio.RunFinishedError):
             self._token.run_sync_soon(_wake, batch)
-        except trio.RunFinishedError:
-            pass
 
     def _write(self, batch: Sequence[_Pending]) -> None:
         env = self._store.env
@@ -160,6 +183,7 @@ class Writer:
         """Commit what is queued, then stop the writer thread."""
         with self._mutex:
             ref, self._ref = self._ref, None
+            self._closed = True
         if ref is not None:
             await trio.to_thread.run_sync(ref.stop)
 

@@ -1,0 +1,332 @@
+"""Waiting checkpoints and resume signals (R2, R11–R14).
+
+A wait is identified by its *slot*, ``reason:key#n``: the n-th time the body
+waits on that key. The body numbers its waits as it calls them (deterministic,
+so replay finds the same slots); a signal goes to the open slot of its key.
+
+Opening a wait stores it in the run record (status ``waiting``, R2) with an AG-UI
+``RUN_FINISHED`` interrupt listing every open wait; a signal is stored as a
+``signal`` journal entry in the same commit that removes the wait and logs
+``RUN_STARTED`` plus its result event. Both sides only touch the durable record,
+so a signal for a passivated run is accepted and stored without re-running the
+body; the body, replayed later, finds the entry and returns its payload (R14).
+
+Signal entries are keyed by slot, not by position: the positional journal
+cursor skips them, because when a signal arrives is not something replay can
+reproduce.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+import trio
+
+from perdure._errors import (
+    NotWaiting,
+    RunNotActive,
+    SignalConflict,
+    WaitExpired,
+)
+from perdure.storage import ErrorInfo, JournalEntry, Wait, Waiting
+
+from ._agui import (
+    CustomEvent,
+    Event,
+    RunFinishedEvent,
+    RunFinishedInterruptOutcome,
+    ToolCallResultEvent,
+)
+from ._lifecycle import check_transition
+from ._signals import (
+    ApprovalDecision,
+    ExternalEvent,
+    InputResponse,
+    Signal,
+    ToolResult,
+    check_signal,
+    decode_signal,
+    encode_signal,
+    interrupt_for,
+    same_signal,
+    wait_key,
+)
+
+if TYPE_CHECKING:
+    from ._run_actor import RunActor
+
+__all__ = ["WaitFuture", "WaitSpec", "accept_signal", "open_wait", "open_waits", "signal_outcome"]
+
+
+class WaitFuture:
+    """Where a signal (or the expiry) is handed to the body blocked on a slot."""
+
+    __slots__ = ("done", "entry")
+
+    def __init__(self) -> None:
+        self.done = trio.Event()
+        self.entry: JournalEntry | None = None
+
+    def resolve(self, entry: JournalEntry) -> None:
+        self.entry = entry
+        self.done.set()
+
+
+def signal_outcome(entry: JournalEntry) -> Signal:
+    """The stored signal of a slot, or :class:`WaitExpired` if the slot expired."""
+    if entry.error is not None:
+        raise WaitExpired(entry.error.message, **entry.error.detail)
+    return decode_signal(entry.value)
+
+
+def _interrupt(actor: RunActor, waits: list[Wait]) -> RunFinishedEvent:
+    return RunFinishedEvent(
+        thread_id=actor.thread_id(),
+        run_id=actor.rec.id,
+        outcome=RunFinishedInterruptOutcome(interrupts=[interrupt_for(w) for w in waits]),
+    )
+
+
+class WaitSpec(msgspec.Struct, frozen=True):
+    """What the body asks to wait on."""
+
+    reason: Any
+    key: str
+    schema: dict[str, Any] | None = None
+    prompt: str | None = None
+    approvers: list[str] | None = None
+
+
+async def open_waits(actor: RunActor, specs: list[WaitSpec], timeout: float | None) -> list[Signal]:
+    """Open (or, on replay, re-attach to) waits and return their signals, in order.
+
+    All waits of one call open in a single commit with a single interrupt (parallel
+    tool calls). If one expires, the others of the call are closed too and
+    :class:`WaitExpired` is raised.
+    """
+    slots: list[str] = []
+    for spec in specs:
+        ns = wait_key(spec.reason, spec.key)
+        n = actor.wait_counts.get(ns, 0) + 1
+        actor.wait_counts[ns] = n
+        slots.append(f"{ns}#{n}")
+    futures: dict[str, WaitFuture] = {}
+    for slot in slots:
+        entry = actor.signals.get(slot)
+        future = futures[slot] = WaitFuture()
+        if entry is not None:
+            future.resolve(entry)
+        else:
+            actor.futures[slot] = future
+    try:
+        rec = actor.rec
+        waits = list(rec.waiting.waits) if rec.waiting is not None else []
+        open_slots = {w.slot for w in waits}
+        mine: list[Wait] = []
+        added: list[Wait] = []
+        deadline = actor.rt.now() + timeout if timeout is not None else None
+        for spec, slot in zip(specs, slots, strict=True):
+            if futures[slot].done.is_set():
+                continue
+            wait = next((w for w in waits if w.slot == slot), None)
+            if wait is None and slot not in open_slots:
+                wait = Wait(
+                    key=spec.key,
+                    reason=spec.reason,
+                    schema=spec.schema,
+                    deadline=deadline,
+                    prompt=spec.prompt,
+                    approvers=spec.approvers,
+                    slot=slot,
+                )
+                added.append(wait)
+            assert wait is not None
+            mine.append(wait)
+        if added:
+            waits.extend(added)
+            events: list[Event] = []
+            if rec.status == "waiting":
+                events.append(actor.run_started_event())
+            else:
+                check_transition(rec.id, rec.status, "waiting")
+            events.extend(actor.open.closing_events())
+            events.append(_interrupt(actor, waits))
+            taken = {wait_key(w.reason, w.key) for w in added} | {f"*:{w.key}" for w in added}
+            new = msgspec.structs.replace(
+                rec,
+                status="waiting",
+                waiting=Waiting(reason=waits[0].reason, waits=waits),
+                expected=[e for e in rec.expected if e not in taken],
+            )
+            extra = [actor.arm_timer(w.deadline, w.slot) for w in added if w.deadline is not None]
+            await actor.persist(new, events, extra_ops=extra)
+        if mine:
+            await _block(actor, [futures[w.slot] for w in mine], mine)
+        outcomes: list[Signal] = []
+        expired: WaitExpired | None = None
+        for slot in slots:
+            entry = futures[slot].entry
+            assert entry is not None
+            try:
+                outcomes.append(signal_outcome(entry))
+            except WaitExpired as exc:
+                expired = expired or exc
+        if expired is not None:
+            raise expired
+        return outcomes
+    finally:
+        for slot in slots:
+            actor.futures.pop(slot, None)
+
+
+async def open_wait(
+    actor: RunActor,
+    reason: Any,
+    key: str,
+    *,
+    schema: dict[str, Any] | None,
+    prompt: str | None,
+    approvers: list[str] | None,
+    timeout: float | None,
+) -> Signal:
+    """Open one wait and return its signal (see :func:`open_waits`)."""
+    spec = WaitSpec(reason=reason, key=key, schema=schema, prompt=prompt, approvers=approvers)
+    return (await open_waits(actor, [spec], timeout))[0]
+
+
+async def _block(actor: RunActor, futures: list[WaitFuture], waits: list[Wait]) -> None:
+    rt = actor.rt
+    idle_since = rt.now()
+    rt.supervisor.mark_idle(actor.rec.id)
+    try:
+        while not all(f.done.is_set() for f in futures):
+            pending = [w for w, f in zip(waits, futures, strict=True) if not f.done.is_set()]
+            deadline = min((w.deadline for w in pending if w.deadline is not None), default=math.inf)
+            passivate_at = idle_since + rt.passivate_after
+            with trio.move_on_at(rt.trio_time(min(deadline, passivate_at))):
+                for future in futures:
+                    await future.done.wait()
+            if all(f.done.is_set() for f in futures):
+                return
+            if rt.now() >= deadline:
+                # One expiry ends the whole call: close its other waits as expired too.
+                for wait in pending:
+                    await expire(actor, wait)
+                return
+            # Idle past the threshold: free the actor; the signal, the deadline
+            # timer or a cancellation re-activates the run by replay (R14).
+            rt.supervisor.passivate(actor.rec.id)
+            await trio.sleep_forever()
+    finally:
+        rt.supervisor.mark_busy(actor.rec.id)
+
+
+async def expire(actor: RunActor, wait: Wait) -> None:
+    """Close a wait whose deadline passed; the body then raises :class:`WaitExpired`."""
+    if wait.slot in actor.signals:
+        future = actor.futures.get(wait.slot)
+        if future is not None and not future.done.is_set():
+            future.resolve(actor.signals[wait.slot])
+        return
+    error = ErrorInfo(
+        "WAIT_EXPIRED",
+        f"{wait.reason} wait {wait.key!r} expired before its signal arrived",
+        {"key": wait.key, "reason": wait.reason, "deadline": wait.deadline},
+    )
+    entry = JournalEntry("signal", wait.slot, error=error)
+    marker = CustomEvent(name="perdure.wait_expired", value={"key": wait.key, "reason": wait.reason})
+    await _close_wait(actor, wait, entry, [marker])
+
+
+async def _close_wait(actor: RunActor, wait: Wait, entry: JournalEntry, result: list[Event]) -> None:
+    rec = actor.rec
+    assert rec.waiting is not None
+    remaining = [w for w in rec.waiting.waits if w.slot != wait.slot]
+    events: list[Event] = [actor.run_started_event(), *result]
+    if remaining:
+        events.append(_interrupt(actor, remaining))
+        new = msgspec.structs.replace(
+            rec, waiting=Waiting(reason=remaining[0].reason, waits=remaining)
+        )
+    else:
+        check_transition(rec.id, rec.status, "running")
+        new = msgspec.structs.replace(rec, status="running", waiting=None)
+    actor.add_signal(entry)
+    extra = []
+    if wait.deadline is not None:
+        timer = actor.timer_key(wait.deadline, wait.slot)
+        extra.append((actor.rt.store.dbs["timers"], timer, None))
+    await actor.persist(new, events, journal=[entry], extra_ops=extra)
+    future = actor.futures.get(wait.slot)
+    if future is not None:
+        future.resolve(entry)
+
+
+def _result_events(signal: Signal) -> list[Event]:
+    if isinstance(signal, ToolResult):
+        content = signal.content if isinstance(signal.content, str) else json.dumps(
+            msgspec.to_builtins(signal.content)
+        )
+        return [
+            ToolCallResultEvent(
+                message_id=f"toolresult_{signal.tool_call_id}",
+                tool_call_id=signal.tool_call_id,
+                content=content,
+                role="tool",
+            )
+        ]
+    if isinstance(signal, ApprovalDecision):
+        value: Any = {"key": signal.key, "approved": signal.approved, "approver": signal.approver}
+        return [CustomEvent(name="perdure.approval", value=value)]
+    if isinstance(signal, ExternalEvent):
+        return [CustomEvent(name="perdure.event", value={"name": signal.name})]
+    assert isinstance(signal, InputResponse)
+    return [CustomEvent(name="perdure.input", value={"key": signal.key})]
+
+
+async def accept_signal(actor: RunActor, signal: Signal, ns: str) -> bool:
+    """Apply every R12/R13 rule; store the signal. Returns ``duplicate``."""
+    rec = actor.rec
+    latest = actor.latest_signal(ns)
+    if rec.terminal or actor.finalized:
+        if latest is not None and latest.error is None and same_signal(
+            decode_signal(latest.value), signal
+        ):
+            return True
+        raise RunNotActive(f"run {rec.id} is {rec.status}", run_id=rec.id, status=rec.status)
+    waits = rec.waiting.waits if rec.waiting is not None else []
+    wait = next((w for w in waits if wait_key(w.reason, w.key) == ns), None)
+    if wait is not None:
+        if wait.deadline is not None and actor.rt.now() >= wait.deadline:
+            await expire(actor, wait)
+            raise NotWaiting(f"the wait for {ns!r} expired", run_id=rec.id, key=ns)
+        check_signal(signal, wait)
+        entry = JournalEntry("signal", wait.slot, value=encode_signal(signal))
+        await _close_wait(actor, wait, entry, _result_events(signal))
+        return False
+    if latest is not None and latest.error is None:
+        if same_signal(decode_signal(latest.value), signal):
+            return True
+        if not _expected(rec.expected, ns):
+            raise SignalConflict(
+                f"run {rec.id} already took a different signal for {ns!r}", run_id=rec.id, key=ns
+            )
+    if _expected(rec.expected, ns):
+        slot = f"{ns}#{actor.signal_count.get(ns, 0) + 1}"
+        entry = JournalEntry("signal", slot, value=encode_signal(signal))
+        actor.add_signal(entry)
+        # While the run shows an interrupt, AG-UI allows no event but RUN_STARTED.
+        marker = [] if rec.status == "waiting" else [
+            CustomEvent(name="perdure.signal_buffered", value={"key": ns})
+        ]
+        await actor.persist(events=marker, journal=[entry])
+        return False
+    raise NotWaiting(f"run {rec.id} is not waiting for {ns!r}", run_id=rec.id, key=ns)
+
+
+def _expected(expected: list[str], ns: str) -> bool:
+    return ns in expected or f"*:{ns.partition(':')[2]}" in expected
+
