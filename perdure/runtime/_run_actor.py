@@ -69,6 +69,7 @@ __all__ = ["CancelMsg", "RunActor", "RunMessage", "SignalMsg"]
 log = logging.getLogger("perdure.run")
 
 _encode_journal = msgspec.msgpack.Encoder().encode
+_NEVER_RESTART = frozenset({"NON_DETERMINISM", "RUN_TIMEOUT", "SERIALIZATION_ERROR"})
 
 
 class RunMessage:
@@ -133,6 +134,7 @@ class RunActor(Actor[RunMessage]):
         self.wait_counts: dict[str, int] = {}
         self.futures: dict[str, WaitFuture] = {}
         self.has_children = any(e.kind == "child" for e in self.journal)
+        self.tail_entry: JournalEntry | None = journal[-1] if journal else None
         self.open = OpenItems()
         self.body_done = trio.Event()
         self.body_scope: trio.CancelScope | None = None
@@ -185,10 +187,11 @@ class RunActor(Actor[RunMessage]):
                 event = msgspec.structs.replace(event, timestamp=now_ms)
             self.open.observe(event)
             ops.append(event_op(dbs, run_id, event_id, encode_event(event)))
-        position = old.journal_len
+        position = base.journal_len
         for entry in journal:
             ops.append(journal_op(dbs, run_id, position, _encode_journal(entry)))
             position += 1
+            self.tail_entry = entry
         rec = msgspec.structs.replace(
             base, last_event_id=event_id, journal_len=position, updated_at=now_ms / 1000
         )
@@ -328,19 +331,28 @@ class RunActor(Actor[RunMessage]):
     # -- the body ----------------------------------------------------------------------------
 
     async def _body_main(self) -> None:
-        from ._context import make_context
-
         if self.finalized:
             self.body_done.set()
             return
+        while True:
+            status, result, error = await self._run_body_once()
+            if self.rec.cancel is not None:
+                status, result, error = "cancelled", None, None
+            if status != "failed" or error is None or not await self._restart(error):
+                break
+        await self.finalize(status, result, error)
+        self.body_done.set()
+
+    async def _run_body_once(self) -> tuple[str, Any, ErrorInfo | None]:
+        from ._context import make_context
+
         ctx = make_context(self)
-        status = "failed"
-        result: Any = None
-        error: ErrorInfo | None = None
         try:
             typed = self.definition.decode_input(self.rec.input)
             if self.rec.kind == "agent":
-                typed = msgspec.structs.replace(typed, thread_id=self.thread_id(), run_id=self.rec.id)
+                typed = msgspec.structs.replace(
+                    typed, thread_id=self.thread_id(), run_id=self.rec.id
+                )
             with trio.CancelScope() as scope:
                 self.body_scope = scope
                 if self.rec.cancel is not None:
@@ -348,33 +360,62 @@ class RunActor(Actor[RunMessage]):
                 elif self.deadline is not None:
                     scope.deadline = self.rt.trio_time(self.deadline)
                 value = await self.definition.fn(ctx, typed)
-                result = to_plain(value, f"result of {self.rec.target}")
-                status = "completed"
-            if scope.cancelled_caught:
-                status, result = "cancelled", None
-                if self.rec.cancel is None:
-                    error = ErrorInfo(
-                        "RUN_TIMEOUT",
-                        f"run exceeded its {self.definition.timeout} s timeout",
-                        {"timeout": self.definition.timeout},
-                    )
-                    status = "failed"
+                return "completed", to_plain(value, f"result of {self.rec.target}"), None
+            if self.rec.cancel is not None:
+                return "cancelled", None, None
+            timeout = self.definition.timeout
+            return "failed", None, ErrorInfo(
+                "RUN_TIMEOUT", f"run exceeded its {timeout} s timeout", {"timeout": timeout}
+            )
         except SerializationError as exc:
-            error = ErrorInfo(exc.code, exc.message, exc.detail)
+            return "failed", None, ErrorInfo(exc.code, exc.message, exc.detail)
         except PerdureError as exc:
-            error = ErrorInfo(exc.code, exc.message, _plain_detail(exc.detail))
+            return "failed", None, ErrorInfo(exc.code, exc.message, _plain_detail(exc.detail))
         except Exception as exc:
-            error = ErrorInfo(
+            return "failed", None, ErrorInfo(
                 "UNHANDLED_EXCEPTION",
                 f"{type(exc).__name__}: {exc}",
                 {"type": type(exc).__name__, "traceback": traceback.format_exc(limit=20)[-4000:]},
             )
         finally:
             self.body_scope = None
-        if self.rec.cancel is not None:
-            status, result, error = "cancelled", None, None
-        await self.finalize(status, result, error)
-        self.body_done.set()
+
+    async def _restart(self, error: ErrorInfo) -> bool:
+        """Supervision (R18): restart a failed body if its policy allows, else False.
+
+        At most ``max_restarts`` within ``period`` seconds, waiting ``backoff``
+        doubled per recent restart. The restart is logged as a CUSTOM
+        ``perdure.restart`` event. If the body failed on a step, that step's
+        failure record is dropped so the restarted body runs it again; every
+        other recorded step replays from the journal.
+        """
+        policy = self.definition.restart
+        if policy is None or error.code in _NEVER_RESTART:
+            return False
+        now = self.rt.now()
+        recent = [t for t in self.rec.restarts if t > now - policy.period]
+        if len(recent) >= policy.max_restarts:
+            return False
+        delay = policy.backoff * 2 ** len(recent)
+        ops: list[Op] = []
+        rec = msgspec.structs.replace(self.rec, restarts=[*recent, now])
+        tail = self.tail_entry
+        if tail is not None and tail.kind == "step" and tail.error is not None:
+            position = rec.journal_len - 1
+            ops.append((self.rt.store.dbs["journal"], keys.journal_key(rec.id, position), None))
+            rec = msgspec.structs.replace(rec, journal_len=position)
+            if self.journal and self.journal[-1] is tail:
+                self.journal.pop()
+            self.tail_entry = None
+        marker = CustomEvent(
+            name="perdure.restart",
+            value={"restart": len(recent) + 1, "delay": delay, "error": msgspec.to_builtins(error)},
+        )
+        await self.persist(rec, [*self.open.closing_events(), marker], extra_ops=ops)
+        await trio.sleep(delay)
+        self.jpos = 0
+        self.wait_counts.clear()
+        return self.rec.cancel is None
 
     async def finalize(self, status: str, result: Any = None, error: ErrorInfo | None = None) -> None:
         """Write completion, terminal status and terminal event in one batch (R3)."""
