@@ -1,24 +1,30 @@
 """Actors on trio: one task and one mailbox each, never a thread.
 
-An actor processes its messages one at a time, so its state needs no locks. Work
-that must go on while the actor keeps receiving (a run's user body, say) runs in
-the actor's own nursery, :attr:`Actor.nursery`, and dies with the actor.
+An actor has a main task that runs :meth:`Actor.run` (by default: nothing but
+waiting to be stopped) and a mailbox whose messages :meth:`Actor.on_receive`
+handles one at a time, concurrently with ``run``. The receiving task exists only
+while there are messages: most actors of a busy runtime never receive one, and a
+hundred thousand idle receivers would cost a hundred thousand parked tasks.
 
 Lifecycle hooks, all optional::
 
     class Counter(Actor[int]):
-        async def on_start(self) -> None:      # before the first message
+        async def on_start(self) -> None:      # before run() and before any message
             self.total = 0
         async def on_receive(self, message: int) -> None:
-            self.total += message
+            self.total += message              # one message at a time
             if self.total > 10:
-                self.stop()                      # drains nothing more, then on_stop
-        async def on_stop(self) -> None:       # after the last message, also on failure
+                self.stop()                    # cancels run(), then on_stop
+        def on_stop(self) -> None:             # after run() ends, also on failure
             print("final", self.total)
         def on_failure(self, exc: BaseException) -> None:
-            ...                                  # a hook raised; the supervisor is told too
+            ...                                # run() or a hook raised; the supervisor is told too
 
     supervisor.spawn(Counter("c1")).tell(5)
+
+``stop()`` cancels ``run()`` at its next checkpoint (trio cancellation) and
+closes the mailbox; messages already queued are still handled before
+``on_stop``.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from typing import TYPE_CHECKING, Generic, TypeVar
 
 import trio
 
-from ._mailbox import Mailbox, MailboxClosed
+from ._mailbox import Mailbox
 
 if TYPE_CHECKING:
     from ._supervisor import Supervisor
@@ -43,65 +49,81 @@ class Actor(Generic[M]):
     def __init__(self, actor_id: str) -> None:
         self.actor_id = actor_id
         self.mailbox: Mailbox[M] = Mailbox()
-        self._nursery: trio.Nursery | None = None
         self.stopped = trio.Event()
-
-    @property
-    def nursery(self) -> trio.Nursery:
-        """Nursery for work owned by this actor; cancelled when the actor stops."""
-        if self._nursery is None:
-            raise RuntimeError(f"actor {self.actor_id} is not running")
-        return self._nursery
+        self._supervisor: Supervisor[M] | None = None
+        self._scope: trio.CancelScope | None = None
+        self._receiving: trio.Event | None = None
+        self._failure: BaseException | None = None
 
     @property
     def alive(self) -> bool:
-        return self._nursery is not None and not self.mailbox.closed
+        return self._supervisor is not None and not self.mailbox.closed
 
     def tell(self, message: M) -> None:
-        """Queue a message; never blocks."""
+        """Queue a message; never blocks. Raises MailboxClosed once stopped."""
         self.mailbox.put(message)
+        if self._receiving is None and self._supervisor is not None:
+            self._receiving = trio.Event()
+            self._supervisor.nursery.start_soon(self._receive, name=f"inbox:{self.actor_id}")
 
     def stop(self) -> None:
-        """Stop after the messages already queued; background work is cancelled."""
-        if not self.mailbox.closed:
-            self.mailbox.close()
+        """Cancel ``run()`` and close the mailbox (queued messages are still handled)."""
+        self.mailbox.close()
+        if self._scope is not None:
+            self._scope.cancel()
 
     async def on_start(self) -> None:
-        """Called in the actor's task before the first message."""
+        """Called in the actor's task before ``run()``."""
+
+    async def run(self) -> None:
+        """The actor's own work; by default it only waits to be stopped."""
+        await trio.sleep_forever()
 
     async def on_receive(self, message: M) -> None:
         """Handle one message; messages are handled one at a time."""
 
-    async def on_stop(self) -> None:
-        """Called after the last message, whether the actor stopped or failed."""
+    def on_stop(self) -> None:
+        """Called once the actor has stopped, whether it stopped or failed."""
 
     def on_failure(self, exc: BaseException) -> None:
-        """Called when a hook or the actor's background work raised."""
+        """Called when ``run()`` or a hook raised."""
+
+    async def _receive(self) -> None:
+        done = self._receiving
+        try:
+            while (message := self.mailbox.get_nowait()) is not None:
+                await self.on_receive(message)
+        except Exception as exc:
+            self._failure = self._failure or exc
+            self.stop()
+        finally:
+            self._receiving = None
+            if done is not None:
+                done.set()
 
     async def _main(self, supervisor: Supervisor[M]) -> None:
-        failure: BaseException | None = None
+        self._supervisor = supervisor
         try:
-            async with trio.open_nursery() as nursery:
-                self._nursery = nursery
+            with trio.CancelScope() as scope:
+                self._scope = scope
+                if self.mailbox.closed:
+                    scope.cancel()
                 await self.on_start()
-                while True:
-                    try:
-                        message = await self.mailbox.get()
-                    except MailboxClosed:
-                        break
-                    await self.on_receive(message)
-                nursery.cancel_scope.cancel()
+                await self.run()
         except Exception as exc:
-            failure = exc
-            self.mailbox.close()
+            self._failure = self._failure or exc
         finally:
-            self._nursery = None
-            try:
+            self._scope = None
+            self.mailbox.close()
+            while self._receiving is not None:
                 with trio.CancelScope(shield=True):
-                    await self.on_stop()
+                    await self._receiving.wait()
+            try:
+                self.on_stop()
             finally:
+                self._supervisor = None
                 self.stopped.set()
-                supervisor._forget(self)
-        if failure is not None:
-            self.on_failure(failure)
-            supervisor._report(self, failure)
+                supervisor._forget(self)  # noqa: SLF001 - supervisor owns the registry
+        if self._failure is not None:
+            self.on_failure(self._failure)
+            supervisor._report(self, self._failure)  # noqa: SLF001

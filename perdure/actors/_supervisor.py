@@ -40,7 +40,7 @@ class Supervisor(Generic[M]):
         on_failure: Callable[[Actor[M], BaseException], None] | None = None,
         max_live: int | None = None,
     ) -> None:
-        self._nursery = nursery
+        self.nursery = nursery
         self._activate = activate
         self._on_failure = on_failure
         self.max_live = max_live
@@ -60,7 +60,8 @@ class Supervisor(Generic[M]):
         if parent_id is not None:
             self._parent[actor.actor_id] = parent_id
             self._children.setdefault(parent_id, set()).add(actor.actor_id)
-        self._nursery.start_soon(actor._main, self, name=f"actor:{actor.actor_id}")
+        actor._supervisor = self  # noqa: SLF001 - messages told before _main runs need it
+        self.nursery.start_soon(actor._main, self, name=f"actor:{actor.actor_id}")  # noqa: SLF001
         return actor
 
     def get(self, actor_id: str) -> Actor[M] | None:

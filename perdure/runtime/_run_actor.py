@@ -7,7 +7,7 @@ writer commits a run's batches in submission order, so the stored record always
 equals a prefix of the staged history. Readers outside the actor only read the
 store and therefore only see committed state (R20).
 
-The user body runs in the actor's nursery inside its own cancel scope. Messages
+The user body runs in the actor's main task inside its own cancel scope. Messages
 (cancellation, later signals and timers) arrive in the mailbox and are handled
 one at a time while the body runs.
 
@@ -54,6 +54,7 @@ from ._agui import (
     decode_event,
     encode_event,
 )
+from ._context import make_context
 from ._definitions import to_plain
 from ._lifecycle import check_transition
 from ._open_items import OpenItems
@@ -278,18 +279,21 @@ class RunActor(Actor[RunMessage]):
     # -- lifecycle -------------------------------------------------------------------------
 
     async def on_start(self) -> None:
-        rec = self.rec
-        if rec.last_event_id and not self.fresh:
+        if self.rec.last_event_id and not self.fresh:
             self._rebuild_open_items()
+
+    async def run(self) -> None:
+        """Run the body (replaying its journal), or only serve messages if told so."""
         if not self.start_body:
-            return
+            await trio.sleep_forever()  # a cancel or signal stops the actor
+        rec = self.rec
         if rec.status == "pending":
             check_transition(rec.id, "pending", "running")
             started = msgspec.structs.replace(rec, status="running", started_at=self.rt.now())
             await self.persist(started, [self.run_started_event()])
         elif self.open:
             await self._abort_open_attempt()
-        self.nursery.start_soon(self._body_main, name=f"body:{rec.id}")
+        await self._body_main()
 
     async def on_receive(self, message: RunMessage) -> None:
         if isinstance(message, CancelMsg):
@@ -303,7 +307,7 @@ class RunActor(Actor[RunMessage]):
             if not self.start_body and not self.finalized:
                 self.stop()  # activated only to answer for a terminal run
 
-    async def on_stop(self) -> None:
+    def on_stop(self) -> None:
         self.rt.actor_stopped(self)
 
     def on_failure(self, exc: BaseException) -> None:
@@ -344,8 +348,6 @@ class RunActor(Actor[RunMessage]):
         self.body_done.set()
 
     async def _run_body_once(self) -> tuple[str, Any, ErrorInfo | None]:
-        from ._context import make_context
-
         ctx = make_context(self)
         try:
             typed = self.definition.decode_input(self.rec.input)

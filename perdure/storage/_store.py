@@ -226,8 +226,9 @@ class Store:
                 txn.abort()
 
     def get_run(self, run_id: str) -> RunRecord | None:
-        with self.read() as txn:
-            raw = txn.get(run_id.encode(), db=self.dbs["runs"])
+        # The hottest read: spelled out instead of going through read().
+        with self.map_lock:
+            raw = self.env.begin(db=self.dbs["runs"]).get(run_id.encode())
         return None if raw is None else _run_decoder.decode(raw)
 
     def get_idem(self, owner: str, key: str) -> str | None:

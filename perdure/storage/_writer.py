@@ -52,12 +52,36 @@ class WriterStats:
 
 
 class _Pending:
-    __slots__ = ("done", "error", "ops")
+    """One submitted batch and the trio task parked until it is durable.
+
+    The task parks with ``wait_task_rescheduled`` and an abort function that
+    refuses cancellation: an acknowledged-or-not wait that needs neither an Event
+    nor a shielded cancel scope (both showed up in profiles of the hot path).
+    """
+
+    __slots__ = ("done", "error", "ops", "task")
 
     def __init__(self, ops: Sequence[Op]) -> None:
         self.ops = ops
-        self.done = trio.Event()
+        self.task: trio.lowlevel.Task | None = None
+        self.done = False
         self.error: BaseException | None = None
+
+    async def wait(self) -> None:
+        if self.done:
+            return
+        self.task = trio.lowlevel.current_task()
+        await trio.lowlevel.wait_task_rescheduled(_refuse_abort)
+
+    def wake(self) -> None:
+        self.done = True
+        if self.task is not None:
+            task, self.task = self.task, None
+            trio.lowlevel.reschedule(task)
+
+
+def _refuse_abort(_: Any) -> trio.lowlevel.Abort:
+    return trio.lowlevel.Abort.FAILED
 
 
 class _WriterActor(pykka.ThreadingActor):
@@ -97,12 +121,11 @@ class Writer:
         behind what is stored.
         """
         pending = _Pending(ops)
-        with trio.CancelScope(shield=True):
-            if self.inline:
-                await self._commit_inline(pending)
-            else:
-                self._submit(pending)
-                await pending.done.wait()
+        if self.inline:
+            await self._commit_inline(pending)
+        else:
+            self._submit(pending)
+            await pending.wait()
         if pending.error is not None:
             raise pending.error
 
@@ -115,12 +138,12 @@ class Writer:
             raise StorageError("the writer is closed")
         self._queue.append(pending)
         if self._kicked:
-            await pending.done.wait()
+            await pending.wait()
             return
         self._kicked = True
         await trio.lowlevel.cancel_shielded_checkpoint()
         self._flush()
-        await pending.done.wait()
+        await pending.wait()
 
     def _submit(self, pending: _Pending) -> None:
         with self._mutex:
@@ -190,4 +213,4 @@ class Writer:
 
 def _wake(batch: Sequence[_Pending]) -> None:
     for pending in batch:
-        pending.done.set()
+        pending.wake()
