@@ -1,25 +1,46 @@
 """The runtime layer: Runtime facade, run actors, contexts, definitions, AG-UI events."""
 
-from ._context import AgentContext, RunContext
+from ._agui import AgentInput
+from ._context import AgentContext, ChildHandle, RunContext
 from ._definitions import Definition, RestartPolicy
+from ._host import Host
 from ._lifecycle import STATUSES, TERMINAL, TRANSITIONS, check_transition
-from ._retry import RetryPolicy
 from ._results import Cancelled, Page, RunEvent, Started
+from ._retry import RetryPolicy
 from ._runtime import Runtime
+from ._signals import (
+    ApprovalDecision,
+    ExternalEvent,
+    InputResponse,
+    Resumed,
+    Signal,
+    ToolResult,
+    signal_from_resume,
+)
 
 __all__ = [
     "STATUSES",
     "TERMINAL",
     "TRANSITIONS",
     "AgentContext",
+    "AgentInput",
+    "ApprovalDecision",
     "Cancelled",
+    "ChildHandle",
     "Definition",
+    "ExternalEvent",
+    "Host",
+    "InputResponse",
     "Page",
     "RestartPolicy",
+    "Resumed",
     "RetryPolicy",
     "RunContext",
     "RunEvent",
     "Runtime",
+    "Signal",
     "Started",
+    "ToolResult",
     "check_transition",
+    "signal_from_resume",
 ]

@@ -442,8 +442,14 @@ class RunContext:
 
     def report_usage(self, usage: TokenUsage | None = None, **counts: Any) -> None:
         """Add token usage (one entry per provider/model); it goes on the terminal event."""
-        entry = usage if usage is not None else msgspec.convert(counts, TokenUsage)
-        self._actor.usage.append(entry)
+        if usage is None:
+            try:
+                usage = TokenUsage(**counts)
+            except TypeError as exc:
+                raise InvalidInput(f"report_usage: {exc}") from None
+        elif counts:
+            raise InvalidInput("report_usage takes a TokenUsage or keyword counts, not both")
+        self._actor.usage.append(usage)
 
     def set_model(self, model: str | None, provider: str | None = None) -> None:
         """Record the model (and provider) the run used, for its completion."""

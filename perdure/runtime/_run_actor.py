@@ -417,6 +417,7 @@ class RunActor(Actor[RunMessage]):
         await trio.sleep(delay)
         self.jpos = 0
         self.wait_counts.clear()
+        self.usage.clear()  # the re-run body reports its usage again
         return self.rec.cancel is None
 
     async def finalize(self, status: str, result: Any = None, error: ErrorInfo | None = None) -> None:

@@ -18,8 +18,8 @@ map, the batches are retried one by one so only the faulty one reports the error
 
 from __future__ import annotations
 
+import collections
 import contextlib
-import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -104,8 +104,7 @@ class Writer:
         if store.readonly:
             raise StorageError("a read-only store has no writer")
         self._store = store
-        self._mutex = threading.Lock()
-        self._queue: list[_Pending] = []
+        self._queue: collections.deque[_Pending] = collections.deque()
         self._kicked = False
         self._token = trio.lowlevel.current_trio_token()
         self.inline = inline
@@ -146,21 +145,27 @@ class Writer:
         await pending.wait()
 
     def _submit(self, pending: _Pending) -> None:
-        with self._mutex:
-            if self._ref is None:
-                raise StorageError("the writer is closed")
-            self._queue.append(pending)
-            kick = not self._kicked
+        # Lock-free hand-off (a mutex here convoyed with the writer thread on the
+        # GIL): deque.append/popleft are atomic. The writer clears ``_kicked``
+        # *before* draining, and we append *before* reading it, so a batch is
+        # either drained by a flush already under way or sees ``_kicked`` False and
+        # posts a new flush; at worst a flush finds the queue empty.
+        ref = self._ref
+        if ref is None:
+            raise StorageError("the writer is closed")
+        self._queue.append(pending)
+        if not self._kicked:
             self._kicked = True
-        if kick:
-            self._ref.tell(_FLUSH)
+            ref.tell(_FLUSH)
 
     # -- writer thread ------------------------------------------------------------
 
     def _flush(self) -> None:
-        with self._mutex:
-            batch, self._queue = self._queue, []
-            self._kicked = False
+        self._kicked = False
+        queue = self._queue
+        batch: list[_Pending] = []
+        while queue:
+            batch.append(queue.popleft())
         if not batch:
             return
         try:
@@ -204,9 +209,8 @@ class Writer:
 
     async def aclose(self) -> None:
         """Commit what is queued, then stop the writer thread."""
-        with self._mutex:
-            ref, self._ref = self._ref, None
-            self._closed = True
+        ref, self._ref = self._ref, None
+        self._closed = True
         if ref is not None:
             await trio.to_thread.run_sync(ref.stop)
 
