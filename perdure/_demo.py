@@ -17,6 +17,7 @@ every run completed, and says where the data lives and how to inspect it.
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import time
 from collections import Counter
@@ -65,7 +66,7 @@ Job = tuple[str, Any, Owner]
 _OWN_FILES = {"data.mdb", "lock.mdb", "perdure.lock"}
 
 
-# -- definitions ----------------------------------------------------------------------------
+# -- definitions -------------------------------------------------------------------------------
 
 
 def register_demo(rt: Runtime) -> None:
@@ -105,7 +106,7 @@ def demo_job(i: int) -> Job:
     return "task:resize", {"image": f"img-{i}.png", "width": 1920, "height": 1080}, project
 
 
-# -- driver ----------------------------------------------------------------------------------
+# -- driver ------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -220,8 +221,9 @@ def run_demo(
     rt = Runtime(path, durability=durability)
     register_demo(rt)
     console.print(
-        f"[bold]perdure demo[/]: {runs} runs (agents, workflows, jobs), {concurrency} in flight, "
-        f"durability [cyan]{durability}[/], data in [cyan]{path.resolve()}[/]"
+        f"[bold]perdure demo[/]: {runs:,} runs (agents, workflows, jobs), {concurrency} in "
+        f"flight, durability [cyan]{durability}[/], data in [cyan]{path.resolve()}[/]",
+        soft_wrap=True,
     )
     t_open = time.perf_counter()
     outcome = trio.run(_demo_main, rt, runs, concurrency, console)
@@ -308,20 +310,23 @@ def _print_summary(
     )
     console.print(counts)
 
-    where = str(path)
+    where = shlex.quote(str(path))
     console.print(
         f"Data: [cyan]{path.resolve()}[/] (durability {durability}, LMDB map "
-        f"{map_size / 2**20:,.0f} MiB, {txns_total:,} commits in total)"
+        f"{map_size / 2**20:,.0f} MiB, {txns_total:,} commits in total)",
+        soft_wrap=True,
     )
-    console.print("Inspect it:")
-    console.print(f"  perdure runs list --dir {where}", markup=False, highlight=False)
-    console.print(f"  perdure runs list --dir {where} --kind agent --limit 5", markup=False,
-                  highlight=False)
+    commands = [
+        f"perdure runs list --dir {where}",
+        f"perdure runs list --dir {where} --kind agent --status completed --limit 5",
+    ]
     agent = result.sample.get("agent")
     if agent:
-        console.print(f"  perdure runs show {agent} --dir {where}", markup=False, highlight=False)
-        console.print(f"  perdure runs events {agent} --dir {where}", markup=False,
-                      highlight=False)
+        commands.append(f"perdure runs show {agent} --dir {where}")
+        commands.append(f"perdure runs events {agent} --dir {where}")
+    console.print("Inspect it:")
+    for command in commands:
+        console.print(f"  {command}", markup=False, highlight=False, soft_wrap=True)
 
 
 def _validate(

@@ -248,29 +248,28 @@ class Runtime:
         for due, run_id, key in store.timers():
             self.timers.arm(due, run_id, key)
         counts = {"running": 0, "pending": 0, "cancelling": 0, "waiting": 0}
+        cancelling: set[str] = set()
+        for rec in list(store.iter_runs(family=keys.IDX_CANCELLING)):
+            assert rec.cancel is not None
+            cancelling.add(rec.id)
+            counts["cancelling"] += 1
+            self._spawn(rec, start_body=False).tell(CancelMsg(rec.cancel.reason))
         for rec in list(store.iter_runs("running")):
-            if rec.cancel is not None:
-                counts["cancelling"] += 1
-                self._spawn(rec, start_body=False).tell(CancelMsg(rec.cancel.reason))
-            else:
+            if rec.id not in cancelling:
                 counts["running"] += 1
                 top = rec.parent_id is None
                 self._running_top += top
                 self._spawn(rec, counted=top)
-        for rec in list(store.iter_runs("waiting")):
-            if rec.cancel is not None:
-                counts["cancelling"] += 1
-                self._spawn(rec, start_body=False).tell(CancelMsg(rec.cancel.reason))
-            else:
-                counts["waiting"] += 1
         for rec in list(store.iter_runs("pending")):
+            if rec.id in cancelling:
+                continue
             counts["pending"] += 1
-            if rec.cancel is not None:
-                self._spawn(rec, start_body=False).tell(CancelMsg(rec.cancel.reason))
-            elif rec.parent_id is not None:
+            if rec.parent_id is not None:
                 self._spawn(rec)
             else:
                 self._queued.append(rec.id)
+        # Waiting runs stay passive: they are counted, never loaded (R14, R26).
+        counts["waiting"] = store.count_index(keys.IDX_STATUS, "waiting")
         self._admit()
         self.recovered = counts
         if any(counts.values()):

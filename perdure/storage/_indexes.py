@@ -13,6 +13,7 @@ import msgspec
 
 from ._keys import (
     IDX_ALL,
+    IDX_CANCELLING,
     IDX_KIND,
     IDX_OWNER,
     IDX_PARENT,
@@ -50,6 +51,10 @@ def record_ops(dbs: dict[str, Any], old: RunRecord | None, new: RunRecord) -> li
     elif old.status != new.status:
         ops.append((index, index_key(IDX_STATUS, old.status, old.seq), None))
         ops.append((index, index_key(IDX_STATUS, new.status, new.seq), run_id))
+    was_cancelling = old is not None and old.cancel is not None and not old.terminal
+    cancelling = new.cancel is not None and not new.terminal
+    if cancelling != was_cancelling:
+        ops.append((index, index_key(IDX_CANCELLING, "", new.seq), run_id if cancelling else None))
     return ops
 
 

@@ -23,6 +23,7 @@ import struct
 __all__ = [
     "DB_NAMES",
     "IDX_ALL",
+    "IDX_CANCELLING",
     "IDX_KIND",
     "IDX_OWNER",
     "IDX_PARENT",
@@ -47,6 +48,8 @@ IDX_OWNER = b"o"
 IDX_KIND = b"k"
 IDX_PARENT = b"p"
 IDX_ROOT = b"r"
+IDX_CANCELLING = b"x"
+"""Runs with a cancellation requested but not yet terminal (recovery finishes them)."""
 
 _U64 = struct.Struct(">Q")
 _U32 = struct.Struct(">I")

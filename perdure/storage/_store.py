@@ -305,9 +305,26 @@ class Store:
             key = bytes(cur.key())
             return seq_of_index_key(key) if key.startswith(prefix) else 0
 
-    def iter_runs(self, status: str | None = None) -> Iterator[RunRecord]:
-        """Every run record (optionally of one status), in creation order; for recovery."""
-        family, value = (IDX_ALL, "") if status is None else (b"s", status)
+    def count_index(self, family: bytes, value: str = "") -> int:
+        """How many entries one index value has (keys only: nothing is decoded)."""
+        prefix = index_prefix(family, value)
+        count = 0
+        with self.read() as txn:
+            cur = txn.cursor(db=self.dbs["index"])
+            if not cur.set_range(prefix):
+                return 0
+            for key in cur.iternext(keys=True, values=False):
+                if not bytes(key).startswith(prefix):
+                    break
+                count += 1
+        return count
+
+    def iter_runs(self, status: str | None = None, family: bytes | None = None) -> Iterator[RunRecord]:
+        """Run records of one status (or index family), in creation order; for recovery."""
+        if family is None:
+            family, value = (IDX_ALL, "") if status is None else (b"s", status)
+        else:
+            value = ""
         after = 0
         while True:
             page = self.scan_index(family, value, after, 1000)
