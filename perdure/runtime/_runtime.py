@@ -506,6 +506,7 @@ class Runtime:
             self._spawn(rec, fresh=True, counted=parent is None)
         else:
             self._queued.append(rid)
+            self._admit()  # a slot may have freed while the commit was in flight
         return Started(run=rec, duplicate=False)
 
     # -- reading -------------------------------------------------------------------------------------
