@@ -123,7 +123,7 @@ class Actor(Generic[M]):
             finally:
                 self._supervisor = None
                 self.stopped.set()
-                supervisor._forget(self)  # noqa: SLF001 - supervisor owns the registry
+                supervisor._forget(self)
         if self._failure is not None:
             self.on_failure(self._failure)
-            supervisor._report(self, self._failure)  # noqa: SLF001
+            supervisor._report(self, self._failure)

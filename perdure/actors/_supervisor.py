@@ -60,14 +60,19 @@ class Supervisor(Generic[M]):
         if parent_id is not None:
             self._parent[actor.actor_id] = parent_id
             self._children.setdefault(parent_id, set()).add(actor.actor_id)
-        actor._supervisor = self  # noqa: SLF001 - messages told before _main runs need it
-        self.nursery.start_soon(actor._main, self, name=f"actor:{actor.actor_id}")  # noqa: SLF001
+        actor._supervisor = self
+        self.nursery.start_soon(actor._main, self, name=f"actor:{actor.actor_id}")
         return actor
 
     def get(self, actor_id: str) -> Actor[M] | None:
         """The live actor with this id, if any (never activates)."""
         actor = self._live.get(actor_id)
         return actor if actor is not None and not actor.mailbox.closed else None
+
+    def stopping(self, actor_id: str) -> Actor[M] | None:
+        """An actor that was told to stop but has not finished stopping yet."""
+        actor = self._live.get(actor_id)
+        return actor if actor is not None and actor.mailbox.closed else None
 
     def ensure(self, actor_id: str) -> Actor[M] | None:
         """The live actor, activating a passive one through ``activate`` if needed."""

@@ -39,7 +39,6 @@ from ._agui import (
     split_text_content,
     split_tool_call_args,
 )
-
 from ._retry import RetryPolicy
 from ._signals import (
     ApprovalDecision,

@@ -32,15 +32,15 @@ from perdure._errors import NonDeterminismError, PerdureError, SerializationErro
 from perdure.actors import Actor
 from perdure.storage import (
     CancelRequest,
-    Op,
-    keys,
     Completion,
     ErrorInfo,
     JournalEntry,
+    Op,
     RunRecord,
     TokenUsage,
     event_op,
     journal_op,
+    keys,
     record_ops,
 )
 
@@ -121,10 +121,9 @@ class RunActor(Actor[RunMessage]):
         self.counted = False
         self.rt = rt
         self.rec = rec
-        definition = rt.registry.get(rec.target)
-        if definition is None:
-            raise PerdureError(f"run {rec.id}: target {rec.target} is no longer registered")
-        self.definition = definition
+        # None when the target is not registered in this process: such an actor can
+        # still be cancelled or answer for its record, but it cannot run the body.
+        self.definition = rt.registry.get(rec.target)
         self.journal = [e for e in journal if e.kind != "signal"]
         self.jpos = 0
         self.signals: dict[str, JournalEntry] = {}
@@ -140,6 +139,7 @@ class RunActor(Actor[RunMessage]):
         self.body_done = trio.Event()
         self.body_scope: trio.CancelScope | None = None
         self.finalized = False
+        self.final_commit = trio.Event()
         self.usage: list[TokenUsage] = []
         self.model: str | None = None
         self.provider: str | None = None
@@ -150,7 +150,7 @@ class RunActor(Actor[RunMessage]):
     @property
     def deadline(self) -> float | None:
         """Wall time at which the run times out (its definition's ``timeout``)."""
-        timeout = self.definition.timeout
+        timeout = self.definition.timeout if self.definition is not None else None
         if timeout is None or self.rec.started_at is None:
             return None
         return self.rec.started_at + timeout
@@ -257,6 +257,11 @@ class RunActor(Actor[RunMessage]):
         self.rt.timers.arm(due, self.rec.id, key)
         return (self.rt.store.dbs["timers"], key, b"")
 
+    def deadline_timer(self, started_at: float) -> list[Op]:
+        """The stored timer that wakes a passive run when its run timeout passes."""
+        timeout = self.definition.timeout if self.definition is not None else None
+        return [] if timeout is None else [self.arm_timer(started_at + timeout, "deadline")]
+
     def timer_key(self, due: float, name: str) -> bytes:
         return keys.timer_key(int(due * 1000), self.rec.id, name)
 
@@ -264,11 +269,12 @@ class RunActor(Actor[RunMessage]):
         """Sleep on the runtime clock; long sleeps passivate the actor (R14)."""
         delay = due - self.rt.now()
         if delay > 0:
-            if delay >= self.rt.passivate_after and timer_key is not None:
+            # Only a sleep backed by a stored timer may be passivated: the timer is
+            # what wakes the run again.
+            if timer_key is not None:
                 self.rt.supervisor.mark_idle(self.rec.id)
-                self.rt.supervisor.passivate(self.rec.id)
-            else:
-                self.rt.supervisor.mark_idle(self.rec.id)
+                if delay >= self.rt.passivate_after:
+                    self.rt.supervisor.passivate(self.rec.id)
             try:
                 await trio.sleep_until(self.rt.trio_time(due))
             finally:
@@ -286,11 +292,18 @@ class RunActor(Actor[RunMessage]):
         """Run the body (replaying its journal), or only serve messages if told so."""
         if not self.start_body:
             await trio.sleep_forever()  # a cancel or signal stops the actor
+        if self.definition is None:
+            # Left exactly as stored: a later process that registers the target runs it.
+            log.warning("run %s: target %s is not registered here; left as is",
+                        self.rec.id, self.rec.target)
+            self.stop()
+            return
         rec = self.rec
         if rec.status == "pending":
             check_transition(rec.id, "pending", "running")
-            started = msgspec.structs.replace(rec, status="running", started_at=self.rt.now())
-            await self.persist(started, [self.run_started_event()])
+            now = self.rt.now()
+            started = msgspec.structs.replace(rec, status="running", started_at=now)
+            await self.persist(started, [self.run_started_event()], extra_ops=self.deadline_timer(now))
         elif self.open:
             await self._abort_open_attempt()
         await self._body_main()
@@ -348,9 +361,18 @@ class RunActor(Actor[RunMessage]):
         self.body_done.set()
 
     async def _run_body_once(self) -> tuple[str, Any, ErrorInfo | None]:
+        definition = self.definition
+        assert definition is not None
+        if self.deadline is not None and self.rt.now() >= self.deadline:
+            # Re-activated past its timeout (it was passivated, or the process was down).
+            return "failed", None, ErrorInfo(
+                "RUN_TIMEOUT",
+                f"run exceeded its {definition.timeout} s timeout",
+                {"timeout": definition.timeout},
+            )
         ctx = make_context(self)
         try:
-            typed = self.definition.decode_input(self.rec.input)
+            typed = definition.decode_input(self.rec.input)
             if self.rec.kind == "agent":
                 typed = msgspec.structs.replace(
                     typed, thread_id=self.thread_id(), run_id=self.rec.id
@@ -361,11 +383,11 @@ class RunActor(Actor[RunMessage]):
                     scope.cancel()
                 elif self.deadline is not None:
                     scope.deadline = self.rt.trio_time(self.deadline)
-                value = await self.definition.fn(ctx, typed)
+                value = await definition.fn(ctx, typed)
                 return "completed", to_plain(value, f"result of {self.rec.target}"), None
             if self.rec.cancel is not None:
                 return "cancelled", None, None
-            timeout = self.definition.timeout
+            timeout = definition.timeout
             return "failed", None, ErrorInfo(
                 "RUN_TIMEOUT", f"run exceeded its {timeout} s timeout", {"timeout": timeout}
             )
@@ -391,7 +413,7 @@ class RunActor(Actor[RunMessage]):
         failure record is dropped so the restarted body runs it again; every
         other recorded step replays from the journal.
         """
-        policy = self.definition.restart
+        policy = self.definition.restart if self.definition is not None else None
         if policy is None or error.code in _NEVER_RESTART:
             return False
         now = self.rt.now()
@@ -421,8 +443,13 @@ class RunActor(Actor[RunMessage]):
         return self.rec.cancel is None
 
     async def finalize(self, status: str, result: Any = None, error: ErrorInfo | None = None) -> None:
-        """Write completion, terminal status and terminal event in one batch (R3)."""
+        """Write completion, terminal status and terminal event in one batch (R3).
+
+        Exactly once: a second caller (the cancel handler racing the body's own
+        end) waits until the first one's commit is durable.
+        """
         if self.finalized:
+            await self.final_commit.wait()
             return
         self.finalized = True
         if self.has_children:
@@ -473,6 +500,7 @@ class RunActor(Actor[RunMessage]):
             finished_at=self.rt.now(),
         )
         await self.persist(done, events)
+        self.final_commit.set()
         self.rt.run_finished(self)
         self.stop()
 

@@ -7,10 +7,12 @@ writer thread (a pykka actor) owns LMDB write transactions. Nothing else.
 from __future__ import annotations
 
 import builtins
+import contextlib
 import logging
 import os
 import random
 import time
+import weakref
 from collections import deque
 from collections.abc import AsyncGenerator, Callable
 from types import TracebackType
@@ -29,6 +31,7 @@ from perdure._errors import (
     RunNotActive,
     RunNotFound,
     SignalConflict,
+    StorageError,
 )
 from perdure.actors import Actor, Supervisor
 from perdure.storage import (
@@ -99,6 +102,9 @@ class Runtime:
         max_live_actors: passivate idle actors beyond this many (LRU).
         passivate_after: a run that will sleep at least this long is passivated at
             once (its actor stopped, its state only in LMDB) and woken by its timer.
+        recover: ``False`` opens for administration only: nothing is re-activated, no
+            timer fires, pending runs stay queued; ``get``/``list``/``events``/
+            ``cancel``/``resume`` work, even for targets this process does not register.
 
     Virtual time: every timer, timeout and timestamp reads the trio clock, so a
     test or simulation run under ``trio.testing.MockClock`` sees hours pass
@@ -115,6 +121,7 @@ class Runtime:
         cancel_grace: float = 1.0,
         max_live_actors: int | None = None,
         passivate_after: float = 60.0,
+        recover: bool = True,
     ) -> None:
         if durability not in ("sync", "process", "memory"):
             raise InvalidInput(f"durability must be 'sync', 'process' or 'memory', not {durability!r}")
@@ -127,6 +134,7 @@ class Runtime:
         self.cancel_grace = cancel_grace
         self.max_live_actors = max_live_actors
         self.passivate_after = passivate_after
+        self.recover = recover
         self.registry = Registry()
         self._opened = False
         self._closing = False
@@ -201,7 +209,7 @@ class Runtime:
             self.store.close()
             raise
         self.hub = ChangeHub()
-        self._epoch = time.time() - trio.current_time()
+        self._epoch = _clock_epoch()
         self.token = trio.lowlevel.current_trio_token()
         self.timers = TimerService(self.now, self._timer_due)
         self._nursery_cm = trio.open_nursery()
@@ -213,7 +221,10 @@ class Runtime:
         self._opened = True
         self._closing = False
         try:
-            self._recover()
+            if self.recover:
+                self._recover()
+            else:
+                self._next_seq = self.store.last_seq() + 1
         except BaseException as exc:
             await self._shutdown(exc)
             raise
@@ -238,9 +249,11 @@ class Runtime:
         finally:
             self._opened = False
             self.store.close()
-        return await self._nursery_cm.__aexit__(
-            type(exc) if exc else None, exc, exc.__traceback__ if exc else None
-        )
+        # The caller's own exception propagates unchanged: handing it to the nursery
+        # would wrap it in an ExceptionGroup and `except RunNotFound:` around
+        # `async with rt:` would no longer catch it. Only our tasks' errors surface here.
+        await self._nursery_cm.__aexit__(None, None, None)
+        return None
 
     def _recover(self) -> None:
         store = self.store
@@ -292,14 +305,14 @@ class Runtime:
         return when - self._epoch
 
     def _timer_due(self, run_id: str, key: bytes) -> None:
-        if self._closing or self.supervisor.get(run_id) is not None:
+        if self._closing or not self.recover or self.supervisor.get(run_id) is not None:
             return  # a live run wakes from its own sleep
-        if self.supervisor._live.get(run_id) is not None:  # noqa: SLF001 - still stopping
+        if self.supervisor.stopping(run_id) is not None:
             self.timers.arm(self.now() + 0.01, run_id, key)
             return
         rec = self.store.get_run(run_id)
         if rec is None or rec.terminal:
-            self._nursery.start_soon(self.writer.commit, [(self.store.dbs["timers"], key, None)])
+            self._nursery.start_soon(self._drop_timer, key)
             return
         if rec.status == "pending":
             return
@@ -325,9 +338,11 @@ class Runtime:
     def run_finished(self, actor: RunActor) -> None:
         """The run reached a terminal status: wake a passivated parent awaiting it."""
         parent_id = actor.rec.parent_id
-        if parent_id is None or self._closing or self.supervisor.get(parent_id) is not None:
+        if parent_id is None or self._closing or not self.recover:
             return
-        if self.supervisor._live.get(parent_id) is not None:  # noqa: SLF001 - stopping
+        if self.supervisor.get(parent_id) is not None:
+            return
+        if self.supervisor.stopping(parent_id) is not None:
             return
         parent = self.store.get_run(parent_id)
         if parent is not None and parent.status == "running" and parent.cancel is None:
@@ -343,6 +358,8 @@ class Runtime:
                 self._admit()
 
     def _admit(self) -> None:
+        if not self.recover:
+            return  # administration mode runs nothing
         while self._queued and (self.max_running is None or self._running_top < self.max_running):
             run_id = self._queued.popleft()
             if self.supervisor.get(run_id) is not None:
@@ -372,6 +389,13 @@ class Runtime:
         anything is stored (R5).
         """
         return await self._start(target, input, owner, idempotency_key, run_id, None, Trigger())
+
+    async def _drop_timer(self, key: bytes) -> None:
+        """Delete the stored timer of a finished run (best effort: it is harmless)."""
+        if self._closing:
+            return
+        with contextlib.suppress(StorageError):
+            await self.writer.commit([(self.store.dbs["timers"], key, None)])
 
     async def start_run(
         self,
@@ -478,8 +502,12 @@ class Runtime:
             trigger=trigger,
             idempotency_key=idempotency_key,
         )
-        admit = parent is not None or (
-            not self._queued and (self.max_running is None or self._running_top < self.max_running)
+        admit = self.recover and (
+            parent is not None
+            or (
+                not self._queued
+                and (self.max_running is None or self._running_top < self.max_running)
+            )
         )
         dbs = self.store.dbs
         ops = []
@@ -493,6 +521,10 @@ class Runtime:
                 timestamp=int(now * 1000),
             )
             ops.append(event_op(dbs, rid, 1, encode_event(started)))
+            if definition.timeout is not None:
+                key = keys.timer_key(int((now + definition.timeout) * 1000), rid, "deadline")
+                self.timers.arm(now + definition.timeout, rid, key)
+                ops.append((dbs["timers"], key, b""))
             if parent is None:
                 self._running_top += 1  # reserved now so concurrent starts respect the cap
         ops.extend(record_ops(dbs, None, rec))
@@ -687,14 +719,15 @@ class Runtime:
             actor = self.supervisor.get(rec.id)
             if isinstance(actor, RunActor):
                 return actor
-            stale = self.supervisor._live.get(rec.id)  # noqa: SLF001 - stopping actor
+            stale = self.supervisor.stopping(rec.id)
             if stale is None:
                 break
             await stale.stopped.wait()
         fresh = self.store.get_run(rec.id) or rec
-        top = fresh.parent_id is None and not fresh.terminal
+        run_body = self.recover and not fresh.terminal
+        top = fresh.parent_id is None and run_body
         self._running_top += top
-        return self._spawn(fresh, counted=top, start_body=not fresh.terminal)
+        return self._spawn(fresh, counted=top, start_body=run_body)
 
     # -- cancellation ---------------------------------------------------------------------------------
 
@@ -714,7 +747,7 @@ class Runtime:
         message = CancelMsg(reason[:1000])
         actor = self.supervisor.get(run_id)
         if actor is None:
-            stale = self.supervisor._live.get(run_id)
+            stale = self.supervisor.stopping(run_id)
             if stale is not None:
                 await stale.stopped.wait()
                 return await self.cancel(run_id, reason)
@@ -738,10 +771,24 @@ class Runtime:
                 nursery.start_soon(self._cancel_quietly, child, reason)
 
     async def _cancel_quietly(self, run_id: str, reason: str) -> None:
-        try:
+        with contextlib.suppress(RunNotFound):
             await self.cancel(run_id, reason)
-        except RunNotFound:
-            pass
+
+
+_EPOCHS: weakref.WeakKeyDictionary[trio.abc.Clock, float] = weakref.WeakKeyDictionary()
+
+
+def _clock_epoch() -> float:
+    """Wall time at trio-clock zero; fixed per clock so a reopened runtime agrees.
+
+    Under a MockClock the trio clock is virtual: computing the epoch afresh at every
+    open would move "now" back by the virtual time already elapsed.
+    """
+    clock = trio.lowlevel.current_clock()
+    epoch = _EPOCHS.get(clock)
+    if epoch is None:
+        epoch = _EPOCHS[clock] = time.time() - trio.current_time()
+    return epoch
 
 
 _id_random = random.Random()  # seeded from os.urandom; ~40x cheaper than uuid4 per id

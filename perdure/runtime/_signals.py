@@ -156,13 +156,16 @@ def same_signal(a: Signal, b: Signal) -> bool:
 
 def check_signal(signal: Signal, wait: Wait) -> None:
     """Validate a signal against the durable wait: approvers (R13) and schema (R12)."""
-    if isinstance(signal, ApprovalDecision) and wait.approvers is not None:
-        if signal.approver not in wait.approvers:
-            raise PermissionDenied(
-                f"{signal.approver!r} may not decide approval {signal.key!r}",
-                key=signal.key,
-                approver=signal.approver,
-            )
+    if (
+        isinstance(signal, ApprovalDecision)
+        and wait.approvers is not None
+        and signal.approver not in wait.approvers
+    ):
+        raise PermissionDenied(
+            f"{signal.approver!r} may not decide approval {signal.key!r}",
+            key=signal.key,
+            approver=signal.approver,
+        )
     if wait.schema is None:
         return
     if isinstance(signal, ApprovalDecision):

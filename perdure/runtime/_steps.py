@@ -110,7 +110,8 @@ async def run_step(
     if recorded is not None:
         return _replayed(recorded, name, result_type)
     if due is not None:
-        await actor.sleep_until(due)
+        # The backoff's timer was stored with its retry entry; keys are deterministic.
+        await actor.sleep_until(due, actor.timer_key(due, f"retry:{name}:{attempt - 1}"))
     while True:
         buffer = StepBuffer(name, inactivity_timeout, actor.open)
         actor.step = buffer
@@ -141,8 +142,9 @@ async def run_step(
                 value={"step": name, "attempt": attempt, "due": due, "error": error.message},
             )
             retry_entry = JournalEntry("retry", name, value=_encode(_Retry(attempt, due, error)))
-            await actor.record(retry_entry, [*buffer.events, *closing, marker])
-            await actor.sleep_until(due)
+            timer = actor.arm_timer(due, f"retry:{name}:{attempt}")
+            await actor.record(retry_entry, [*buffer.events, *closing, marker], extra_ops=[timer])
+            await actor.sleep_until(due, timer[1])
             attempt += 1
             continue
         await actor.record(JournalEntry("step", name, error=error), [*buffer.events, *closing])

@@ -1,4 +1,4 @@
-"""Waiting checkpoints and resume signals (R2, R11–R14).
+"""Waiting checkpoints and resume signals (R2, R11-R14).
 
 A wait is identified by its *slot*, ``reason:key#n``: the n-th time the body
 waits on that key. The body numbers its waits as it calls them (deterministic,
