@@ -5,14 +5,17 @@
     perdure runs list   [--dir D] [--status S] [--kind K] [--owner project:ID] [--limit N] [--json]
     perdure runs show   ID [--dir D] [--json]
     perdure runs events ID [--dir D] [--after N] [--follow] [--json]
-    perdure runs cancel ID [--dir D] [--reason R] [--json]
+    perdure runs cancel ID [--dir D] [--reason R] [--timeout S] [--json]
     perdure demo  [--dir D] [--runs N] [--concurrency C] [--durability sync|process|memory] [--keep]
     perdure bench [ARGS...]        # bench/throughput.py (``--quick``, ``--json OUT`` ...)
 
 Reading commands (``list``, ``show``, ``events``) open the data directory
 read-only, so they work beside the process that owns it (R27) and only ever see
 committed state. ``cancel`` writes: it needs the directory to be free, otherwise
-it fails with ``DIRECTORY_LOCKED`` (cancel through the owning process instead).
+it fails with ``DIRECTORY_LOCKED`` naming the owner (cancel through the owning
+process instead). It opens the directory in administration mode
+(``Runtime(recover=False)``): nothing else is re-run or woken, and the host's
+definitions are not needed.
 
 The data directory defaults to ``$PERDURE_DIR``, else ``data/``. Errors of the
 :class:`perdure.PerdureError` hierarchy print ``error: CODE: message`` on stderr
@@ -43,7 +46,6 @@ from perdure import _demo
 from perdure._errors import InvalidInput, PerdureError, RunNotFound, StorageError
 from perdure.runtime import STATUSES, Runtime
 from perdure.runtime._agui import (
-    AgentInput,
     Event,
     RunErrorEvent,
     RunFinishedEvent,
@@ -54,7 +56,6 @@ from perdure.runtime._agui import (
 )
 from perdure.storage import (
     Conversation,
-    DirectoryLock,
     Owner,
     Project,
     RunRecord,
@@ -559,114 +560,27 @@ def _print_event(console: Console | None, run_id: str, event_id: int, event: Eve
 # -- runs cancel -------------------------------------------------------------------------------
 
 
-async def _parked_agent(ctx: Any, inp: AgentInput) -> None:
-    await trio.sleep_forever()
-
-
-async def _parked(ctx: Any, inp: Any) -> None:
-    await trio.sleep_forever()
-
-
-def _descends_from(store: Store, rec: RunRecord, ancestor: str) -> bool:
-    seen = 0
-    while rec.parent_id is not None and seen < 10_000:
-        if rec.parent_id == ancestor:
-            return True
-        parent = store.get_run(rec.parent_id)
-        if parent is None:
-            return False
-        rec = parent
-        seen += 1
-    return False
-
-
-_TIMER_MARGIN = 30.0
-"""Timers due this soon would fire while ``runs cancel`` holds the directory."""
-
-
-def _recovery_plan(store: Store, run_id: str) -> tuple[set[str], list[str]]:
-    """Targets of every live run, and the runs outside ``run_id``'s tree that opening
-    the directory would execute: running or pending ones (recovery replays them) and
-    passive ones whose durable timer is (about to be) due."""
-    targets: set[str] = set()
-    others: list[str] = []
-    in_tree: dict[str, bool] = {}
-
-    def outside(rec: RunRecord) -> bool:
-        if rec.id not in in_tree:
-            in_tree[rec.id] = rec.id == run_id or _descends_from(store, rec, run_id)
-        return not in_tree[rec.id]
-
-    for status in ("running", "pending", "waiting"):
-        for rec in store.iter_runs(status):
-            targets.add(rec.target)
-            if status != "waiting" and rec.cancel is None and outside(rec):
-                others.append(rec.id)
-    soon = time.time() + _TIMER_MARGIN
-    for due, timer_run, _key in store.timers():
-        if due > soon or timer_run in others:
-            continue
-        sleeper = store.get_run(timer_run)
-        if sleeper is not None and not sleeper.terminal and sleeper.cancel is None and outside(
-            sleeper
-        ):
-            others.append(sleeper.id)
-    return targets, others
-
-
 def _cmd_cancel(args: argparse.Namespace) -> int:
     run_id = cast(str, args.run_id)
-    reason = cast(str, args.reason)
-    directory = _resolve_dir(args)
-    with _open_readonly(directory) as store:
-        rec = _get(store, run_id)
-        if rec.terminal:
-            return _report_cancel(args, False, rec)
-        # Refuse to open the directory for writing while it is owned (R27) ...
-        lock = DirectoryLock(Path(directory))
-        try:
-            lock.acquire()
-        except PerdureError as exc:
-            exc.detail.setdefault(
-                "hint", "cancel through the process that owns the directory (rt.cancel), "
-                "or stop it and retry"
-            )
-            raise
-        lock.release()
-        # ... or when opening it would recover (re-run) runs outside this run's tree.
-        targets, others = _recovery_plan(store, run_id)
-    if others:
-        raise StorageError(
-            f"{len(others)} other run(s) in {directory} would be recovered or woken by opening "
-            f"the directory here (e.g. {', '.join(others[:3])})",
-            path=directory,
-            runs=others[:20],
-            hint="start the host process that defines them and cancel through it (rt.cancel)",
-        )
     timeout = cast(float, args.timeout)
     if not timeout > 0:
         raise InvalidInput(f"--timeout must be positive (got {timeout})")
-    cancelled, final = trio.run(
-        _cancel_async, directory, run_id, reason, sorted(targets), timeout
-    )
+    directory = _resolve_dir(args)
+    with _open_readonly(directory) as store:
+        rec = _get(store, run_id)
+    if rec.terminal:
+        return _report_cancel(args, False, rec)
+    cancelled, final = trio.run(_cancel_async, directory, run_id, cast(str, args.reason), timeout)
     return _report_cancel(args, cancelled, final)
 
 
 async def _cancel_async(
-    directory: str, run_id: str, reason: str, targets: list[str], timeout: float
+    directory: str, run_id: str, reason: str, timeout: float
 ) -> tuple[bool, RunRecord]:
-    rt = Runtime(directory, durability="sync")
-    # The host's definitions are not loaded here: park every live run of the tree on
-    # a body that only waits to be cancelled (it never logs or returns anything).
-    for target in targets:
-        prefix, _, name = target.partition(":")
-        if prefix == "agent":
-            rt.agent(name, input_type=AgentInput)(_parked_agent)
-        elif prefix == "workflow":
-            rt.workflow(name, input_type=Any)(_parked)
-        elif prefix == "task":
-            rt.task(name, input_type=Any)(_parked)
-    async with rt:
+    # Administration mode: opening re-runs nothing, fires no timer, and cancels runs
+    # whose targets this process does not define. A directory owned by a live
+    # process is refused with DIRECTORY_LOCKED naming it (R27).
+    async with Runtime(directory, durability="sync", recover=False) as rt:
         with trio.move_on_after(timeout):
             result = await rt.cancel(run_id, reason)
             return result.cancelled, result.run
