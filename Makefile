@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.perdure-installed
 NODE_VERIFIER := tests/agui_node/node_modules/.installed
 
-.PHONY: demo test lint typecheck bench bench-peers soak clean
+.PHONY: demo test lint bench bench-peers bench-waits soak clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -22,8 +22,9 @@ $(NODE_VERIFIER): tests/agui_node/package.json tests/agui_node/package-lock.json
 demo: $(STAMP)
 	$(BIN)/perdure demo
 
+# With npm present the official AG-UI verifier is required, not skipped.
 test: $(STAMP) $(NODE_VERIFIER)
-	$(BIN)/python -m pytest -q
+	PERDURE_REQUIRE_NODE=$$(command -v npm >/dev/null 2>&1 && echo 1) $(BIN)/python -m pytest -q
 
 soak: $(STAMP) $(NODE_VERIFIER)
 	PERDURE_SOAK=1 $(BIN)/python -m pytest -q -m soak
@@ -34,6 +35,17 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/throughput.py
+
+# Peers (DBOS, LangGraph) are installed from PyPI into the bench environment only here.
+$(VENV)/.peers-installed: $(STAMP) bench/peers_requirements.txt
+	$(BIN)/python -m pip install -q -c constraints.txt -r bench/peers_requirements.txt
+	touch $@
+
+bench-peers: $(VENV)/.peers-installed
+	$(BIN)/python bench/vs_peers.py
+
+bench-waits: $(VENV)/.peers-installed
+	$(BIN)/python bench/waits.py
 
 clean:
 	rm -rf $(VENV) tests/agui_node/node_modules demo-data
