@@ -59,6 +59,8 @@ __all__ = ["AgentContext", "ChildHandle", "RunContext", "make_context"]
 
 _RESERVED = (RunStartedEvent, RunFinishedEvent, RunErrorEvent)
 _encode = msgspec.msgpack.Encoder().encode
+_EVENT_BUDGET = MAX_EVENT_BYTES - 64
+"""Room left for the ``timestamp`` the log adds when it commits an event."""
 
 
 class RunContext:
@@ -265,16 +267,16 @@ class RunContext:
                     opened.discard((kind, item))
                     closed.add((kind, item))
             if isinstance(event, TextMessageContentEvent):
-                out.extend(split_text_content(event.message_id, event.delta))
+                out.extend(split_text_content(event.message_id, event.delta, _EVENT_BUDGET))
                 continue
             if isinstance(event, ToolCallArgsEvent):
-                out.extend(split_tool_call_args(event.tool_call_id, event.delta))
+                out.extend(split_tool_call_args(event.tool_call_id, event.delta, _EVENT_BUDGET))
                 continue
             try:
                 size = len(event_to_json(event))
             except (TypeError, msgspec.EncodeError) as exc:
                 raise InvalidInput(f"{type(event).__name__} is not serializable: {exc}") from None
-            if size > MAX_EVENT_BYTES:
+            if size > _EVENT_BUDGET:
                 raise InvalidInput(
                     f"{type(event).__name__} is {size} bytes; events are capped at "
                     f"{MAX_EVENT_BYTES} bytes",

@@ -32,13 +32,13 @@ __all__ = [
 Body = Callable[[Any, Any], Awaitable[Any]]
 
 _TARGET_KINDS: dict[str, Kind] = {"agent": "agent", "workflow": "workflow", "task": "job"}
-_NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,100}$")
-_IDENT = re.compile(r"^[A-Za-z0-9_.:\-]+$")
+_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,100}")
+_IDENT = re.compile(r"[A-Za-z0-9_.:\-]+")
 
 
 def validate_identifier(value: object, what: str, max_len: int = 128) -> str:
     """Ids end up inside LMDB keys: 1..max_len characters of ``[A-Za-z0-9_.:-]``."""
-    if not isinstance(value, str) or not 1 <= len(value) <= max_len or not _IDENT.match(value):
+    if not isinstance(value, str) or not 1 <= len(value) <= max_len or not _IDENT.fullmatch(value):
         raise InvalidInput(
             f"{what} must be 1-{max_len} characters of letters, digits and _.:- (got {value!r})",
             field=what,
@@ -53,7 +53,7 @@ def validate_owner(owner: object) -> Owner:
             f"owner must be perdure.Conversation(id) or perdure.Project(id) (got {owner!r})",
             field="owner",
         )
-    validate_identifier(owner.id, "owner id", 256)
+    validate_identifier(owner.id, "owner id", 128)
     return owner
 
 
@@ -134,7 +134,7 @@ class Registry:
         timeout: float | None = None,
         restart: RestartPolicy | None = None,
     ) -> Definition:
-        if not isinstance(name, str) or not _NAME.match(name):
+        if not isinstance(name, str) or not _NAME.fullmatch(name):
             raise InvalidInput(f"definition name must match {_NAME.pattern} (got {name!r})")
         if not inspect.iscoroutinefunction(fn):
             raise InvalidInput(f"{kind} {name!r}: the body must be an `async def` function")

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 import trio
 
-from perdure._errors import NonDeterminismError, PerdureError, SerializationError
+from perdure._errors import NonDeterminismError, PerdureError, RunNotActive, SerializationError
 from perdure.actors import Actor
 from perdure.storage import (
     CancelRequest,
@@ -70,6 +70,8 @@ __all__ = ["CancelMsg", "RunActor", "RunMessage", "SignalMsg"]
 log = logging.getLogger("perdure.run")
 
 _encode_journal = msgspec.msgpack.Encoder().encode
+_MAX_ERROR_MESSAGE = 8192
+"""Error messages are cut here so a RUN_ERROR stays far below the event cap (R19)."""
 _NEVER_RESTART = frozenset({"NON_DETERMINISM", "RUN_TIMEOUT", "SERIALIZATION_ERROR"})
 
 
@@ -172,6 +174,10 @@ class RunActor(Actor[RunMessage]):
 
         Returns once durable; followers are notified after the acknowledgement.
         """
+        if self.final_commit.is_set():
+            # An abandoned body (past its cancel grace) may still try to act: the run
+            # is terminal and its log closed, so nothing more is written (R1, R19).
+            raise RunNotActive(f"run {self.rec.id} has ended", run_id=self.rec.id)
         old = self.rec
         base = old if new is None else new
         dbs = self.rt.store.dbs
@@ -482,6 +488,10 @@ class RunActor(Actor[RunMessage]):
             )
         else:
             assert error is not None
+            if len(error.message) > _MAX_ERROR_MESSAGE:
+                error = ErrorInfo(
+                    error.code, error.message[:_MAX_ERROR_MESSAGE] + " [truncated]", error.detail
+                )
             events.append(RunErrorEvent(message=error.message, code=error.code, usage=usage or None))
         completion = Completion(
             status=status,  # type: ignore[arg-type]  # checked by check_transition above

@@ -428,10 +428,10 @@ class Runtime:
             validate_identifier(run_id, "run_id")
         if idempotency_key is not None and (
             not isinstance(idempotency_key, str)
-            or not 1 <= len(idempotency_key.encode()) <= 256
+            or not 1 <= len(_utf8(idempotency_key)) <= 256
             or "\0" in idempotency_key
         ):
-            raise InvalidInput("idempotency_key must be a string of 1-256 bytes without NUL")
+            raise InvalidInput("idempotency_key must be a string of 1-256 UTF-8 bytes without NUL")
         _typed, plain = definition.convert_input(input)
         okey = owner_key(owner)
         claims: list[tuple[str, ...]] = []
@@ -546,8 +546,7 @@ class Runtime:
     def get(self, run_id: str) -> RunRecord:
         """The committed record of a run; :class:`~perdure.RunNotFound` if there is none."""
         self._require_open()
-        if not isinstance(run_id, str) or not run_id:
-            raise InvalidInput(f"run_id must be a non-empty string (got {run_id!r})")
+        validate_identifier(run_id, "run_id")
         rec = self.store.get_run(run_id)
         if rec is None:
             raise RunNotFound(f"no run {run_id!r}", run_id=run_id)
@@ -621,8 +620,8 @@ class Runtime:
         loses nothing and sees nothing twice (R20).
         """
         self.get(run_id)
-        if not isinstance(after, int) or isinstance(after, bool) or after < 0:
-            raise InvalidInput(f"after must be an integer >= 0 (got {after!r})")
+        if not isinstance(after, int) or isinstance(after, bool) or not 0 <= after < 2**63:
+            raise InvalidInput(f"after must be an integer from 0 to 2**63-1 (got {after!r})")
         cursor = after
         while True:
             changed = self.hub.watch(run_id) if follow else None
@@ -670,8 +669,7 @@ class Runtime:
         self._require_open()
         key = signal_key(signal)
         encode_signal(signal)  # refuse unserializable payloads before routing
-        if not isinstance(run_id, str) or not run_id:
-            raise InvalidInput(f"run_id must be a non-empty string (got {run_id!r})")
+        validate_identifier(run_id, "run_id")
         rec = self.store.get_run(run_id)
         if rec is None:
             raise RunNotActive(f"no run {run_id!r}", run_id=run_id)
@@ -799,6 +797,13 @@ def new_run_id() -> str:
     return f"{time.time_ns() // 1_000_000:012x}{_id_random.getrandbits(80):020x}"
 
 
+def _utf8(text: str) -> bytes:
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        raise InvalidInput(f"{text!r} is not valid UTF-8 text") from None
+
+
 def _check_statuses(status: str | list[str] | None) -> set[str] | None:
     if status is None:
         return None
@@ -814,7 +819,12 @@ def _check_statuses(status: str | list[str] | None) -> set[str] | None:
 def _parse_cursor(after: str | None) -> int:
     if after is None:
         return 0
-    if not isinstance(after, str) or not after.isdigit() or len(after) > 19:
+    if (
+        not isinstance(after, str)
+        or not after.isascii()
+        or not after.isdigit()
+        or len(after) > 18
+    ):
         raise InvalidInput(f"after must be a cursor returned by list() (got {after!r})")
     return int(after)
 

@@ -84,15 +84,15 @@ class Store:
         self.path = Path(path)
         self.map_lock = threading.Lock()
         self._lock: DirectoryLock | None = None
-        self._check_directory()
-        if not readonly:
-            self._lock = DirectoryLock(self.path)
-            self._lock.acquire()
         try:
+            self._check_directory()
+            if not readonly and self._lock is None:
+                self._take_lock()
             self.env = self._open_env(map_size)
-            self.dbs = {name: self.env.open_db(name.encode(), create=not readonly) for name in DB_NAMES}
-            if not readonly:
-                self._stamp_schema()
+            if readonly:
+                self.dbs = {name: self.env.open_db(name.encode(), create=False) for name in DB_NAMES}
+            else:
+                self._create_databases()
         except BaseException:
             self._release()
             raise
@@ -115,12 +115,26 @@ class Store:
                 path=str(self.path),
                 entries=foreign[:20],
             )
+        if LOCK_FILE in entries and not self.readonly:
+            # Our own file: lock first, so a second opener (even in this process,
+            # where LMDB refuses to open a path twice) learns who holds it.
+            self._take_lock()
         if "data.mdb" in entries:
-            self._validate_existing()
+            self._validate_existing(unstamped_ok=LOCK_FILE in entries)
         elif self.readonly:
             raise StorageError(f"no perdure store at {self.path}", path=str(self.path))
 
-    def _validate_existing(self) -> None:
+    def _take_lock(self) -> None:
+        lock = DirectoryLock(self.path)
+        lock.acquire()
+        self._lock = lock
+
+    def _validate_existing(self, *, unstamped_ok: bool) -> None:
+        """Refuse anything but a perdure store we can read (R28); never modify it.
+
+        ``unstamped_ok``: an empty environment next to our own lock file is one whose
+        first open crashed before its single initialising commit, so it is ours.
+        """
         try:
             env = lmdb.open(str(self.path), readonly=True, lock=False, max_dbs=len(DB_NAMES) + 4)
         except lmdb.Error as exc:
@@ -131,6 +145,8 @@ class Store:
             try:
                 meta = env.open_db(b"meta", create=False)
             except lmdb.NotFoundError:
+                if unstamped_ok and env.stat()["entries"] == 0:
+                    return
                 raise ForeignDirectory(
                     f"{self.path} holds an LMDB environment that perdure did not create",
                     path=str(self.path),
@@ -176,11 +192,13 @@ class Store:
         except lmdb.Error as exc:
             raise CorruptStore(f"cannot open {self.path}: {exc}", path=str(self.path)) from None
 
-    def _stamp_schema(self) -> None:
-        with self.env.begin(write=True, db=self.dbs["meta"]) as txn:
-            if txn.get(b"schema") is None:
+    def _create_databases(self) -> None:
+        # One transaction: a crash leaves either nothing or a complete, stamped store.
+        with self.env.begin(write=True) as txn:
+            self.dbs = {name: self.env.open_db(name.encode(), txn=txn) for name in DB_NAMES}
+            if txn.get(b"schema", db=self.dbs["meta"]) is None:
                 info = SchemaInfo(format=_FORMAT, version=SCHEMA_VERSION, created_at=time.time())
-                txn.put(b"schema", msgspec.msgpack.encode(info))
+                txn.put(b"schema", msgspec.msgpack.encode(info), db=self.dbs["meta"])
 
     # -- lifecycle ----------------------------------------------------------------
 

@@ -1,0 +1,1 @@
+"""Shared helpers of the foundation test suite (log checks, store dumps, definitions)."""
