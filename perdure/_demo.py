@@ -66,7 +66,7 @@ Job = tuple[str, Any, Owner]
 _OWN_FILES = {"data.mdb", "lock.mdb", "perdure.lock"}
 
 
-# -- definitions -------------------------------------------------------------------------------
+# -- definitions -----------------------------------------------------------------------------
 
 
 def register_demo(rt: Runtime) -> None:
@@ -106,7 +106,7 @@ def demo_job(i: int) -> Job:
     return "task:resize", {"image": f"img-{i}.png", "width": 1920, "height": 1080}, project
 
 
-# -- driver ------------------------------------------------------------------------------------
+# -- driver ----------------------------------------------------------------------------------
 
 
 @dataclass
@@ -180,7 +180,7 @@ async def drive(
     return result
 
 
-# -- the demo ----------------------------------------------------------------------------------
+# -- the demo --------------------------------------------------------------------------------
 
 
 def wipe_store_dir(path: Path) -> None:
@@ -348,4 +348,3 @@ def _validate(
         return 1
     console.print(f"[bold green]OK[/]: all {runs:,} runs completed.")
     return 0
-

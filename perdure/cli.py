@@ -82,7 +82,7 @@ _STATUS_STYLE = {
 }
 
 
-# -- argument parsing --------------------------------------------------------------------------
+# -- argument parsing ------------------------------------------------------------------------
 
 
 class _Parser(argparse.ArgumentParser):
@@ -132,17 +132,23 @@ def _build_parser() -> _Parser:
 
     p = runs_sub.add_parser("list", help="list runs, oldest first")
     add_dir(p)
-    p.add_argument("--status", action="append", metavar="S",
-                   help=f"only this status (repeatable): {', '.join(STATUSES)}")
+    p.add_argument(
+        "--status",
+        action="append",
+        metavar="S",
+        help=f"only this status (repeatable): {', '.join(STATUSES)}",
+    )
     p.add_argument("--kind", metavar="K", help=f"only this kind: {', '.join(KINDS)}")
-    p.add_argument("--owner", metavar="OWNER",
-                   help="only runs of this owner: project:ID or conversation:ID")
+    p.add_argument(
+        "--owner", metavar="OWNER", help="only runs of this owner: project:ID or conversation:ID"
+    )
     p.add_argument("--parent", metavar="ID", help="only children of this run")
     p.add_argument("--root", metavar="ID", help="only runs of this run tree")
     p.add_argument("--limit", type=int, default=50, metavar="N", help="page size, 1-1000 (50)")
     p.add_argument("--after", metavar="CURSOR", help="cursor printed by the previous page")
-    p.add_argument("--json", action="store_true",
-                   help='print {"runs": [...], "next_cursor": ...} as JSON')
+    p.add_argument(
+        "--json", action="store_true", help='print {"runs": [...], "next_cursor": ...} as JSON'
+    )
     p.set_defaults(func=_cmd_list)
 
     p = runs_sub.add_parser("show", help="show one run record")
@@ -154,14 +160,31 @@ def _build_parser() -> _Parser:
     p = runs_sub.add_parser("events", help="print a run's event log (AG-UI events)")
     p.add_argument("run_id", metavar="ID")
     add_dir(p)
-    p.add_argument("--after", type=int, default=0, metavar="N",
-                   help="only events with event_id > N (default 0)")
-    p.add_argument("--follow", "-f", action="store_true",
-                   help="keep printing new events until the run's terminal event")
-    p.add_argument("--poll", type=float, default=0.1, metavar="SECONDS",
-                   help="how often --follow looks for new events (default 0.1)")
-    p.add_argument("--json", action="store_true",
-                   help='JSON lines: {"run_id", "event_id", "event": <AG-UI wire event>}')
+    p.add_argument(
+        "--after",
+        type=int,
+        default=0,
+        metavar="N",
+        help="only events with event_id > N (default 0)",
+    )
+    p.add_argument(
+        "--follow",
+        "-f",
+        action="store_true",
+        help="keep printing new events until the run's terminal event",
+    )
+    p.add_argument(
+        "--poll",
+        type=float,
+        default=0.1,
+        metavar="SECONDS",
+        help="how often --follow looks for new events (default 0.1)",
+    )
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help='JSON lines: {"run_id", "event_id", "event": <AG-UI wire event>}',
+    )
     p.set_defaults(func=_cmd_events)
 
     p = runs_sub.add_parser(
@@ -171,22 +194,46 @@ def _build_parser() -> _Parser:
     p.add_argument("run_id", metavar="ID")
     add_dir(p)
     p.add_argument("--reason", default="cancelled from the command line", metavar="R")
-    p.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS",
-                   help="give up waiting for the cancellation after this long (default 60)")
-    p.add_argument("--json", action="store_true",
-                   help='print {"cancelled": bool, "run": ...} as JSON')
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="give up waiting for the cancellation after this long (default 60)",
+    )
+    p.add_argument(
+        "--json", action="store_true", help='print {"cancelled": bool, "run": ...} as JSON'
+    )
     p.set_defaults(func=_cmd_cancel)
 
     p = sub.add_parser("demo", help="run the demo workload and print throughput")
-    p.add_argument("--dir", default=_demo.DEFAULT_DIR, metavar="D",
-                   help=f"data directory, wiped first unless --keep (default {_demo.DEFAULT_DIR})")
-    p.add_argument("--runs", type=int, default=_demo.DEFAULT_RUNS, metavar="N",
-                   help=f"runs to start (default {_demo.DEFAULT_RUNS})")
-    p.add_argument("--concurrency", type=int, default=_demo.DEFAULT_CONCURRENCY, metavar="C",
-                   help=f"runs in flight (default {_demo.DEFAULT_CONCURRENCY})")
-    p.add_argument("--durability", choices=("sync", "process", "memory"), default="sync",
-                   help="sync (default): every commit flushed; process: no fsync; memory: "
-                   "no fsync either (the data still goes to --dir)")
+    p.add_argument(
+        "--dir",
+        default=_demo.DEFAULT_DIR,
+        metavar="D",
+        help=f"data directory, wiped first unless --keep (default {_demo.DEFAULT_DIR})",
+    )
+    p.add_argument(
+        "--runs",
+        type=int,
+        default=_demo.DEFAULT_RUNS,
+        metavar="N",
+        help=f"runs to start (default {_demo.DEFAULT_RUNS})",
+    )
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        default=_demo.DEFAULT_CONCURRENCY,
+        metavar="C",
+        help=f"runs in flight (default {_demo.DEFAULT_CONCURRENCY})",
+    )
+    p.add_argument(
+        "--durability",
+        choices=("sync", "process", "memory"),
+        default="sync",
+        help="sync (default): every commit flushed; process: no fsync; memory: "
+        "no fsync either (the data still goes to --dir)",
+    )
     p.add_argument("--keep", action="store_true", help="do not wipe the directory first")
     p.set_defaults(func=_cmd_demo)
 
@@ -199,7 +246,7 @@ def _build_parser() -> _Parser:
     return parser
 
 
-# -- entry point -------------------------------------------------------------------------------
+# -- entry point -----------------------------------------------------------------------------
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -285,7 +332,7 @@ def _open_readonly(directory: str) -> Iterator[Store]:
         store.close()
 
 
-# -- runs list ---------------------------------------------------------------------------------
+# -- runs list -------------------------------------------------------------------------------
 
 
 def parse_owner(text: str) -> Owner:
@@ -400,8 +447,14 @@ def _cmd_list(args: argparse.Namespace) -> int:
         return EXIT_OK
     table = Table(header_style="bold", box=None, pad_edge=False)
     columns: list[tuple[str, JustifyMethod]] = [
-        ("ID", "left"), ("KIND", "left"), ("TARGET", "left"), ("OWNER", "left"),
-        ("STATUS", "left"), ("CREATED", "left"), ("DURATION", "right"), ("EVENTS", "right"),
+        ("ID", "left"),
+        ("KIND", "left"),
+        ("TARGET", "left"),
+        ("OWNER", "left"),
+        ("STATUS", "left"),
+        ("CREATED", "left"),
+        ("DURATION", "right"),
+        ("EVENTS", "right"),
     ]
     for name, justify in columns:
         table.add_column(name, justify=justify, no_wrap=True)
@@ -422,7 +475,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-# -- runs show ---------------------------------------------------------------------------------
+# -- runs show -------------------------------------------------------------------------------
 
 
 def _get(store: Store, run_id: str) -> RunRecord:
@@ -475,8 +528,9 @@ def _cmd_show(args: argparse.Namespace) -> int:
     completion = rec.completion
     if completion is not None:
         if completion.error is not None:
-            table.add_row("error", Text(f"{completion.error.code}: {completion.error.message}",
-                                        style="red"))
+            table.add_row(
+                "error", Text(f"{completion.error.code}: {completion.error.message}", style="red")
+            )
         if completion.result is not None:
             table.add_row("result", _short_json(completion.result))
         for label, value in (
@@ -492,7 +546,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-# -- runs events -------------------------------------------------------------------------------
+# -- runs events -----------------------------------------------------------------------------
 
 
 def is_terminal_event(event: Event) -> bool:
@@ -557,7 +611,7 @@ def _print_event(console: Console | None, run_id: str, event_id: int, event: Eve
     console.file.flush()
 
 
-# -- runs cancel -------------------------------------------------------------------------------
+# -- runs cancel -----------------------------------------------------------------------------
 
 
 def _cmd_cancel(args: argparse.Namespace) -> int:
@@ -604,7 +658,7 @@ def _report_cancel(args: argparse.Namespace, cancelled: bool, rec: RunRecord) ->
     return EXIT_OK
 
 
-# -- demo and bench ----------------------------------------------------------------------------
+# -- demo and bench --------------------------------------------------------------------------
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -675,13 +729,19 @@ def _builtin_bench(extra: list[str]) -> int:
                         )
 
                 res = trio.run(run, rt, count, inflight)
-                table.add_row(durability, str(inflight), str(count), f"{res.runs_per_s:,.0f}",
-                              f"{res.records_per_s:,.0f}", str(res.txns))
+                table.add_row(
+                    durability,
+                    str(inflight),
+                    str(count),
+                    f"{res.runs_per_s:,.0f}",
+                    f"{res.records_per_s:,.0f}",
+                    str(res.txns),
+                )
     console.print(table)
     return EXIT_OK
 
 
-# -- formatting --------------------------------------------------------------------------------
+# -- formatting ------------------------------------------------------------------------------
 
 
 def _owner_text(owner: Owner) -> str:

@@ -54,6 +54,13 @@ class Actor(Generic[M]):
         self._scope: trio.CancelScope | None = None
         self._receiving: trio.Event | None = None
         self._failure: BaseException | None = None
+        self.passivated = False
+        """Set when the supervisor stopped it to free memory (not because it finished)."""
+
+    @property
+    def busy(self) -> bool:
+        """Whether messages are queued or being handled."""
+        return self._receiving is not None or len(self.mailbox) > 0
 
     @property
     def alive(self) -> bool:

@@ -50,7 +50,7 @@ class Supervisor(Generic[M]):
         self._idle: OrderedDict[str, None] = OrderedDict()
         self.passivations = 0
 
-    # -- spawning and routing ------------------------------------------------------
+    # -- spawning and routing -----------------------------------------------------------------
 
     def spawn(self, actor: Actor[M], parent_id: str | None = None) -> Actor[M]:
         """Start ``actor`` in the supervisor's nursery, linked under ``parent_id``."""
@@ -99,7 +99,7 @@ class Supervisor(Generic[M]):
     def __iter__(self) -> Iterator[Actor[M]]:
         return iter(list(self._live.values()))
 
-    # -- tree ----------------------------------------------------------------------
+    # -- tree ---------------------------------------------------------------------------------
 
     def parent_of(self, actor_id: str) -> str | None:
         return self._parent.get(actor_id)
@@ -107,7 +107,7 @@ class Supervisor(Generic[M]):
     def children_of(self, actor_id: str) -> set[str]:
         return set(self._children.get(actor_id, ()))
 
-    # -- passivation -------------------------------------------------------------------
+    # -- passivation --------------------------------------------------------------------------
 
     def mark_idle(self, actor_id: str) -> None:
         """The actor may be stopped to free memory; evict beyond ``max_live``."""
@@ -125,9 +125,10 @@ class Supervisor(Generic[M]):
             return False
         del self._idle[actor_id]
         actor = self._live.get(actor_id)
-        if actor is None:
-            return False
+        if actor is None or actor.busy:
+            return False  # a message in flight would change its state as it stops
         self.passivations += 1
+        actor.passivated = True
         actor.stop()
         return True
 
@@ -138,7 +139,7 @@ class Supervisor(Generic[M]):
             oldest = next(iter(self._idle))
             self.passivate(oldest)
 
-    # -- called by actors ------------------------------------------------------------
+    # -- called by actors ---------------------------------------------------------------------
 
     def _forget(self, actor: Actor[M]) -> None:
         actor_id = actor.actor_id

@@ -69,7 +69,7 @@ class RunContext:
     def __init__(self, actor: RunActor) -> None:
         self._actor = actor
 
-    # -- identity -----------------------------------------------------------------
+    # -- identity -----------------------------------------------------------------------------
 
     @property
     def run_id(self) -> str:
@@ -114,7 +114,7 @@ class RunContext:
         """The runtime's clock (seconds since the epoch; virtual under a MockClock)."""
         return self._actor.rt.now()
 
-    # -- events ---------------------------------------------------------------------
+    # -- events -------------------------------------------------------------------------------
 
     async def emit(self, *events: Event) -> None:
         """Append AG-UI events to the run's log, atomically and durably.
@@ -127,16 +127,15 @@ class RunContext:
         """
         if not events:
             return
-        checked = self._check_events(events)
         actor = self._actor
         if actor.step is not None:
-            actor.step.add(checked)
+            actor.step.add(self._check_events(events))
             return
         name = type(events[0]).__struct_config__.tag
         assert isinstance(name, str)
         if actor.recorded("emit", name) is not None:
-            return
-        await actor.record(JournalEntry("emit", name), checked)
+            return  # logged (and checked) the first time; the log already holds them
+        await actor.record(JournalEntry("emit", name), self._check_events(events))
 
     async def flush(self) -> None:
         """Inside a step: commit the events emitted so far, so followers see them live.
@@ -151,7 +150,7 @@ class RunContext:
             if events:
                 await actor.persist(events=events)
 
-    # -- durable steps and timers ------------------------------------------------------
+    # -- durable steps and timers -------------------------------------------------------------
 
     async def step(
         self,
@@ -258,7 +257,10 @@ class RunContext:
                 closed.discard((kind, item))
             elif isinstance(
                 event,
-                TextMessageContentEvent | TextMessageEndEvent | ToolCallArgsEvent | ToolCallEndEvent,
+                TextMessageContentEvent
+                | TextMessageEndEvent
+                | ToolCallArgsEvent
+                | ToolCallEndEvent,
             ):
                 kind, item = _item(event)
                 if not open_now(kind, item):
@@ -285,12 +287,16 @@ class RunContext:
             out.append(event)
         return out
 
-    # -- waiting checkpoints -------------------------------------------------------------
+    # -- waiting checkpoints ------------------------------------------------------------------
 
     async def wait_for_tool_result(
-        self, tool_call_id: str, *, timeout: float | None = None, schema: dict[str, Any] | None = None
+        self,
+        tool_call_id: str,
+        *,
+        timeout: float | None = None,
+        schema: dict[str, Any] | None = None,
     ) -> Any:
-        """Wait for the :class:`~perdure.ToolResult` of a client-side tool call; returns its content.
+        """Wait for the :class:`~perdure.ToolResult` of a client-side tool call; return its content.
 
         The run is ``waiting`` (AG-UI interrupt reason ``tool_call``) until the result
         arrives through ``rt.resume``. ``timeout`` raises :class:`~perdure.WaitExpired`.
@@ -404,7 +410,7 @@ class RunContext:
             timeout=_check_timeout(timeout),
         )
 
-    # -- child runs ---------------------------------------------------------------------
+    # -- child runs ---------------------------------------------------------------------------
 
     async def start_child(
         self,
@@ -439,7 +445,7 @@ class RunContext:
         await actor.record(JournalEntry("child", target, value=started.run.id.encode()))
         return ChildHandle(actor.rt, started.run.id)
 
-    # -- completion metadata ------------------------------------------------------------
+    # -- completion metadata ------------------------------------------------------------------
 
     def report_usage(self, usage: TokenUsage | None = None, **counts: Any) -> None:
         """Add token usage (one entry per provider/model); it goes on the terminal event."""
@@ -465,9 +471,14 @@ class RunContext:
 class AgentContext(RunContext):
     """:class:`RunContext` plus AG-UI conveniences for agent runs."""
 
-    async def say(self, text: str, *, role: str = "assistant", message_id: str | None = None) -> str:
+    async def say(
+        self, text: str, *, role: str = "assistant", message_id: str | None = None
+    ) -> str:
         """Log one whole text message (start, content, end); returns its message id."""
-        mid = message_id or f"msg_{uuid.uuid5(uuid.NAMESPACE_URL, f'{self.run_id}/{self._actor.jpos}').hex}"
+        mid = (
+            message_id
+            or f"msg_{uuid.uuid5(uuid.NAMESPACE_URL, f'{self.run_id}/{self._actor.jpos}').hex}"
+        )
         await self.emit(
             TextMessageStartEvent(message_id=mid, role=role),  # type: ignore[arg-type]
             TextMessageContentEvent(message_id=mid, delta=text),

@@ -20,6 +20,8 @@ import msgspec
 from perdure._errors import InvalidInput, SerializationError, UnknownTarget
 from perdure.storage import Conversation, Kind, Owner, Project
 
+from ._agui import AgentInput
+
 __all__ = [
     "Body",
     "Definition",
@@ -138,11 +140,15 @@ class Registry:
             raise InvalidInput(f"definition name must match {_NAME.pattern} (got {name!r})")
         if not inspect.iscoroutinefunction(fn):
             raise InvalidInput(f"{kind} {name!r}: the body must be an `async def` function")
+        if input_type is None:
+            input_type = _input_type(fn)
+            if kind == "agent" and input_type is Any:
+                input_type = AgentInput  # agent input is AG-UI RunAgentInput-shaped
         definition = Definition(
             kind=kind,
             name=name,
             fn=fn,
-            input_type=_input_type(fn) if input_type is None else input_type,
+            input_type=input_type,
             timeout=timeout,
             restart=restart,
         )

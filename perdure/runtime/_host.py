@@ -52,7 +52,7 @@ class Host:
         self._ready = threading.Event()
         self._error: BaseException | None = None
 
-    # -- definitions (same decorators as the Runtime) ---------------------------------------
+    # -- definitions (same decorators as the Runtime) -----------------------------------------
 
     def agent(self, name: str, **options: Any) -> Callable[[F], F]:
         return self.runtime.agent(name, **options)
@@ -63,14 +63,16 @@ class Host:
     def task(self, name: str, **options: Any) -> Callable[[F], F]:
         return self.runtime.task(name, **options)
 
-    # -- lifecycle ------------------------------------------------------------------------------
+    # -- lifecycle ----------------------------------------------------------------------------
 
     def __enter__(self) -> Host:
         if self._thread is not None:
             raise PerdureError("this Host is already open")
         self._ready.clear()
         self._error = None
-        self._thread = threading.Thread(target=trio.run, args=(self._main,), name="perdure-host", daemon=True)
+        self._thread = threading.Thread(
+            target=trio.run, args=(self._main,), name="perdure-host", daemon=True
+        )
         self._thread.start()
         self._ready.wait()
         if self._error is not None:
@@ -117,9 +119,11 @@ class Host:
     def _call_sync(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         if self._token is None:
             raise PerdureError("the Host is not open: use `with host:`")
-        return trio.from_thread.run_sync(functools.partial(fn, *args, **kwargs), trio_token=self._token)
+        return trio.from_thread.run_sync(
+            functools.partial(fn, *args, **kwargs), trio_token=self._token
+        )
 
-    # -- the API --------------------------------------------------------------------------------------
+    # -- the API ------------------------------------------------------------------------------
 
     def start(
         self,
@@ -132,7 +136,12 @@ class Host:
     ) -> Started:
         """Blocking :meth:`Runtime.start`."""
         return self._call(
-            self.runtime.start, target, input, owner=owner, idempotency_key=idempotency_key, run_id=run_id
+            self.runtime.start,
+            target,
+            input,
+            owner=owner,
+            idempotency_key=idempotency_key,
+            run_id=run_id,
         )
 
     def get(self, run_id: str) -> RunRecord:

@@ -84,5 +84,18 @@ class OpenItems:
                 out.append(ReasoningEndEvent(message_id=item_id))
         return out
 
+    def closing_cut_step(self) -> list[Event]:
+        """Close the open step and what was opened after it (an attempt a crash cut).
+
+        Items opened before the step came from journaled emits: the replayed body
+        still owns them and goes on writing to them, so they stay open.
+        """
+        order = list(self._open)
+        steps = [i for i, (kind, _) in enumerate(order) if kind == "step"]
+        if not steps:
+            return []
+        keep = frozenset(order[: steps[0]])
+        return self.closing_events(skip=keep)
+
     def __bool__(self) -> bool:
         return bool(self._open)

@@ -70,6 +70,8 @@ __all__ = ["CancelMsg", "RunActor", "RunMessage", "SignalMsg"]
 log = logging.getLogger("perdure.run")
 
 _encode_journal = msgspec.msgpack.Encoder().encode
+_KEYED_KINDS = frozenset({"signal", "buffered", "void"})
+"""Journal kinds found by slot, not position: when a signal arrives is not replayable."""
 _MAX_ERROR_MESSAGE = 8192
 """Error messages are cut here so a RUN_ERROR stays far below the event cap (R19)."""
 _NEVER_RESTART = frozenset({"NON_DETERMINISM", "RUN_TIMEOUT", "SERIALIZATION_ERROR"})
@@ -121,17 +123,18 @@ class RunActor(Actor[RunMessage]):
         self.start_body = start_body
         self.fresh = fresh
         self.counted = False
+        self.waiting_when_passivated = False
         self.rt = rt
         self.rec = rec
         # None when the target is not registered in this process: such an actor can
         # still be cancelled or answer for its record, but it cannot run the body.
         self.definition = rt.registry.get(rec.target)
-        self.journal = [e for e in journal if e.kind != "signal"]
+        self.journal = [e for e in journal if e.kind not in _KEYED_KINDS]
         self.jpos = 0
         self.signals: dict[str, JournalEntry] = {}
         self.signal_count: dict[str, int] = {}
         for entry in journal:
-            if entry.kind == "signal":
+            if entry.kind in _KEYED_KINDS:
                 self.add_signal(entry)
         self.wait_counts: dict[str, int] = {}
         self.futures: dict[str, WaitFuture] = {}
@@ -157,7 +160,7 @@ class RunActor(Actor[RunMessage]):
             return None
         return self.rec.started_at + timeout
 
-    # -- persistence ------------------------------------------------------------------
+    # -- persistence --------------------------------------------------------------------------
 
     def thread_id(self) -> str:
         owner = self.rec.owner
@@ -207,7 +210,7 @@ class RunActor(Actor[RunMessage]):
         await self.rt.writer.commit(ops)
         self.rt.hub.notify(run_id)
 
-    # -- journal cursor (replay) ------------------------------------------------------
+    # -- journal cursor (replay) --------------------------------------------------------------
 
     @property
     def replaying(self) -> bool:
@@ -231,7 +234,10 @@ class RunActor(Actor[RunMessage]):
         return entry
 
     def add_signal(self, entry: JournalEntry) -> None:
-        """Index a ``signal`` entry by its slot (``reason:key#n``)."""
+        """Index a keyed entry by its slot (``reason:key#n``); ``void`` removes one."""
+        if entry.kind == "void":
+            self.signals.pop(entry.name, None)
+            return
         self.signals[entry.name] = entry
         ns, _, n = entry.name.rpartition("#")
         self.signal_count[ns] = max(self.signal_count.get(ns, 0), int(n))
@@ -252,7 +258,7 @@ class RunActor(Actor[RunMessage]):
         self.jpos = len(self.journal)
         await self.persist(events=events, journal=[entry], extra_ops=extra_ops)
 
-    # -- timers ------------------------------------------------------------------------------
+    # -- timers -------------------------------------------------------------------------------
 
     def arm_timer(self, due: float, name: str) -> Op:
         """Arm a durable wake-up for ``due``; returns the op that stores it.
@@ -288,7 +294,7 @@ class RunActor(Actor[RunMessage]):
         if timer_key is not None:
             self.pending_ops.append((self.rt.store.dbs["timers"], timer_key, None))
 
-    # -- lifecycle -------------------------------------------------------------------------
+    # -- lifecycle ----------------------------------------------------------------------------
 
     async def on_start(self) -> None:
         if self.rec.last_event_id and not self.fresh:
@@ -300,8 +306,9 @@ class RunActor(Actor[RunMessage]):
             await trio.sleep_forever()  # a cancel or signal stops the actor
         if self.definition is None:
             # Left exactly as stored: a later process that registers the target runs it.
-            log.warning("run %s: target %s is not registered here; left as is",
-                        self.rec.id, self.rec.target)
+            log.warning(
+                "run %s: target %s is not registered here; left as is", self.rec.id, self.rec.target
+            )
             self.stop()
             return
         rec = self.rec
@@ -309,7 +316,9 @@ class RunActor(Actor[RunMessage]):
             check_transition(rec.id, "pending", "running")
             now = self.rt.now()
             started = msgspec.structs.replace(rec, status="running", started_at=now)
-            await self.persist(started, [self.run_started_event()], extra_ops=self.deadline_timer(now))
+            await self.persist(
+                started, [self.run_started_event()], extra_ops=self.deadline_timer(now)
+            )
         elif self.open:
             await self._abort_open_attempt()
         await self._body_main()
@@ -343,7 +352,9 @@ class RunActor(Actor[RunMessage]):
 
     async def _abort_open_attempt(self) -> None:
         """R21: close what a crashed attempt left open, mark it, then replay."""
-        closing = self.open.closing_events()
+        closing = self.open.closing_cut_step()
+        if not closing:
+            return  # only journaled emits are open: the replayed body carries on with them
         marker = CustomEvent(
             name="perdure.attempt_aborted",
             value={"attempt": self.rec.attempt, "closed": len(closing)},
@@ -351,7 +362,7 @@ class RunActor(Actor[RunMessage]):
         rec = msgspec.structs.replace(self.rec, attempt=self.rec.attempt + 1)
         await self.persist(rec, [*closing, marker])
 
-    # -- the body ----------------------------------------------------------------------------
+    # -- the body -----------------------------------------------------------------------------
 
     async def _body_main(self) -> None:
         if self.finalized:
@@ -371,10 +382,14 @@ class RunActor(Actor[RunMessage]):
         assert definition is not None
         if self.deadline is not None and self.rt.now() >= self.deadline:
             # Re-activated past its timeout (it was passivated, or the process was down).
-            return "failed", None, ErrorInfo(
-                "RUN_TIMEOUT",
-                f"run exceeded its {definition.timeout} s timeout",
-                {"timeout": definition.timeout},
+            return (
+                "failed",
+                None,
+                ErrorInfo(
+                    "RUN_TIMEOUT",
+                    f"run exceeded its {definition.timeout} s timeout",
+                    {"timeout": definition.timeout},
+                ),
             )
         ctx = make_context(self)
         try:
@@ -394,18 +409,29 @@ class RunActor(Actor[RunMessage]):
             if self.rec.cancel is not None:
                 return "cancelled", None, None
             timeout = definition.timeout
-            return "failed", None, ErrorInfo(
-                "RUN_TIMEOUT", f"run exceeded its {timeout} s timeout", {"timeout": timeout}
+            return (
+                "failed",
+                None,
+                ErrorInfo(
+                    "RUN_TIMEOUT", f"run exceeded its {timeout} s timeout", {"timeout": timeout}
+                ),
             )
         except SerializationError as exc:
             return "failed", None, ErrorInfo(exc.code, exc.message, exc.detail)
         except PerdureError as exc:
             return "failed", None, ErrorInfo(exc.code, exc.message, _plain_detail(exc.detail))
         except Exception as exc:
-            return "failed", None, ErrorInfo(
-                "UNHANDLED_EXCEPTION",
-                f"{type(exc).__name__}: {exc}",
-                {"type": type(exc).__name__, "traceback": traceback.format_exc(limit=20)[-4000:]},
+            return (
+                "failed",
+                None,
+                ErrorInfo(
+                    "UNHANDLED_EXCEPTION",
+                    f"{type(exc).__name__}: {exc}",
+                    {
+                        "type": type(exc).__name__,
+                        "traceback": traceback.format_exc(limit=20)[-4000:],
+                    },
+                ),
             )
         finally:
             self.body_scope = None
@@ -441,14 +467,16 @@ class RunActor(Actor[RunMessage]):
             name="perdure.restart",
             value={"restart": len(recent) + 1, "delay": delay, "error": msgspec.to_builtins(error)},
         )
-        await self.persist(rec, [*self.open.closing_events(), marker], extra_ops=ops)
+        await self.persist(rec, [*self.open.closing_cut_step(), marker], extra_ops=ops)
         await trio.sleep(delay)
         self.jpos = 0
         self.wait_counts.clear()
         self.usage.clear()  # the re-run body reports its usage again
         return self.rec.cancel is None
 
-    async def finalize(self, status: str, result: Any = None, error: ErrorInfo | None = None) -> None:
+    async def finalize(
+        self, status: str, result: Any = None, error: ErrorInfo | None = None
+    ) -> None:
         """Write completion, terminal status and terminal event in one batch (R3).
 
         Exactly once: a second caller (the cancel handler racing the body's own
@@ -492,7 +520,9 @@ class RunActor(Actor[RunMessage]):
                 error = ErrorInfo(
                     error.code, error.message[:_MAX_ERROR_MESSAGE] + " [truncated]", error.detail
                 )
-            events.append(RunErrorEvent(message=error.message, code=error.code, usage=usage or None))
+            events.append(
+                RunErrorEvent(message=error.message, code=error.code, usage=usage or None)
+            )
         completion = Completion(
             status=status,  # type: ignore[arg-type]  # checked by check_transition above
             result=result,
@@ -525,11 +555,16 @@ class RunActor(Actor[RunMessage]):
         message.done.set()
 
     async def _finish_cancel(self, reason: str) -> None:
-        """Cancel descendants (deepest first), persist the request, stop the body (R15, R16)."""
-        await self.rt.cancel_children(self.rec.id, reason)
+        """Persist the request, cancel descendants (deepest first), stop the body (R15, R16).
+
+        The request is durable first, so a body that sees its children end (and
+        raises ``ChildCancelled``) still ends ``cancelled``, and a crash mid-cancel
+        finishes the cancellation on recovery.
+        """
         if self.rec.cancel is None:
             request = CancelRequest(reason=reason, requested_at=self.rt.now())
             await self.persist(msgspec.structs.replace(self.rec, cancel=request))
+        await self.rt.cancel_children(self.rec.id, reason)
         scope = self.body_scope
         if scope is None:
             await self.finalize("cancelled")

@@ -28,6 +28,7 @@ from perdure._errors import (
     InvalidSignal,
     NotWaiting,
     PerdureError,
+    PermissionDenied,
     RunNotActive,
     RunNotFound,
     SignalConflict,
@@ -124,7 +125,9 @@ class Runtime:
         recover: bool = True,
     ) -> None:
         if durability not in ("sync", "process", "memory"):
-            raise InvalidInput(f"durability must be 'sync', 'process' or 'memory', not {durability!r}")
+            raise InvalidInput(
+                f"durability must be 'sync', 'process' or 'memory', not {durability!r}"
+            )
         if max_running is not None and max_running < 1:
             raise InvalidInput("max_running must be at least 1")
         self.path = path
@@ -145,7 +148,7 @@ class Runtime:
         self._next_seq = 1
         self.recovered: dict[str, int] = {}
 
-    # -- definitions --------------------------------------------------------------------
+    # -- definitions --------------------------------------------------------------------------
 
     def agent(
         self,
@@ -196,7 +199,7 @@ class Runtime:
 
         return decorate
 
-    # -- open / close -----------------------------------------------------------------------
+    # -- open / close -------------------------------------------------------------------------
 
     async def __aenter__(self) -> Runtime:
         if self._opened:
@@ -320,7 +323,7 @@ class Runtime:
         self._running_top += top
         self._spawn(rec, counted=top)
 
-    # -- actors ----------------------------------------------------------------------------------
+    # -- actors -------------------------------------------------------------------------------
 
     def _spawn(
         self, rec: RunRecord, *, start_body: bool = True, fresh: bool = False, counted: bool = False
@@ -356,6 +359,19 @@ class Runtime:
             self._running_top -= 1
             if not self._closing:
                 self._admit()
+        if (
+            actor.passivated
+            and actor.rec.status == "running"
+            and actor.waiting_when_passivated
+            and not actor.finalized
+            and not self._closing
+            and self.recover
+        ):
+            # A signal landed while the waiting run was being passivated: it is
+            # running again but has no actor. Bring it back (replay continues it).
+            top = actor.rec.parent_id is None
+            self._running_top += top
+            self._spawn(actor.rec, counted=top)
 
     def _admit(self) -> None:
         if not self.recover:
@@ -369,7 +385,7 @@ class Runtime:
                 self._running_top += 1
                 self._spawn(rec, counted=True)
 
-    # -- starting runs ------------------------------------------------------------------------------
+    # -- starting runs ------------------------------------------------------------------------
 
     async def start(
         self,
@@ -448,7 +464,9 @@ class Runtime:
         for claim in claims:
             self._claims[claim] = done
         try:
-            return await self._create(definition, owner, plain, idempotency_key, run_id, parent, trigger)
+            return await self._create(
+                definition, owner, plain, idempotency_key, run_id, parent, trigger
+            )
         finally:
             for claim in claims:
                 self._claims.pop(claim, None)
@@ -541,7 +559,7 @@ class Runtime:
             self._admit()  # a slot may have freed while the commit was in flight
         return Started(run=rec, duplicate=False)
 
-    # -- reading -------------------------------------------------------------------------------------
+    # -- reading ------------------------------------------------------------------------------
 
     def get(self, run_id: str) -> RunRecord:
         """The committed record of a run; :class:`~perdure.RunNotFound` if there is none."""
@@ -653,7 +671,7 @@ class Runtime:
             if not self._opened:
                 raise PerdureError("the runtime closed while waiting")
 
-    # -- signals --------------------------------------------------------------------------------------
+    # -- signals ------------------------------------------------------------------------------
 
     async def resume(self, run_id: str, signal: Signal) -> Resumed:
         """Deliver a resume signal to a run; durable before it returns (R12, R13).
@@ -707,8 +725,14 @@ class Runtime:
                 if any(f"{w.reason}:{w.key}" == key for w in rec.waiting.waits):
                     try:
                         await self.resume(run_id, event)
-                    except (NotWaiting, RunNotActive, SignalConflict):
-                        continue
+                    except (
+                        NotWaiting,
+                        RunNotActive,
+                        SignalConflict,
+                        InvalidSignal,
+                        PermissionDenied,
+                    ):
+                        continue  # this run refuses it; the others still get it
                     taken.append(run_id)
 
     async def _live_actor(self, rec: RunRecord) -> RunActor:
@@ -727,7 +751,7 @@ class Runtime:
         self._running_top += top
         return self._spawn(fresh, counted=top, start_body=run_body)
 
-    # -- cancellation ---------------------------------------------------------------------------------
+    # -- cancellation -------------------------------------------------------------------------
 
     async def cancel(self, run_id: str, reason: str = "cancelled") -> Cancelled:
         """Cancel a run and, first, all its non-terminal descendants (R15).
@@ -758,10 +782,7 @@ class Runtime:
 
     async def cancel_children(self, run_id: str, reason: str) -> None:
         """Cancel every non-terminal child of ``run_id`` (each cancels its own first)."""
-        children = [
-            rid
-            for _, rid in self.store.scan_index(keys.IDX_PARENT, run_id, 0, 1_000_000)
-        ]
+        children = [rid for _, rid in self.store.scan_index(keys.IDX_PARENT, run_id, 0, 1_000_000)]
         if not children:
             return
         async with trio.open_nursery() as nursery:
@@ -819,12 +840,7 @@ def _check_statuses(status: str | list[str] | None) -> set[str] | None:
 def _parse_cursor(after: str | None) -> int:
     if after is None:
         return 0
-    if (
-        not isinstance(after, str)
-        or not after.isascii()
-        or not after.isdigit()
-        or len(after) > 18
-    ):
+    if not isinstance(after, str) or not after.isascii() or not after.isdigit() or len(after) > 18:
         raise InvalidInput(f"after must be a cursor returned by list() (got {after!r})")
     return int(after)
 

@@ -99,7 +99,9 @@ async def run_step(
     if not isinstance(name, str) or not 1 <= len(name) <= 200:
         raise PerdureError("step name must be a string of 1-200 characters")
     if actor.step is not None:
-        raise PerdureError(f"step {name!r} started inside step {actor.step.name!r}: steps do not nest")
+        raise PerdureError(
+            f"step {name!r} started inside step {actor.step.name!r}: steps do not nest"
+        )
     policy = retry or _DEFAULT_POLICY
     attempt, due = 1, None
     while (entry := actor.peek()) is not None and entry.kind == "retry" and entry.name == name:
@@ -132,7 +134,9 @@ async def run_step(
                     f"step {name!r} returned a value that cannot be stored: {exc}", step=name
                 )
             else:
-                await actor.record(JournalEntry("step", name, value=encoded), [*buffer.events, *closing])
+                await actor.record(
+                    JournalEntry("step", name, value=encoded), [*buffer.events, *closing]
+                )
                 return result
         error = _error_info(failure, name, attempt)
         if policy.should_retry(attempt, failure):

@@ -27,6 +27,7 @@ import trio
 
 from perdure._errors import (
     NotWaiting,
+    PerdureError,
     RunNotActive,
     SignalConflict,
     WaitExpired,
@@ -114,13 +115,21 @@ async def open_waits(actor: RunActor, specs: list[WaitSpec], timeout: float | No
         actor.wait_counts[ns] = n
         slots.append(f"{ns}#{n}")
     futures: dict[str, WaitFuture] = {}
-    for slot in slots:
+    voided: list[JournalEntry] = []
+    for spec, slot in zip(specs, slots, strict=True):
         entry = actor.signals.get(slot)
+        if entry is not None and entry.kind == "buffered" and not _fits(entry, spec, slot):
+            # An early signal is checked when its wait opens, against that wait's
+            # schema and approvers (R12, R13); one that fails is void, not applied.
+            voided.append(JournalEntry("void", slot))
+            entry = None
         future = futures[slot] = WaitFuture()
         if entry is not None:
             future.resolve(entry)
         else:
             actor.futures[slot] = future
+    for entry in voided:
+        actor.add_signal(entry)
     try:
         rec = actor.rec
         waits = list(rec.waiting.waits) if rec.waiting is not None else []
@@ -162,7 +171,9 @@ async def open_waits(actor: RunActor, specs: list[WaitSpec], timeout: float | No
                 expected=[e for e in rec.expected if e not in taken],
             )
             extra = [actor.arm_timer(w.deadline, w.slot) for w in added if w.deadline is not None]
-            await actor.persist(new, events, extra_ops=extra)
+            await actor.persist(new, events, journal=voided, extra_ops=extra)
+        elif voided:
+            await actor.persist(journal=voided)
         if mine:
             await _block(actor, [futures[w.slot] for w in mine], mine)
         outcomes: list[Signal] = []
@@ -204,7 +215,9 @@ async def _block(actor: RunActor, futures: list[WaitFuture], waits: list[Wait]) 
     try:
         while not all(f.done.is_set() for f in futures):
             pending = [w for w, f in zip(waits, futures, strict=True) if not f.done.is_set()]
-            deadline = min((w.deadline for w in pending if w.deadline is not None), default=math.inf)
+            deadline = min(
+                (w.deadline for w in pending if w.deadline is not None), default=math.inf
+            )
             passivate_at = idle_since + rt.passivate_after
             with trio.move_on_at(rt.trio_time(min(deadline, passivate_at))):
                 for future in futures:
@@ -218,8 +231,12 @@ async def _block(actor: RunActor, futures: list[WaitFuture], waits: list[Wait]) 
                 return
             # Idle past the threshold: free the actor; the signal, the deadline
             # timer or a cancellation re-activates the run by replay (R14).
-            rt.supervisor.passivate(actor.rec.id)
-            await trio.sleep_forever()
+            actor.waiting_when_passivated = True
+            if rt.supervisor.passivate(actor.rec.id):
+                await trio.sleep_forever()
+            actor.waiting_when_passivated = False
+            idle_since = rt.now()  # refused (a message is in flight): stay live, retry later
+            rt.supervisor.mark_idle(actor.rec.id)
     finally:
         rt.supervisor.mark_busy(actor.rec.id)
 
@@ -237,11 +254,15 @@ async def expire(actor: RunActor, wait: Wait) -> None:
         {"key": wait.key, "reason": wait.reason, "deadline": wait.deadline},
     )
     entry = JournalEntry("signal", wait.slot, error=error)
-    marker = CustomEvent(name="perdure.wait_expired", value={"key": wait.key, "reason": wait.reason})
+    marker = CustomEvent(
+        name="perdure.wait_expired", value={"key": wait.key, "reason": wait.reason}
+    )
     await _close_wait(actor, wait, entry, [marker])
 
 
-async def _close_wait(actor: RunActor, wait: Wait, entry: JournalEntry, result: list[Event]) -> None:
+async def _close_wait(
+    actor: RunActor, wait: Wait, entry: JournalEntry, result: list[Event]
+) -> None:
     rec = actor.rec
     assert rec.waiting is not None
     remaining = [w for w in rec.waiting.waits if w.slot != wait.slot]
@@ -267,8 +288,10 @@ async def _close_wait(actor: RunActor, wait: Wait, entry: JournalEntry, result: 
 
 def _result_events(signal: Signal) -> list[Event]:
     if isinstance(signal, ToolResult):
-        content = signal.content if isinstance(signal.content, str) else json.dumps(
-            msgspec.to_builtins(signal.content)
+        content = (
+            signal.content
+            if isinstance(signal.content, str)
+            else json.dumps(msgspec.to_builtins(signal.content))
         )
         return [
             ToolCallResultEvent(
@@ -292,10 +315,19 @@ async def accept_signal(actor: RunActor, signal: Signal, ns: str) -> bool:
     rec = actor.rec
     latest = actor.latest_signal(ns)
     if rec.terminal or actor.finalized:
-        if latest is not None and latest.error is None and same_signal(
-            decode_signal(latest.value), signal
-        ):
-            return True
+        if latest is not None and latest.error is None:
+            if same_signal(decode_signal(latest.value), signal):
+                return True
+            if isinstance(signal, ExternalEvent):
+                # Events recur: a new one for an ended run is simply too late.
+                raise RunNotActive(
+                    f"run {rec.id} is {rec.status}", run_id=rec.id, status=rec.status
+                )
+            # A one-shot key (tool call, approval, input) already answered differently:
+            # the loser of a race whose winner ended the run is still told it lost.
+            raise SignalConflict(
+                f"run {rec.id} already took a different signal for {ns!r}", run_id=rec.id, key=ns
+            )
         raise RunNotActive(f"run {rec.id} is {rec.status}", run_id=rec.id, status=rec.status)
     waits = rec.waiting.waits if rec.waiting is not None else []
     wait = next((w for w in waits if wait_key(w.reason, w.key) == ns), None)
@@ -316,17 +348,29 @@ async def accept_signal(actor: RunActor, signal: Signal, ns: str) -> bool:
             )
     if _expected(rec.expected, ns):
         slot = f"{ns}#{actor.signal_count.get(ns, 0) + 1}"
-        entry = JournalEntry("signal", slot, value=encode_signal(signal))
+        entry = JournalEntry("buffered", slot, value=encode_signal(signal))
         actor.add_signal(entry)
         # While the run shows an interrupt, AG-UI allows no event but RUN_STARTED.
-        marker = [] if rec.status == "waiting" else [
-            CustomEvent(name="perdure.signal_buffered", value={"key": ns})
-        ]
+        marker = (
+            []
+            if rec.status == "waiting"
+            else [CustomEvent(name="perdure.signal_buffered", value={"key": ns})]
+        )
         await actor.persist(events=marker, journal=[entry])
         return False
     raise NotWaiting(f"run {rec.id} is not waiting for {ns!r}", run_id=rec.id, key=ns)
 
 
+def _fits(entry: JournalEntry, spec: WaitSpec, slot: str) -> bool:
+    wait = Wait(
+        key=spec.key, reason=spec.reason, schema=spec.schema, approvers=spec.approvers, slot=slot
+    )
+    try:
+        check_signal(decode_signal(entry.value), wait)
+    except PerdureError:
+        return False
+    return True
+
+
 def _expected(expected: list[str], ns: str) -> bool:
     return ns in expected or f"*:{ns.partition(':')[2]}" in expected
-

@@ -90,18 +90,22 @@ class Store:
                 self._take_lock()
             self.env = self._open_env(map_size)
             if readonly:
-                self.dbs = {name: self.env.open_db(name.encode(), create=False) for name in DB_NAMES}
+                self.dbs = {
+                    name: self.env.open_db(name.encode(), create=False) for name in DB_NAMES
+                }
             else:
                 self._create_databases()
         except BaseException:
             self._release()
             raise
 
-    # -- opening ---------------------------------------------------------------
+    # -- opening ------------------------------------------------------------------------------
 
     def _check_directory(self) -> None:
         if self.path.exists() and not self.path.is_dir():
-            raise ForeignDirectory(f"{self.path} exists and is not a directory", path=str(self.path))
+            raise ForeignDirectory(
+                f"{self.path} exists and is not a directory", path=str(self.path)
+            )
         if not self.path.exists():
             if self.readonly:
                 raise StorageError(f"no perdure store at {self.path}", path=str(self.path))
@@ -165,7 +169,9 @@ class Store:
         try:
             info = _schema_decoder.decode(raw)
         except msgspec.DecodeError:
-            raise ForeignDirectory(f"{self.path} has an unreadable schema stamp", path=str(self.path)) from None
+            raise ForeignDirectory(
+                f"{self.path} has an unreadable schema stamp", path=str(self.path)
+            ) from None
         if info.format != _FORMAT:
             raise ForeignDirectory(f"{self.path} is a {info.format!r} store", path=str(self.path))
         if info.version > SCHEMA_VERSION:
@@ -200,7 +206,7 @@ class Store:
                 info = SchemaInfo(format=_FORMAT, version=SCHEMA_VERSION, created_at=time.time())
                 txn.put(b"schema", msgspec.msgpack.encode(info), db=self.dbs["meta"])
 
-    # -- lifecycle ----------------------------------------------------------------
+    # -- lifecycle ----------------------------------------------------------------------------
 
     def grow(self) -> int:
         """Double the map; the caller must have no open transaction. Returns the new size."""
@@ -226,7 +232,7 @@ class Store:
             shutil.rmtree(self._tmp, ignore_errors=True)
             self._tmp = None
 
-    # -- reads ----------------------------------------------------------------------
+    # -- reads --------------------------------------------------------------------------------
 
     @contextlib.contextmanager
     def read(self) -> Iterator[lmdb.Transaction]:
@@ -254,7 +260,9 @@ class Store:
             raw = txn.get(idem_key(owner, key), db=self.dbs["idem"])
         return None if raw is None else bytes(raw).decode()
 
-    def events(self, run_id: str, after: int = 0, limit: int = 1_000_000) -> list[tuple[int, bytes]]:
+    def events(
+        self, run_id: str, after: int = 0, limit: int = 1_000_000
+    ) -> list[tuple[int, bytes]]:
         """Committed events of a run with ``event_id > after``, in order."""
         prefix = event_prefix(run_id)
         out: list[tuple[int, bytes]] = []
@@ -337,7 +345,9 @@ class Store:
                 count += 1
         return count
 
-    def iter_runs(self, status: str | None = None, family: bytes | None = None) -> Iterator[RunRecord]:
+    def iter_runs(
+        self, status: str | None = None, family: bytes | None = None
+    ) -> Iterator[RunRecord]:
         """Run records of one status (or index family), in creation order; for recovery."""
         if family is None:
             family, value = (IDX_ALL, "") if status is None else (b"s", status)

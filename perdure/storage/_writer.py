@@ -109,7 +109,9 @@ class Writer:
         self._token = trio.lowlevel.current_trio_token()
         self.inline = inline
         self._closed = False
-        self._ref: pykka.ActorRef[_WriterActor] | None = None if inline else _WriterActor.start(self)
+        self._ref: pykka.ActorRef[_WriterActor] | None = (
+            None if inline else _WriterActor.start(self)
+        )
         self.stats = WriterStats()
 
     async def commit(self, ops: Sequence[Op]) -> None:
@@ -158,7 +160,7 @@ class Writer:
             self._kicked = True
             ref.tell(_FLUSH)
 
-    # -- writer thread ------------------------------------------------------------
+    # -- writer thread ------------------------------------------------------------------------
 
     def _flush(self) -> None:
         self._kicked = False
@@ -175,8 +177,10 @@ class Writer:
                 try:
                     self._write([pending])
                 except Exception as exc:
-                    pending.error = exc if isinstance(exc, StorageError) else StorageError(
-                        f"write failed: {exc}", error=type(exc).__name__
+                    pending.error = (
+                        exc
+                        if isinstance(exc, StorageError)
+                        else StorageError(f"write failed: {exc}", error=type(exc).__name__)
                     )
         if self.inline:
             _wake(batch)

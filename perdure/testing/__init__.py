@@ -4,9 +4,10 @@
   client verifier (``@ag-ui/client`` ``verifyEvents``), for wire-shaped event dicts.
 - :func:`run_log`: a run's whole committed log as AG-UI wire dicts.
 - :func:`assert_valid_log`: a run's log is a valid, complete AG-UI stream at every prefix.
-- :class:`MockClock`: trio's virtual clock. Run ``trio.run(main, clock=MockClock(autojump_threshold=0))``
-  and every perdure timer, retry backoff and timeout runs in virtual time; under
-  it the runtime commits on the trio thread so virtual time never outruns a write.
+- :class:`MockClock`: trio's virtual clock. Under
+  ``trio.run(main, clock=MockClock(autojump_threshold=0))`` every perdure timer,
+  retry backoff and timeout runs in virtual time, and the runtime commits on the
+  trio thread so virtual time never outruns a write.
 """
 
 from __future__ import annotations
