@@ -49,13 +49,23 @@ class Actor(Generic[M]):
     def __init__(self, actor_id: str) -> None:
         self.actor_id = actor_id
         self.mailbox: Mailbox[M] = Mailbox()
-        self.stopped = trio.Event()
+        self._stopped: trio.Event | None = None
+        self._done = False
         self._supervisor: Supervisor[M] | None = None
         self._scope: trio.CancelScope | None = None
         self._receiving: trio.Event | None = None
         self._failure: BaseException | None = None
         self.passivated = False
         """Set when the supervisor stopped it to free memory (not because it finished)."""
+
+    @property
+    def stopped(self) -> trio.Event:
+        """Set once the actor has fully stopped (created on first use: most never need it)."""
+        if self._stopped is None:
+            self._stopped = trio.Event()
+            if self._done:
+                self._stopped.set()
+        return self._stopped
 
     @property
     def busy(self) -> bool:
@@ -129,7 +139,9 @@ class Actor(Generic[M]):
                 self.on_stop()
             finally:
                 self._supervisor = None
-                self.stopped.set()
+                self._done = True
+                if self._stopped is not None:
+                    self._stopped.set()
                 supervisor._forget(self)
         if self._failure is not None:
             self.on_failure(self._failure)

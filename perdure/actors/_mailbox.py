@@ -1,9 +1,9 @@
-"""An actor's mailbox: an unbounded FIFO that one trio task receives from.
+"""An actor's mailbox: an unbounded FIFO drained by the actor's receiving task.
 
-Lighter than a trio memory channel pair (a deque and a parking lot), which
+Nothing ever parks on it: the actor starts a receiving task when a message
+arrives and that task drains the queue, so a mailbox is a deque and a flag, which
 matters when a hundred thousand runs each own one. Sending never blocks, as in
-pykka: back-pressure belongs to whoever produces work (the writer, the runtime's
-admission control), not to message delivery.
+pykka: back-pressure belongs to whoever produces work, not to message delivery.
 """
 
 from __future__ import annotations
@@ -11,51 +11,36 @@ from __future__ import annotations
 from collections import deque
 from typing import Generic, TypeVar
 
-import trio
-
 __all__ = ["Mailbox", "MailboxClosed"]
 
 M = TypeVar("M")
 
 
 class MailboxClosed(Exception):
-    """Raised by :meth:`Mailbox.get` once the mailbox is closed and drained."""
+    """Raised by :meth:`Mailbox.put` once the mailbox is closed."""
 
 
 class Mailbox(Generic[M]):
-    """Unbounded single-consumer mailbox.
+    """Unbounded FIFO; messages must not be ``None`` (it means "empty")."""
 
-    ``put`` is synchronous and safe from any task in the same trio run; ``get``
-    waits for the next message. After ``close`` the remaining messages are still
-    delivered, then ``get`` raises :class:`MailboxClosed`.
-    """
-
-    __slots__ = ("_closed", "_items", "_lot")
+    __slots__ = ("_closed", "_items")
 
     def __init__(self) -> None:
         self._items: deque[M] = deque()
-        self._lot = trio.lowlevel.ParkingLot()
         self._closed = False
 
     def put(self, message: M) -> None:
         if self._closed:
             raise MailboxClosed("mailbox is closed")
         self._items.append(message)
-        self._lot.unpark()
-
-    async def get(self) -> M:
-        while not self._items:
-            if self._closed:
-                raise MailboxClosed("mailbox is closed")
-            await self._lot.park()
-        return self._items.popleft()
 
     def get_nowait(self) -> M | None:
+        """The oldest message, or ``None`` when empty (closed or not)."""
         return self._items.popleft() if self._items else None
 
     def close(self) -> None:
+        """Refuse new messages; queued ones can still be taken."""
         self._closed = True
-        self._lot.unpark_all()
 
     @property
     def closed(self) -> bool:

@@ -141,7 +141,7 @@ class RunActor(Actor[RunMessage]):
         self.has_children = any(e.kind == "child" for e in self.journal)
         self.tail_entry: JournalEntry | None = journal[-1] if journal else None
         self.open = OpenItems()
-        self.body_done = trio.Event()
+        self.body_done = trio.Event()  # awaited only by a cancel within its grace period
         self.body_scope: trio.CancelScope | None = None
         self.finalized = False
         self.final_commit = trio.Event()

@@ -11,6 +11,7 @@ import contextlib
 import logging
 import os
 import random
+import sys
 import time
 import weakref
 from collections import deque
@@ -103,6 +104,10 @@ class Runtime:
         max_live_actors: passivate idle actors beyond this many (LRU).
         passivate_after: a run that will sleep at least this long is passivated at
             once (its actor stopped, its state only in LMDB) and woken by its timer.
+        switch_interval: while open, lower CPython's GIL switch interval to this many
+            seconds (if it is higher; restored on close). The writer thread needs the
+            GIL back after every flush; at the default 5 ms a busy trio thread starves
+            it and group commit degrades. ``None`` leaves the interpreter alone.
         recover: ``False`` opens for administration only: nothing is re-activated, no
             timer fires, pending runs stay queued; ``get``/``list``/``events``/
             ``cancel``/``resume`` work, even for targets this process does not register.
@@ -123,6 +128,7 @@ class Runtime:
         max_live_actors: int | None = None,
         passivate_after: float = 60.0,
         recover: bool = True,
+        switch_interval: float | None = 0.001,
     ) -> None:
         if durability not in ("sync", "process", "memory"):
             raise InvalidInput(
@@ -138,6 +144,8 @@ class Runtime:
         self.max_live_actors = max_live_actors
         self.passivate_after = passivate_after
         self.recover = recover
+        self.switch_interval = switch_interval
+        self._saved_switch_interval: float | None = None
         self.registry = Registry()
         self._opened = False
         self._closing = False
@@ -211,6 +219,10 @@ class Runtime:
         except BaseException:
             self.store.close()
             raise
+        current = sys.getswitchinterval()
+        if self.switch_interval is not None and self.switch_interval < current:
+            self._saved_switch_interval = current
+            sys.setswitchinterval(self.switch_interval)
         self.hub = ChangeHub()
         self._epoch = _clock_epoch()
         self.token = trio.lowlevel.current_trio_token()
@@ -252,6 +264,9 @@ class Runtime:
         finally:
             self._opened = False
             self.store.close()
+            if self._saved_switch_interval is not None:
+                sys.setswitchinterval(self._saved_switch_interval)
+                self._saved_switch_interval = None
         # The caller's own exception propagates unchanged: handing it to the nursery
         # would wrap it in an ExceptionGroup and `except RunNotFound:` around
         # `async with rt:` would no longer catch it. Only our tasks' errors surface here.
