@@ -1,0 +1,70 @@
+"""Runtime options: the GIL switch interval, administration mode, unregistered targets."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import trio
+
+import perdure
+
+P = perdure.Project("p1")
+
+
+async def test_switch_interval_is_lowered_while_open_and_restored(tmp_path: Path) -> None:
+    before = sys.getswitchinterval()
+    rt = perdure.Runtime(tmp_path / "d", switch_interval=0.0005)
+    async with rt:
+        assert sys.getswitchinterval() == 0.0005
+    assert sys.getswitchinterval() == before
+    untouched = perdure.Runtime(tmp_path / "e", switch_interval=None)
+    async with untouched:
+        assert sys.getswitchinterval() == before
+
+
+async def _interrupted_runs(path: Path) -> tuple[str, str]:
+    """A running run (blocked in a step) and a waiting run, left by a closed runtime."""
+    rt = perdure.Runtime(path)
+
+    @rt.workflow("blocked")
+    async def blocked(ctx: perdure.RunContext, inp: dict) -> None:
+        await ctx.step("forever", trio.sleep_forever)
+
+    @rt.workflow("waits")
+    async def waits(ctx: perdure.RunContext, inp: dict) -> str:
+        return str(await ctx.wait_for_event("go"))
+
+    async with rt:
+        a = (await rt.start("workflow:blocked", {}, owner=P)).run.id
+        b = (await rt.start("workflow:waits", {}, owner=P)).run.id
+        while rt.get(b).status != "waiting":
+            await trio.sleep(0.01)
+        await trio.sleep(0.05)  # the blocked run is inside its step
+        assert rt.get(a).status == "running"
+        return a, b
+
+
+async def test_administration_mode_runs_nothing_and_cancels_without_definitions(
+    tmp_path: Path,
+) -> None:
+    running, waiting = await _interrupted_runs(tmp_path / "d")
+    # No definitions registered at all: nothing may run, yet cancel works.
+    async with perdure.Runtime(tmp_path / "d", recover=False) as rt:
+        assert len(rt.supervisor) == 0
+        before = rt.get(running)
+        await trio.sleep(0.05)
+        assert rt.get(running) == before  # not replayed, not woken
+        result = await rt.cancel(waiting, "admin")
+        assert result.cancelled and result.run.status == "cancelled"
+        assert rt.get(running).status == "running"
+
+
+async def test_unregistered_target_is_left_as_stored_at_recovery(tmp_path: Path) -> None:
+    running, _ = await _interrupted_runs(tmp_path / "d")
+    async with perdure.Runtime(tmp_path / "d") as rt:
+        before = rt.get(running)
+        await trio.sleep(0.05)
+        after = rt.get(running)
+        assert after.status == "running" and after.last_event_id == before.last_event_id
+        assert rt.supervisor.get(running) is None
