@@ -24,6 +24,20 @@ from ._agui import (
 
 __all__ = ["OpenItems"]
 
+# event type -> (item kind, id field, opens?)
+_CHANGES: dict[type, tuple[str, str, bool]] = {
+    TextMessageStartEvent: ("message", "message_id", True),
+    TextMessageEndEvent: ("message", "message_id", False),
+    ToolCallStartEvent: ("tool", "tool_call_id", True),
+    ToolCallEndEvent: ("tool", "tool_call_id", False),
+    StepStartedEvent: ("step", "step_name", True),
+    StepFinishedEvent: ("step", "step_name", False),
+    ReasoningStartEvent: ("reasoning", "message_id", True),
+    ReasoningEndEvent: ("reasoning", "message_id", False),
+    ReasoningMessageStartEvent: ("reasoning_message", "message_id", True),
+    ReasoningMessageEndEvent: ("reasoning_message", "message_id", False),
+}
+
 
 class OpenItems:
     """Ordered set of open items, keyed ``(kind, id)``, in opening order."""
@@ -34,26 +48,15 @@ class OpenItems:
         self._open: dict[tuple[str, str], None] = {}
 
     def observe(self, event: Event) -> None:
-        if isinstance(event, TextMessageStartEvent):
-            self._open[("message", event.message_id)] = None
-        elif isinstance(event, TextMessageEndEvent):
-            self._open.pop(("message", event.message_id), None)
-        elif isinstance(event, ToolCallStartEvent):
-            self._open[("tool", event.tool_call_id)] = None
-        elif isinstance(event, ToolCallEndEvent):
-            self._open.pop(("tool", event.tool_call_id), None)
-        elif isinstance(event, StepStartedEvent):
-            self._open[("step", event.step_name)] = None
-        elif isinstance(event, StepFinishedEvent):
-            self._open.pop(("step", event.step_name), None)
-        elif isinstance(event, ReasoningStartEvent):
-            self._open[("reasoning", event.message_id)] = None
-        elif isinstance(event, ReasoningEndEvent):
-            self._open.pop(("reasoning", event.message_id), None)
-        elif isinstance(event, ReasoningMessageStartEvent):
-            self._open[("reasoning_message", event.message_id)] = None
-        elif isinstance(event, ReasoningMessageEndEvent):
-            self._open.pop(("reasoning_message", event.message_id), None)
+        change = _CHANGES.get(type(event))
+        if change is None:
+            return
+        kind, field, opens = change
+        key = (kind, getattr(event, field))
+        if opens:
+            self._open[key] = None
+        else:
+            self._open.pop(key, None)
 
     def is_open(self, kind: str, item_id: str) -> bool:
         return (kind, item_id) in self._open

@@ -202,10 +202,15 @@ class RunActor(Actor[RunMessage]):
             ops.append(journal_op(dbs, run_id, position, _encode_journal(entry)))
             position += 1
             self.tail_entry = entry
-        rec = msgspec.structs.replace(
-            base, last_event_id=event_id, journal_len=position, updated_at=now_ms / 1000
-        )
-        ops.extend(record_ops(dbs, old, rec))
+        if new is None:
+            # Only events or journal entries: the stored record is left alone (readers
+            # derive its counters from the key ranges), which keeps a step's commit small.
+            rec = msgspec.structs.replace(base, last_event_id=event_id, journal_len=position)
+        else:
+            rec = msgspec.structs.replace(
+                base, last_event_id=event_id, journal_len=position, updated_at=now_ms / 1000
+            )
+            ops.extend(record_ops(dbs, old, rec))
         self.rec = rec
         await self.rt.writer.commit(ops)
         self.rt.hub.notify(run_id)

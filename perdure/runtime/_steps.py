@@ -50,24 +50,39 @@ class _Retry(msgspec.Struct):
 class StepBuffer:
     """Events of the step attempt in progress, and its inactivity watchdog.
 
-    ``open`` is the run's open-item view including the buffered events, so
-    emits inside the step are validated against what the step itself opened.
+    ``open`` is the run's open-item view including the buffered events, so emits
+    inside the step are validated against what the step itself opened. It is built
+    on the first emit: most steps emit nothing and should not pay for it.
     """
 
-    __slots__ = ("before", "events", "inactivity", "name", "open", "watchdog")
+    __slots__ = ("_open", "_run_open", "before", "events", "inactivity", "name", "watchdog")
 
     def __init__(self, name: str, inactivity: float | None, run_open: OpenItems) -> None:
         self.name = name
-        self.open = run_open.copy()
-        self.before = self.open.keys()
-        self.events: list[Event] = []
+        self._run_open = run_open
+        self._open: OpenItems | None = None
+        self.before: frozenset[tuple[str, str]] = frozenset()
+        self.events: list[Event] = [StepStartedEvent(step_name=name)]
         self.inactivity = inactivity
         self.watchdog: trio.CancelScope | None = None
-        self.add([StepStartedEvent(step_name=name)])
+
+    @property
+    def open(self) -> OpenItems:
+        if self._open is None:
+            self._open = self._run_open.copy()
+            self.before = self._open.keys()
+            for event in self.events:
+                self._open.observe(event)
+        return self._open
+
+    def heartbeat(self) -> None:
+        if self.watchdog is not None and self.inactivity is not None:
+            self.watchdog.deadline = trio.current_time() + self.inactivity
 
     def add(self, events: list[Event]) -> None:
+        view = self.open
         for event in events:
-            self.open.observe(event)
+            view.observe(event)
         self.events.extend(events)
 
     def take(self) -> list[Event]:
@@ -77,12 +92,11 @@ class StepBuffer:
 
     def closing(self) -> list[Event]:
         """Close what this attempt opened and left open, then the step itself."""
+        finished = StepFinishedEvent(step_name=self.name)
+        if self._open is None:
+            return [finished]
         skip = self.before | {("step", self.name)}
-        return [*self.open.closing_events(skip), StepFinishedEvent(step_name=self.name)]
-
-    def heartbeat(self) -> None:
-        if self.watchdog is not None and self.inactivity is not None:
-            self.watchdog.deadline = trio.current_time() + self.inactivity
+        return [*self._open.closing_events(skip), finished]
 
 
 async def run_step(
@@ -158,30 +172,36 @@ async def run_step(
 async def _attempt(
     fn: Callable[..., Any], args: tuple[Any, ...], timeout: float | None, buffer: StepBuffer
 ) -> Any:
-    call = functools.partial(fn, *args)
-    is_async = inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
-        getattr(fn, "__call__", None)  # noqa: B004 - async callables
-    )
+    # Cancel scopes are the dearest thing on this path: open them only when asked for.
+    if buffer.inactivity is None:
+        if timeout is None:
+            return await _call(fn, args)
+        with trio.fail_after(timeout):
+            return await _call(fn, args)
     with trio.CancelScope() as watchdog:
         buffer.watchdog = watchdog
         buffer.heartbeat()
-        with trio.fail_after(timeout) if timeout is not None else _no_deadline():
-            if is_async:
-                return await call()
-            return await trio.to_thread.run_sync(call, abandon_on_cancel=True)
+        if timeout is None:
+            return await _call(fn, args)
+        with trio.fail_after(timeout):
+            return await _call(fn, args)
     raise StepTimeout(f"no heartbeat for {buffer.inactivity} s")
+
+
+async def _call(fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+    if _is_async(fn):
+        return await fn(*args)
+    return await trio.to_thread.run_sync(functools.partial(fn, *args), abandon_on_cancel=True)
+
+
+def _is_async(fn: Callable[..., Any]) -> bool:
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+        getattr(fn, "__call__", None)  # noqa: B004 - async callables
+    )
 
 
 class StepTimeout(Exception):
     """An attempt went silent past its inactivity timeout."""
-
-
-class _no_deadline:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 def _error_info(exc: BaseException, name: str, attempt: int) -> ErrorInfo:

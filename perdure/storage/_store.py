@@ -52,6 +52,17 @@ _journal_decoder = msgspec.msgpack.Decoder(JournalEntry)
 _schema_decoder = msgspec.msgpack.Decoder(SchemaInfo)
 
 
+def _last_suffix(cursor: lmdb.Cursor, prefix: bytes) -> int | None:
+    """The big-endian integer after ``prefix`` in the last key having it, if any."""
+    if cursor.set_range(prefix + b"\xff" * 9):
+        if not cursor.prev():
+            return None
+    elif not cursor.last():
+        return None
+    key = bytes(cursor.key())
+    return int.from_bytes(key[len(prefix) :], "big") if key.startswith(prefix) else None
+
+
 class Store:
     """An open perdure data directory.
 
@@ -250,10 +261,34 @@ class Store:
                 txn.abort()
 
     def get_run(self, run_id: str) -> RunRecord | None:
+        """The run's record with exact committed counters.
+
+        Step and emit commits do not rewrite the record (it only changes with the
+        lifecycle), so for a run that has not ended ``last_event_id`` and
+        ``journal_len`` are read from the last keys of its event and journal ranges
+        in the same read transaction.
+        """
+        key = run_id.encode()
         # The hottest read: spelled out instead of going through read().
         with self.map_lock:
-            raw = self.env.begin(db=self.dbs["runs"]).get(run_id.encode())
-        return None if raw is None else _run_decoder.decode(raw)
+            txn = self.env.begin()
+            try:
+                raw = txn.get(key, db=self.dbs["runs"])
+                if raw is None:
+                    return None
+                rec = _run_decoder.decode(raw)
+                if rec.terminal:
+                    return rec
+                prefix = key + b"\0"
+                last_event = _last_suffix(txn.cursor(db=self.dbs["events"]), prefix)
+                last_entry = _last_suffix(txn.cursor(db=self.dbs["journal"]), prefix)
+            finally:
+                txn.abort()
+        journal_len = 0 if last_entry is None else last_entry + 1
+        last_event_id = last_event or 0
+        if rec.last_event_id == last_event_id and rec.journal_len == journal_len:
+            return rec
+        return msgspec.structs.replace(rec, last_event_id=last_event_id, journal_len=journal_len)
 
     def get_idem(self, owner: str, key: str) -> str | None:
         with self.read() as txn:
