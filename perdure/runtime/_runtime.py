@@ -677,11 +677,16 @@ class Runtime:
     async def wait(self, run_id: str) -> RunRecord:
         """Wait until the run is terminal and return its record (with ``completion``)."""
         self._require_open()
+        validate_identifier(run_id, "run_id")
         while True:
             changed = self.hub.watch(run_id)
-            rec = self.get(run_id)
-            if rec.terminal:
-                return rec
+            actor = self.supervisor.get(run_id)
+            # The staged record runs ahead of the stored one: if it is not terminal,
+            # the stored one is not either, and the final commit will notify us.
+            if not (isinstance(actor, RunActor) and not actor.rec.terminal):
+                rec = self.get(run_id)
+                if rec.terminal:
+                    return rec
             await changed.wait()
             if not self._opened:
                 raise PerdureError("the runtime closed while waiting")
