@@ -300,7 +300,7 @@ class Runtime:
             else:
                 self._queued.append(rec.id)
         # Waiting runs stay passive: they are counted, never loaded (R14, R26).
-        counts["waiting"] = store.count_index(keys.IDX_STATUS, "waiting")
+        counts["waiting"] = store.count_waiting()
         self._admit()
         self.recovered = counts
         if any(counts.values()):

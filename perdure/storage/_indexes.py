@@ -51,6 +51,9 @@ def record_ops(dbs: dict[str, Any], old: RunRecord | None, new: RunRecord) -> li
     elif old.status != new.status:
         ops.append((index, index_key(IDX_STATUS, old.status, old.seq), None))
         ops.append((index, index_key(IDX_STATUS, new.status, new.seq), run_id))
+    if (old is not None and old.status == "waiting") != (new.status == "waiting"):
+        waiting_key = new.seq.to_bytes(8, "big")
+        ops.append((dbs["waiting"], waiting_key, run_id if new.status == "waiting" else None))
     was_cancelling = old is not None and old.cancel is not None and not old.terminal
     cancelling = new.cancel is not None and not new.terminal
     if cancelling != was_cancelling:

@@ -14,6 +14,8 @@ Databases:
 - ``index``: one-letter family, value, NUL, u64 creation seq -> run id
 - ``idem``: owner key, NUL, idempotency key -> run id
 - ``timers``: u64 due time (ms), run id, NUL, name -> b""
+- ``waiting``: u64 creation seq -> run id, for every run in ``waiting`` (its entry count
+  is O(1) to read, so opening a store never walks a million passive runs)
 """
 
 from __future__ import annotations
@@ -40,7 +42,17 @@ __all__ = [
     "timer_key",
 ]
 
-DB_NAMES = ("meta", "runs", "events", "journal", "index", "idem", "timers", "signals", "schedules")
+DB_NAMES = (
+    "meta",
+    "runs",
+    "events",
+    "journal",
+    "index",
+    "idem",
+    "timers",
+    "waiting",
+    "schedules",
+)
 
 IDX_ALL = b"a"
 IDX_STATUS = b"s"

@@ -366,6 +366,11 @@ class Store:
             key = bytes(cur.key())
             return seq_of_index_key(key) if key.startswith(prefix) else 0
 
+    def count_waiting(self) -> int:
+        """How many runs are waiting: O(1), from the ``waiting`` database's entry count."""
+        with self.read() as txn:
+            return int(txn.stat(self.dbs["waiting"])["entries"])
+
     def count_index(self, family: bytes, value: str = "") -> int:
         """How many entries one index value has (keys only: nothing is decoded)."""
         prefix = index_prefix(family, value)
