@@ -46,6 +46,20 @@ M = TypeVar("M")
 class Actor(Generic[M]):
     """Base class of trio actors; see the module docstring for the hooks."""
 
+    # Slots: a runtime may hold a hundred thousand of these.
+    __slots__ = (
+        "__weakref__",
+        "_done",
+        "_failure",
+        "_receiving",
+        "_scope",
+        "_stopped",
+        "_supervisor",
+        "actor_id",
+        "mailbox",
+        "passivated",
+    )
+
     def __init__(self, actor_id: str) -> None:
         self.actor_id = actor_id
         self.mailbox: Mailbox[M] = Mailbox()
@@ -55,8 +69,7 @@ class Actor(Generic[M]):
         self._scope: trio.CancelScope | None = None
         self._receiving: trio.Event | None = None
         self._failure: BaseException | None = None
-        self.passivated = False
-        """Set when the supervisor stopped it to free memory (not because it finished)."""
+        self.passivated = False  # stopped by the supervisor to free memory, not finished
 
     @property
     def stopped(self) -> trio.Event:

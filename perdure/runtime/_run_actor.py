@@ -110,6 +110,35 @@ class SignalMsg(RunMessage):
 class RunActor(Actor[RunMessage]):
     """Owns one run: its record, its body task, its journal cursor, its open items."""
 
+    __slots__ = (
+        "body_done",
+        "body_scope",
+        "counted",
+        "definition",
+        "final_commit",
+        "finalized",
+        "finish_reason",
+        "fresh",
+        "futures",
+        "has_children",
+        "journal",
+        "jpos",
+        "model",
+        "open",
+        "pending_ops",
+        "provider",
+        "rec",
+        "rt",
+        "signal_count",
+        "signals",
+        "start_body",
+        "step",
+        "tail_entry",
+        "usage",
+        "wait_counts",
+        "waiting_when_passivated",
+    )
+
     def __init__(
         self,
         rt: Runtime,

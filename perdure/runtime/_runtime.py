@@ -101,7 +101,9 @@ class Runtime:
             wait durably in ``pending`` (child runs are always admitted, so a parent
             can never deadlock on its own children).
         cancel_grace: seconds a cancelled body may spend in shielded cleanup (R16).
-        max_live_actors: passivate idle actors beyond this many (LRU).
+        max_live_actors: beyond this many live actors, idle ones (waiting or sleeping)
+            are passivated, least recently idle first (default 10,000, like Temporal's
+            workflow cache; ``None`` for no cap). Busy actors are never evicted.
         passivate_after: a run that will sleep at least this long is passivated at
             once (its actor stopped, its state only in LMDB) and woken by its timer.
         switch_interval: while open, lower CPython's GIL switch interval to this many
@@ -125,7 +127,7 @@ class Runtime:
         map_size: int = DEFAULT_MAP_SIZE,
         max_running: int | None = None,
         cancel_grace: float = 1.0,
-        max_live_actors: int | None = None,
+        max_live_actors: int | None = 10_000,
         passivate_after: float = 60.0,
         recover: bool = True,
         switch_interval: float | None = 0.001,

@@ -131,49 +131,7 @@ async def open_waits(actor: RunActor, specs: list[WaitSpec], timeout: float | No
     for entry in voided:
         actor.add_signal(entry)
     try:
-        rec = actor.rec
-        waits = list(rec.waiting.waits) if rec.waiting is not None else []
-        open_slots = {w.slot for w in waits}
-        mine: list[Wait] = []
-        added: list[Wait] = []
-        deadline = actor.rt.now() + timeout if timeout is not None else None
-        for spec, slot in zip(specs, slots, strict=True):
-            if futures[slot].done.is_set():
-                continue
-            wait = next((w for w in waits if w.slot == slot), None)
-            if wait is None and slot not in open_slots:
-                wait = Wait(
-                    key=spec.key,
-                    reason=spec.reason,
-                    schema=spec.schema,
-                    deadline=deadline,
-                    prompt=spec.prompt,
-                    approvers=spec.approvers,
-                    slot=slot,
-                )
-                added.append(wait)
-            assert wait is not None
-            mine.append(wait)
-        if added:
-            waits.extend(added)
-            events: list[Event] = []
-            if rec.status == "waiting":
-                events.append(actor.run_started_event())
-            else:
-                check_transition(rec.id, rec.status, "waiting")
-            events.extend(actor.open.closing_events())
-            events.append(_interrupt(actor, waits))
-            taken = {wait_key(w.reason, w.key) for w in added} | {f"*:{w.key}" for w in added}
-            new = msgspec.structs.replace(
-                rec,
-                status="waiting",
-                waiting=Waiting(reason=waits[0].reason, waits=waits),
-                expected=[e for e in rec.expected if e not in taken],
-            )
-            extra = [actor.arm_timer(w.deadline, w.slot) for w in added if w.deadline is not None]
-            await actor.persist(new, events, journal=voided, extra_ops=extra)
-        elif voided:
-            await actor.persist(journal=voided)
+        mine = await _open_new_waits(actor, specs, slots, futures, voided, timeout)
         if mine:
             await _block(actor, [futures[w.slot] for w in mine], mine)
         outcomes: list[Signal] = []
@@ -191,6 +149,65 @@ async def open_waits(actor: RunActor, specs: list[WaitSpec], timeout: float | No
     finally:
         for slot in slots:
             actor.futures.pop(slot, None)
+
+
+async def _open_new_waits(
+    actor: RunActor,
+    specs: list[WaitSpec],
+    slots: list[str],
+    futures: dict[str, WaitFuture],
+    voided: list[JournalEntry],
+    timeout: float | None,
+) -> list[Wait]:
+    """Persist the waits not yet open; return this call's unanswered waits.
+
+    A separate frame on purpose: the records it builds are garbage before the
+    caller parks, which for a hundred thousand parked runs is most of their memory.
+    """
+    rec = actor.rec
+    waits = list(rec.waiting.waits) if rec.waiting is not None else []
+    open_slots = {w.slot for w in waits}
+    mine: list[Wait] = []
+    added: list[Wait] = []
+    deadline = actor.rt.now() + timeout if timeout is not None else None
+    for spec, slot in zip(specs, slots, strict=True):
+        if futures[slot].done.is_set():
+            continue
+        wait = next((w for w in waits if w.slot == slot), None)
+        if wait is None and slot not in open_slots:
+            wait = Wait(
+                key=spec.key,
+                reason=spec.reason,
+                schema=spec.schema,
+                deadline=deadline,
+                prompt=spec.prompt,
+                approvers=spec.approvers,
+                slot=slot,
+            )
+            added.append(wait)
+        assert wait is not None
+        mine.append(wait)
+    if added:
+        waits.extend(added)
+        events: list[Event] = []
+        if rec.status == "waiting":
+            events.append(actor.run_started_event())
+        else:
+            check_transition(rec.id, rec.status, "waiting")
+        events.extend(actor.open.closing_events())
+        events.append(_interrupt(actor, waits))
+        taken = {wait_key(w.reason, w.key) for w in added} | {f"*:{w.key}" for w in added}
+        new = msgspec.structs.replace(
+            rec,
+            status="waiting",
+            waiting=Waiting(reason=waits[0].reason, waits=waits),
+            expected=[e for e in rec.expected if e not in taken],
+        )
+        extra = [actor.arm_timer(w.deadline, w.slot) for w in added if w.deadline is not None]
+        await actor.persist(new, events, journal=voided, extra_ops=extra)
+    elif voided:
+        await actor.persist(journal=voided)
+    return mine
 
 
 async def open_wait(
