@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -201,10 +201,13 @@ class RunActor(Actor[RunMessage]):
         events: Sequence[Event] = (),
         journal: Sequence[JournalEntry] = (),
         extra_ops: Sequence[Op] = (),
+        queued: Callable[[], None] | None = None,
     ) -> None:
         """Stage ``new`` (or the current record) plus events and journal entries, commit.
 
         Returns once durable; followers are notified after the acknowledgement.
+        ``queued`` runs as soon as the batch is in the writer's queue: whatever the
+        run commits after that cannot become durable without this batch.
         """
         if self.final_commit.is_set():
             # An abandoned body (past its cancel grace) may still try to act: the run
@@ -241,7 +244,11 @@ class RunActor(Actor[RunMessage]):
             )
             ops.extend(record_ops(dbs, old, rec))
         self.rec = rec
-        await self.rt.writer.commit(ops)
+        writer = self.rt.writer
+        pending = writer.submit(ops)
+        if queued is not None:
+            queued()
+        await writer.wait(pending)
         self.rt.hub.notify(run_id)
 
     # -- journal cursor (replay) --------------------------------------------------------------

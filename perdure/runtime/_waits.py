@@ -297,10 +297,16 @@ async def _close_wait(
     if wait.deadline is not None:
         timer = actor.timer_key(wait.deadline, wait.slot)
         extra.append((actor.rt.store.dbs["timers"], timer, None))
-    await actor.persist(new, events, journal=[entry], extra_ops=extra)
-    future = actor.futures.get(wait.slot)
-    if future is not None:
-        future.resolve(entry)
+
+    def wake_body() -> None:
+        # The body may go on as soon as the signal is queued: its next commit is
+        # ordered after it, so the two can share one flush. resume() itself still
+        # returns only once the signal is durable (R12).
+        future = actor.futures.get(wait.slot)
+        if future is not None:
+            future.resolve(entry)
+
+    await actor.persist(new, events, journal=[entry], extra_ops=extra, queued=wake_body)
 
 
 def _result_events(signal: Signal) -> list[Event]:
@@ -346,6 +352,15 @@ async def accept_signal(actor: RunActor, signal: Signal, ns: str) -> bool:
                 f"run {rec.id} already took a different signal for {ns!r}", run_id=rec.id, key=ns
             )
         raise RunNotActive(f"run {rec.id} is {rec.status}", run_id=rec.id, status=rec.status)
+    if (
+        latest is not None
+        and latest.error is None
+        and same_signal(decode_signal(latest.value), signal)
+    ):
+        # R12 taken literally: an equal payload for the key is the same signal again,
+        # even if the body has since opened another wait on that key (a retried
+        # resume must never feed the next slot). Repeated events need distinct payloads.
+        return True
     waits = rec.waiting.waits if rec.waiting is not None else []
     wait = next((w for w in waits if wait_key(w.reason, w.key) == ns), None)
     if wait is not None:

@@ -121,30 +121,36 @@ class Writer:
         caller is cancelled, so callers' in-memory state never runs ahead of or
         behind what is stored.
         """
+        await self.wait(self.submit(ops))
+
+    def submit(self, ops: Sequence[Op]) -> _Pending:
+        """Queue ``ops``; they commit after everything queued before them.
+
+        Batches commit in submission order, so a later batch is never durable
+        without an earlier one. Pair with :meth:`wait` for the acknowledgement.
+        """
         pending = _Pending(ops)
         if self.inline:
-            await self._commit_inline(pending)
+            if self._closed:
+                raise StorageError("the writer is closed")
+            self._queue.append(pending)
         else:
             self._submit(pending)
-            await pending.wait()
+        return pending
+
+    async def wait(self, pending: _Pending) -> None:
+        """Return once ``pending`` is durable (or raise its error)."""
+        if self.inline and not self._kicked and not pending.done:
+            # Virtual time (trio's MockClock) jumps whenever every task is blocked,
+            # and a task waiting on another thread looks blocked: the clock would race
+            # past unacknowledged commits. Inline mode commits on the trio thread,
+            # still grouping every batch queued before the flusher gets to run.
+            self._kicked = True
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            self._flush()
+        await pending.wait()
         if pending.error is not None:
             raise pending.error
-
-    async def _commit_inline(self, pending: _Pending) -> None:
-        # Virtual time (trio's MockClock) jumps whenever every task is blocked, and a
-        # task waiting on another thread looks blocked: the clock would race past
-        # unacknowledged commits. Inline mode commits on the trio thread instead,
-        # still grouping every batch queued before the flusher gets to run.
-        if self._closed:
-            raise StorageError("the writer is closed")
-        self._queue.append(pending)
-        if self._kicked:
-            await pending.wait()
-            return
-        self._kicked = True
-        await trio.lowlevel.cancel_shielded_checkpoint()
-        self._flush()
-        await pending.wait()
 
     def _submit(self, pending: _Pending) -> None:
         # Lock-free hand-off (a mutex here convoyed with the writer thread on the
