@@ -148,8 +148,12 @@ class Store:
         """Refuse anything but a perdure store we can read (R28); never modify it.
 
         ``unstamped_ok``: an empty environment next to our own lock file is one whose
-        first open crashed before its single initialising commit, so it is ours.
+        first open crashed before its single initialising commit, so it is ours; so is
+        a zero-byte ``data.mdb`` (killed before LMDB wrote its meta pages), which LMDB
+        initialises as a new environment.
         """
+        if unstamped_ok and (self.path / "data.mdb").stat().st_size == 0:
+            return
         try:
             env = lmdb.open(str(self.path), readonly=True, lock=False, max_dbs=len(DB_NAMES) + 4)
         except lmdb.Error as exc:
