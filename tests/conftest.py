@@ -77,3 +77,28 @@ def _every_log_is_valid(
         problems.extend(check_store_logs(path))
     if problems:
         pytest.fail("invalid run logs left in the store:\n" + "\n".join(problems), pytrace=False)
+
+
+# -- the official AG-UI verifier, per module (opt in) ---------------------------------------
+
+
+@pytest.fixture(scope="module")
+def _official_agui_batch() -> Iterator[list[tuple[str, Any]]]:
+    from helpers.official_verifier import assert_official_verifier_accepts
+
+    logs: list[tuple[str, Any]] = []
+    yield logs
+    assert_official_verifier_accepts(logs)
+
+
+@pytest.fixture
+def official_agui_check(
+    request: pytest.FixtureRequest, tmp_path: Path, _official_agui_batch: list[tuple[str, Any]]
+) -> Iterator[None]:
+    """Send every log this test leaves under ``tmp_path`` to the official verifier."""
+    from helpers.official_verifier import store_logs
+
+    yield
+    _official_agui_batch.extend(
+        (f"{request.node.name}:{run_id}", wire) for run_id, wire in store_logs(tmp_path)
+    )

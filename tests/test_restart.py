@@ -16,9 +16,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import shutil
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,69 +29,12 @@ from perdure.runtime._agui import (
     TextMessageContentEvent,
     TextMessageEndEvent,
     TextMessageStartEvent,
-    decode_event,
-    event_to_json,
 )
-from perdure.storage import Store
-from perdure.testing._agui_verify import verify_events, verify_prefixes
 
 P = perdure.Project("p1")
 C = perdure.Conversation("c1")
 
-# -- every log of every test, also through the official verifier --------------------------
-
-NODE_DIR = Path(__file__).parent / "agui_node"
-_LOGS: list[tuple[str, list[dict[str, Any]]]] = []
-
-
-def _closed(wire: list[dict[str, Any]]) -> bool:
-    last = [e["type"] for e in wire if e["type"] in ("RUN_STARTED", "RUN_FINISHED", "RUN_ERROR")]
-    return bool(last) and last[-1] != "RUN_STARTED"
-
-
-@pytest.fixture(autouse=True)
-def _collect_logs(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[None]:
-    yield
-    for mdb in sorted(tmp_path.rglob("data.mdb")):
-        store = Store(mdb.parent, readonly=True)
-        try:
-            for rec in store.iter_runs():
-                wire = [
-                    json.loads(event_to_json(decode_event(raw))) for _, raw in store.events(rec.id)
-                ]
-                if not wire:
-                    continue
-                (verify_prefixes if _closed(wire) else verify_events)(wire)
-                _LOGS.append((f"{request.node.name}:{rec.id}", wire))
-        finally:
-            store.close()
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _official_verifier() -> Iterator[None]:
-    yield
-    logs, _LOGS[:] = list(_LOGS), []
-    node = shutil.which("node")
-    if not logs or node is None or not (NODE_DIR / "node_modules").is_dir():
-        return
-    for complete in (True, False):
-        batch = [(name, wire) for name, wire in logs if _closed(wire) == complete]
-        if not batch:
-            continue
-        proc = subprocess.run(
-            [node, str(NODE_DIR / "verify.mjs"), "--json", "--schema", "--jsonl", "-"]
-            + (["--complete"] if complete else []),
-            input="\n".join(json.dumps(wire) for _, wire in batch),
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-        assert proc.returncode in (0, 1), proc.stderr
-        results = [json.loads(line) for line in proc.stdout.splitlines()]
-        assert len(results) == len(batch), proc.stderr
-        bad = [(name, r) for (name, _), r in zip(batch, results, strict=True) if not r["ok"]]
-        assert not bad, f"the official AG-UI verifier rejects: {bad[:5]}"
+pytestmark = pytest.mark.usefixtures("official_agui_check")
 
 
 # -- definitions ----------------------------------------------------------------------------
