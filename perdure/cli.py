@@ -60,8 +60,6 @@ from perdure.storage import (
     Project,
     RunRecord,
     Store,
-    keys,
-    owner_key,
 )
 
 __all__ = ["main"]
@@ -364,42 +362,15 @@ def list_runs(
     Returns the runs and the cursor (creation seq) of the next page, ``None`` on the
     last one. Same semantics as :meth:`perdure.Runtime.list`.
     """
-    if parent_id is not None:
-        family, value = keys.IDX_PARENT, parent_id
-    elif root_id is not None:
-        family, value = keys.IDX_ROOT, root_id
-    elif owner is not None:
-        family, value = keys.IDX_OWNER, owner_key(owner)
-    elif statuses is not None and len(statuses) == 1:
-        family, value = keys.IDX_STATUS, next(iter(statuses))
-    elif kind is not None:
-        family, value = keys.IDX_KIND, kind
-    else:
-        family, value = keys.IDX_ALL, ""
-    runs: list[RunRecord] = []
-    last = after
-    while len(runs) <= limit:
-        batch = store.scan_index(family, value, last, max(limit * 2, 64))
-        if not batch:
-            break
-        for seq, run_id in batch:
-            last = seq
-            rec = store.get_run(run_id)
-            if rec is None:
-                continue
-            if (
-                (owner is None or rec.owner == owner)
-                and (statuses is None or rec.status in statuses)
-                and (kind is None or rec.kind == kind)
-                and (parent_id is None or rec.parent_id == parent_id)
-                and (root_id is None or rec.root_id == root_id)
-            ):
-                runs.append(rec)
-                if len(runs) > limit:
-                    break
-    more = len(runs) > limit
-    runs = runs[:limit]
-    return runs, (runs[-1].seq if more and runs else None)
+    return store.query_runs(
+        owner=owner,
+        statuses=statuses,
+        kind=kind,
+        parent_id=parent_id,
+        root_id=root_id,
+        after=after,
+        limit=limit,
+    )
 
 
 def _cmd_list(args: argparse.Namespace) -> int:

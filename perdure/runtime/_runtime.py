@@ -614,36 +614,16 @@ class Runtime:
         for name, value in (("parent_id", parent_id), ("root_id", root_id)):
             if value is not None and (not isinstance(value, str) or not value):
                 raise InvalidInput(f"{name} must be a non-empty string")
-        cursor = _parse_cursor(after)
-        if parent_id is not None:
-            family, value = keys.IDX_PARENT, parent_id
-        elif root_id is not None:
-            family, value = keys.IDX_ROOT, root_id
-        elif owner is not None:
-            family, value = keys.IDX_OWNER, owner_key(owner)
-        elif statuses is not None and len(statuses) == 1:
-            family, value = keys.IDX_STATUS, next(iter(statuses))
-        elif kind is not None:
-            family, value = keys.IDX_KIND, kind
-        else:
-            family, value = keys.IDX_ALL, ""
-        runs: list[RunRecord] = []
-        last_seq = cursor
-        while len(runs) <= limit:
-            batch = self.store.scan_index(family, value, last_seq, max(limit * 2, 64))
-            if not batch:
-                break
-            for seq, rid in batch:
-                last_seq = seq
-                rec = self.store.get_run(rid)
-                if rec is None or not _matches(rec, owner, statuses, kind, parent_id, root_id):
-                    continue
-                runs.append(rec)
-                if len(runs) > limit:
-                    break
-        more = len(runs) > limit
-        runs = runs[:limit]
-        return Page(runs=runs, next_cursor=str(runs[-1].seq) if more and runs else None)
+        runs, next_seq = self.store.query_runs(
+            owner=owner,
+            statuses=statuses,
+            kind=kind,
+            parent_id=parent_id,
+            root_id=root_id,
+            after=_parse_cursor(after),
+            limit=limit,
+        )
+        return Page(runs=runs, next_cursor=None if next_seq is None else str(next_seq))
 
     async def events(
         self, run_id: str, after: int = 0, *, follow: bool = True
@@ -865,23 +845,6 @@ def _parse_cursor(after: str | None) -> int:
     if not isinstance(after, str) or not after.isascii() or not after.isdigit() or len(after) > 18:
         raise InvalidInput(f"after must be a cursor returned by list() (got {after!r})")
     return int(after)
-
-
-def _matches(
-    rec: RunRecord,
-    owner: Owner | None,
-    statuses: set[str] | None,
-    kind: str | None,
-    parent_id: str | None,
-    root_id: str | None,
-) -> bool:
-    return (
-        (owner is None or rec.owner == owner)
-        and (statuses is None or rec.status in statuses)
-        and (kind is None or rec.kind == kind)
-        and (parent_id is None or rec.parent_id == parent_id)
-        and (root_id is None or rec.root_id == root_id)
-    )
 
 
 def _is_terminal_event(event: Any) -> bool:

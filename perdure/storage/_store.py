@@ -31,6 +31,11 @@ from perdure._errors import CorruptStore, ForeignDirectory, SchemaTooNew, Storag
 from ._keys import (
     DB_NAMES,
     IDX_ALL,
+    IDX_KIND,
+    IDX_OWNER,
+    IDX_PARENT,
+    IDX_ROOT,
+    IDX_STATUS,
     event_prefix,
     idem_key,
     index_prefix,
@@ -38,7 +43,7 @@ from ._keys import (
     seq_of_index_key,
 )
 from ._lock import LOCK_FILE, DirectoryLock
-from ._records import SCHEMA_VERSION, JournalEntry, RunRecord, SchemaInfo
+from ._records import SCHEMA_VERSION, JournalEntry, Owner, RunRecord, SchemaInfo, owner_key
 
 __all__ = ["DEFAULT_MAP_SIZE", "Durability", "Store"]
 
@@ -356,6 +361,60 @@ class Store:
                 run_id = raw[8:].split(b"\0", 1)[0].decode()
                 out.append((int.from_bytes(raw[:8], "big") / 1000, run_id, raw))
         return out
+
+    def query_runs(
+        self,
+        *,
+        owner: Owner | None = None,
+        statuses: set[str] | None = None,
+        kind: str | None = None,
+        parent_id: str | None = None,
+        root_id: str | None = None,
+        after: int = 0,
+        limit: int = 100,
+    ) -> tuple[list[RunRecord], int | None]:
+        """One page of runs matching every filter, oldest first.
+
+        Scans the most selective index and checks the other filters on each record.
+        Returns the runs and the creation seq to pass as ``after`` for the next page
+        (``None`` on the last page).
+        """
+        if parent_id is not None:
+            family, value = IDX_PARENT, parent_id
+        elif root_id is not None:
+            family, value = IDX_ROOT, root_id
+        elif owner is not None:
+            family, value = IDX_OWNER, owner_key(owner)
+        elif statuses is not None and len(statuses) == 1:
+            family, value = IDX_STATUS, next(iter(statuses))
+        elif kind is not None:
+            family, value = IDX_KIND, kind
+        else:
+            family, value = IDX_ALL, ""
+        runs: list[RunRecord] = []
+        last = after
+        while len(runs) <= limit:
+            batch = self.scan_index(family, value, last, max(limit * 2, 64))
+            if not batch:
+                break
+            for seq, run_id in batch:
+                last = seq
+                rec = self.get_run(run_id)
+                if rec is None or not (
+                    (owner is None or rec.owner == owner)
+                    and (statuses is None or rec.status in statuses)
+                    and (kind is None or rec.kind == kind)
+                    and (parent_id is None or rec.parent_id == parent_id)
+                    and (root_id is None or rec.root_id == root_id)
+                ):
+                    continue
+                runs.append(rec)
+                if len(runs) > limit:
+                    break
+        if len(runs) > limit:
+            runs = runs[:limit]
+            return runs, runs[-1].seq
+        return runs, None
 
     def last_seq(self) -> int:
         """Highest creation sequence number ever assigned (0 for a new store)."""
