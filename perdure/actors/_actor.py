@@ -57,6 +57,7 @@ class Actor(Generic[M]):
         "_supervisor",
         "actor_id",
         "mailbox",
+        "main_task",
         "passivated",
     )
 
@@ -70,6 +71,7 @@ class Actor(Generic[M]):
         self._receiving: trio.Event | None = None
         self._failure: BaseException | None = None
         self.passivated = False  # stopped by the supervisor to free memory, not finished
+        self.main_task: trio.lowlevel.Task | None = None
 
     @property
     def stopped(self) -> trio.Event:
@@ -133,6 +135,7 @@ class Actor(Generic[M]):
 
     async def _main(self, supervisor: Supervisor[M]) -> None:
         self._supervisor = supervisor
+        self.main_task = trio.lowlevel.current_task()
         try:
             with trio.CancelScope() as scope:
                 self._scope = scope

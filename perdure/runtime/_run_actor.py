@@ -583,7 +583,12 @@ class RunActor(Actor[RunMessage]):
         await self.persist(done, events)
         self.final_commit.set()
         self.rt.run_finished(self)
-        self.stop()
+        if trio.lowlevel.current_task() is self.main_task:
+            # The body's own end: run() is returning, so there is nothing to cancel
+            # (and cancelling a scope is far from free on this path).
+            self.mailbox.close()
+        else:
+            self.stop()
 
     # -- cancellation -------------------------------------------------------------------------
 
