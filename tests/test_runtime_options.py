@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import sys
 from pathlib import Path
 
@@ -21,6 +22,16 @@ async def test_switch_interval_is_lowered_while_open_and_restored(tmp_path: Path
     untouched = perdure.Runtime(tmp_path / "e", switch_interval=None)
     async with untouched:
         assert sys.getswitchinterval() == before
+
+
+async def test_gc_threshold_is_raised_while_open_and_restored(tmp_path: Path) -> None:
+    before = gc.get_threshold()
+    rt = perdure.Runtime(tmp_path / "d", gc_threshold=(40_000, 15, 90))
+    async with rt:
+        assert gc.get_threshold() == (40_000, 15, 90)
+    assert gc.get_threshold() == before
+    async with perdure.Runtime(tmp_path / "e", gc_threshold=None):
+        assert gc.get_threshold() == before
 
 
 async def _interrupted_runs(path: Path) -> tuple[str, str]:
