@@ -3,8 +3,8 @@
 This layer knows nothing of runs or LMDB; ``perdure.runtime`` builds run actors on it.
 """
 
-from ._actor import Actor
+from ._actor import Actor, LazyEvent
 from ._mailbox import Mailbox, MailboxClosed
 from ._supervisor import Supervisor
 
-__all__ = ["Actor", "Mailbox", "MailboxClosed", "Supervisor"]
+__all__ = ["Actor", "LazyEvent", "Mailbox", "MailboxClosed", "Supervisor"]

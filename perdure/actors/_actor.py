@@ -38,9 +38,35 @@ from ._mailbox import Mailbox
 if TYPE_CHECKING:
     from ._supervisor import Supervisor
 
-__all__ = ["Actor"]
+__all__ = ["Actor", "LazyEvent"]
 
 M = TypeVar("M")
+
+
+class LazyEvent:
+    """A ``trio.Event`` made only if someone waits: most actors never need one."""
+
+    __slots__ = ("_event", "_set")
+
+    def __init__(self) -> None:
+        self._set = False
+        self._event: trio.Event | None = None
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def set(self) -> None:
+        self._set = True
+        if self._event is not None:
+            self._event.set()
+
+    async def wait(self) -> None:
+        if self._set:
+            await trio.lowlevel.checkpoint()
+            return
+        if self._event is None:
+            self._event = trio.Event()
+        await self._event.wait()
 
 
 class Actor(Generic[M]):
@@ -49,38 +75,25 @@ class Actor(Generic[M]):
     # Slots: a runtime may hold a hundred thousand of these.
     __slots__ = (
         "__weakref__",
-        "_done",
         "_failure",
         "_receiving",
         "_scope",
-        "_stopped",
         "_supervisor",
         "actor_id",
         "mailbox",
         "main_task",
-        "passivated",
+        "stopped",
     )
 
     def __init__(self, actor_id: str) -> None:
         self.actor_id = actor_id
         self.mailbox: Mailbox[M] = Mailbox()
-        self._stopped: trio.Event | None = None
-        self._done = False
+        self.stopped = LazyEvent()  # set once the actor has fully stopped
         self._supervisor: Supervisor[M] | None = None
         self._scope: trio.CancelScope | None = None
         self._receiving: trio.Event | None = None
         self._failure: BaseException | None = None
-        self.passivated = False  # stopped by the supervisor to free memory, not finished
         self.main_task: trio.lowlevel.Task | None = None
-
-    @property
-    def stopped(self) -> trio.Event:
-        """Set once the actor has fully stopped (created on first use: most never need it)."""
-        if self._stopped is None:
-            self._stopped = trio.Event()
-            if self._done:
-                self._stopped.set()
-        return self._stopped
 
     @property
     def busy(self) -> bool:
@@ -155,9 +168,7 @@ class Actor(Generic[M]):
                 self.on_stop()
             finally:
                 self._supervisor = None
-                self._done = True
-                if self._stopped is not None:
-                    self._stopped.set()
+                self.stopped.set()
                 supervisor._forget(self)
         if self._failure is not None:
             self.on_failure(self._failure)

@@ -128,7 +128,6 @@ class Supervisor(Generic[M]):
         if actor is None or actor.busy:
             return False  # a message in flight would change its state as it stops
         self.passivations += 1
-        actor.passivated = True
         actor.stop()
         return True
 

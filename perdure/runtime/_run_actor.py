@@ -29,7 +29,7 @@ import msgspec
 import trio
 
 from perdure._errors import NonDeterminismError, PerdureError, RunNotActive, SerializationError
-from perdure.actors import Actor
+from perdure.actors import Actor, LazyEvent
 from perdure.storage import (
     CancelRequest,
     Completion,
@@ -136,7 +136,6 @@ class RunActor(Actor[RunMessage]):
         "tail_entry",
         "usage",
         "wait_counts",
-        "waiting_when_passivated",
     )
 
     def __init__(
@@ -152,7 +151,6 @@ class RunActor(Actor[RunMessage]):
         self.start_body = start_body
         self.fresh = fresh
         self.counted = False
-        self.waiting_when_passivated = False
         self.rt = rt
         self.rec = rec
         # None when the target is not registered in this process: such an actor can
@@ -170,10 +168,10 @@ class RunActor(Actor[RunMessage]):
         self.has_children = any(e.kind == "child" for e in self.journal)
         self.tail_entry: JournalEntry | None = journal[-1] if journal else None
         self.open = OpenItems()
-        self.body_done = _LazyEvent()  # awaited only by a cancel within its grace period
+        self.body_done = LazyEvent()  # awaited only by a cancel within its grace period
         self.body_scope: trio.CancelScope | None = None
         self.finalized = False
-        self.final_commit = _LazyEvent()  # awaited only by a second finalize
+        self.final_commit = LazyEvent()  # awaited only by a second finalize
         self.usage: list[TokenUsage] = []
         self.model: str | None = None
         self.provider: str | None = None
@@ -621,32 +619,6 @@ class RunActor(Actor[RunMessage]):
         if not self.finalized:
             log.warning("run %s: body ignored cancellation past the grace period", self.rec.id)
             await self.finalize("cancelled")
-
-
-class _LazyEvent:
-    """A trio.Event created only if someone waits: most runs never need one."""
-
-    __slots__ = ("_event", "_set")
-
-    def __init__(self) -> None:
-        self._set = False
-        self._event: trio.Event | None = None
-
-    def is_set(self) -> bool:
-        return self._set
-
-    def set(self) -> None:
-        self._set = True
-        if self._event is not None:
-            self._event.set()
-
-    async def wait(self) -> None:
-        if self._set:
-            await trio.lowlevel.checkpoint()
-            return
-        if self._event is None:
-            self._event = trio.Event()
-        await self._event.wait()
 
 
 def _plain_detail(detail: dict[str, Any]) -> dict[str, Any]:

@@ -392,19 +392,6 @@ class Runtime:
             self._running_top -= 1
             if not self._closing:
                 self._admit()
-        if (
-            actor.passivated
-            and actor.rec.status == "running"
-            and actor.waiting_when_passivated
-            and not actor.finalized
-            and not self._closing
-            and self.recover
-        ):
-            # A signal landed while the waiting run was being passivated: it is
-            # running again but has no actor. Bring it back (replay continues it).
-            top = actor.rec.parent_id is None
-            self._running_top += top
-            self._spawn(actor.rec, counted=top)
 
     def _admit(self) -> None:
         if not self.recover:

@@ -248,10 +248,8 @@ async def _block(actor: RunActor, futures: list[WaitFuture], waits: list[Wait]) 
                 return
             # Idle past the threshold: free the actor; the signal, the deadline
             # timer or a cancellation re-activates the run by replay (R14).
-            actor.waiting_when_passivated = True
             if rt.supervisor.passivate(actor.rec.id):
                 await trio.sleep_forever()
-            actor.waiting_when_passivated = False
             idle_since = rt.now()  # refused (a message is in flight): stay live, retry later
             rt.supervisor.mark_idle(actor.rec.id)
     finally:

@@ -32,7 +32,6 @@ __all__ = [
     "IDX_ROOT",
     "IDX_STATUS",
     "event_key",
-    "event_prefix",
     "idem_key",
     "index_key",
     "index_prefix",
@@ -74,10 +73,6 @@ def run_prefix(run_id: str) -> bytes:
 
 def event_key(run_id: str, event_id: int) -> bytes:
     return run_id.encode() + b"\0" + _U64.pack(event_id)
-
-
-def event_prefix(run_id: str) -> bytes:
-    return run_prefix(run_id)
 
 
 def journal_key(run_id: str, position: int) -> bytes:

@@ -36,7 +36,6 @@ from ._keys import (
     IDX_PARENT,
     IDX_ROOT,
     IDX_STATUS,
-    event_prefix,
     idem_key,
     index_prefix,
     run_prefix,
@@ -308,7 +307,7 @@ class Store:
         self, run_id: str, after: int = 0, limit: int = 1_000_000
     ) -> list[tuple[int, bytes]]:
         """Committed events of a run with ``event_id > after``, in order."""
-        prefix = event_prefix(run_id)
+        prefix = run_prefix(run_id)
         out: list[tuple[int, bytes]] = []
         with self.read() as txn:
             cur = txn.cursor(db=self.dbs["events"])
@@ -433,20 +432,6 @@ class Store:
         """How many runs are waiting: O(1), from the ``waiting`` database's entry count."""
         with self.read() as txn:
             return int(txn.stat(self.dbs["waiting"])["entries"])
-
-    def count_index(self, family: bytes, value: str = "") -> int:
-        """How many entries one index value has (keys only: nothing is decoded)."""
-        prefix = index_prefix(family, value)
-        count = 0
-        with self.read() as txn:
-            cur = txn.cursor(db=self.dbs["index"])
-            if not cur.set_range(prefix):
-                return 0
-            for key in cur.iternext(keys=True, values=False):
-                if not bytes(key).startswith(prefix):
-                    break
-                count += 1
-        return count
 
     def iter_runs(
         self, status: str | None = None, family: bytes | None = None
