@@ -36,7 +36,7 @@ class Supervisor(Generic[M]):
         self,
         nursery: trio.Nursery,
         *,
-        activate: Callable[[str], Actor[M] | None] | None = None,
+        activate: Callable[[str], Actor[M] | None] | None = None,  # rebuild; we spawn it
         on_failure: Callable[[Actor[M], BaseException], None] | None = None,
         max_live: int | None = None,
     ) -> None:
@@ -48,6 +48,7 @@ class Supervisor(Generic[M]):
         self._parent: dict[str, str] = {}
         self._children: dict[str, set[str]] = {}
         self._idle: OrderedDict[str, None] = OrderedDict()
+        self._evicting: set[str] = set()
         self.passivations = 0
 
     # -- spawning and routing -----------------------------------------------------------------
@@ -82,6 +83,8 @@ class Supervisor(Generic[M]):
             if stale is not None:
                 return None  # still stopping; the caller retries after ``stopped``
             actor = self._activate(actor_id)
+            if actor is not None and actor.actor_id not in self._live:
+                self.spawn(actor)
         return actor
 
     def tell(self, actor_id: str, message: M) -> bool:
@@ -120,13 +123,17 @@ class Supervisor(Generic[M]):
         self._idle.pop(actor_id, None)
 
     def passivate(self, actor_id: str) -> bool:
-        """Stop an idle actor now; it returns through ``activate`` on its next message."""
-        if actor_id not in self._idle:
+        """Stop an idle actor now; it returns through ``activate`` on its next message.
+
+        Refused (``False``) for an actor that is not idle, already stopping, or busy:
+        a message in flight would change its state as it stops. A busy actor stays
+        idle-marked and is reconsidered later.
+        """
+        actor = self._live.get(actor_id)
+        if actor_id not in self._idle or actor is None or actor.busy or actor.mailbox.closed:
             return False
         del self._idle[actor_id]
-        actor = self._live.get(actor_id)
-        if actor is None or actor.busy:
-            return False  # a message in flight would change its state as it stops
+        self._evicting.add(actor_id)
         self.passivations += 1
         actor.stop()
         return True
@@ -134,9 +141,20 @@ class Supervisor(Generic[M]):
     def _evict(self) -> None:
         if self.max_live is None:
             return
-        while len(self._live) > self.max_live and self._idle:
-            oldest = next(iter(self._idle))
-            self.passivate(oldest)
+        # Actors already stopping no longer count; victims are the least recently idle
+        # that can go. Normally only the first idle entry is looked at.
+        excess = len(self._live) - len(self._evicting) - self.max_live
+        if excess <= 0:
+            return
+        victims: list[str] = []
+        for actor_id in self._idle:
+            actor = self._live.get(actor_id)
+            if actor is not None and not actor.busy and not actor.mailbox.closed:
+                victims.append(actor_id)
+                if len(victims) == excess:
+                    break
+        for actor_id in victims:
+            self.passivate(actor_id)
 
     # -- called by actors ---------------------------------------------------------------------
 
@@ -145,6 +163,7 @@ class Supervisor(Generic[M]):
         if self._live.get(actor_id) is actor:
             del self._live[actor_id]
         self._idle.pop(actor_id, None)
+        self._evicting.discard(actor_id)
         parent = self._parent.pop(actor_id, None)
         if parent is not None:
             siblings = self._children.get(parent)
