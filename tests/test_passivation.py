@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 import trio
-from helpers.checks import assert_valid_log
+from helpers.checks import assert_valid_log, wait_until
 
 import perdure
 from perdure.runtime._signals import ExternalEvent  # not exported by perdure (see test_signals)
@@ -37,12 +37,6 @@ def new_rt(data_dir: Path, **options: Any) -> perdure.Runtime:
     return perdure.Runtime(data_dir, **options)
 
 
-async def wait_until(predicate: Any, timeout: float = 5.0, step: float = 0.01) -> None:
-    with trio.move_on_after(timeout):
-        while not predicate():
-            await trio.sleep(step)
-        return
-    raise AssertionError(f"timed out after {timeout}s waiting for {predicate}")
 
 
 def define_sleeper(rt: perdure.Runtime, wakes: dict[str, float] | None = None) -> None:

@@ -21,7 +21,7 @@ from typing import Any
 import msgspec
 import pytest
 import trio
-from helpers.checks import assert_valid_log
+from helpers.checks import assert_valid_log, wait_until
 
 import perdure
 from perdure.runtime._agui import TextMessageContentEvent, TextMessageStartEvent
@@ -64,15 +64,6 @@ def effect(name: str, value: Any = None) -> Callable[[], Any]:
     return fn
 
 
-async def wait_until(
-    predicate: Callable[[], bool], timeout: float = 5.0, what: str = "", step: float = 0.002
-) -> None:
-    """Poll ``predicate`` every ``step`` seconds (a coarse step keeps virtual-time tests fast)."""
-    with trio.move_on_after(timeout):
-        while not predicate():
-            await trio.sleep(step)
-        return
-    raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
 
 
 async def wire(rt: perdure.Runtime, run_id: str) -> list[dict[str, Any]]:

@@ -17,7 +17,7 @@ from typing import Any
 import msgspec
 import pytest
 import trio
-from helpers.checks import assert_valid_log
+from helpers.checks import assert_valid_log, wait_until
 
 import perdure
 
@@ -36,13 +36,6 @@ def new_rt(data_dir: Path, **options: Any) -> perdure.Runtime:
     return perdure.Runtime(data_dir, **options)
 
 
-async def wait_until(predicate: Any, timeout: float = 5.0, step: float = 0.002) -> None:
-    """Poll ``predicate`` every ``step`` seconds (a coarse step keeps virtual-time tests fast)."""
-    with trio.move_on_after(timeout):
-        while not predicate():
-            await trio.sleep(step)
-        return
-    raise AssertionError(f"timed out after {timeout}s waiting for {predicate}")
 
 
 def counted(name: str, value: Any = None) -> Any:

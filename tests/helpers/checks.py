@@ -189,10 +189,15 @@ def snapshot_dir(path: str | os.PathLike[str]) -> dict[str, bytes]:
     return out
 
 
-async def wait_until(predicate: Callable[[], bool], timeout: float = 5.0, what: str = "") -> None:
-    """Poll ``predicate`` (cheaply, on the trio loop) until true or fail after ``timeout``."""
+async def wait_until(
+    predicate: Callable[[], bool], timeout: float = 5.0, what: str = "", step: float = 0.002
+) -> None:
+    """Poll ``predicate`` every ``step`` seconds until true or fail after ``timeout``.
+
+    A coarse ``step`` keeps virtual-time tests (long timeouts) fast.
+    """
     with trio.move_on_after(timeout):
         while not predicate():
-            await trio.sleep(0.002)
+            await trio.sleep(step)
         return
     raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
