@@ -16,6 +16,7 @@ import resource
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 # The payload every system passes in and every step returns: small dicts, trivial work.
@@ -40,14 +41,32 @@ def percentile(sorted_values: list[float], p: float) -> float:
 
 
 def latency_summary(seconds: list[float]) -> dict[str, Any]:
+    """n, p50/p99 (nearest rank), mean and max, in milliseconds (NaN when empty)."""
     s = sorted(seconds)
+    nan = float("nan")
     return {
         "n": len(s),
         "p50_ms": percentile(s, 50) * 1e3,
         "p99_ms": percentile(s, 99) * 1e3,
-        "mean_ms": sum(s) / len(s) * 1e3,
-        "max_ms": s[-1] * 1e3,
+        "mean_ms": sum(s) / len(s) * 1e3 if s else nan,
+        "max_ms": s[-1] * 1e3 if s else nan,
     }
+
+
+def filesystem_of(path: Path) -> str:
+    """``device on mountpoint (fstype)`` of the mount holding ``path``, from /proc/mounts."""
+    best = ("", "", "?")
+    try:
+        real = str(path.resolve())
+        with open("/proc/mounts") as f:
+            for line in f:
+                device, mount, fstype = line.split()[:3]
+                inside = real == mount or real.startswith(mount.rstrip("/") + "/")
+                if inside and len(mount) > len(best[1]):
+                    best = (device, mount, fstype)
+    except OSError:
+        return "unknown"
+    return f"{best[0]} on {best[1]} ({best[2]})"
 
 
 def rate(runs: int, seconds: float, in_flight: int) -> dict[str, Any]:

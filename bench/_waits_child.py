@@ -47,6 +47,7 @@ from typing import Any
 
 import lmdb
 import trio
+from _peer_common import latency_summary
 
 import perdure
 
@@ -111,30 +112,16 @@ def malloc_trim() -> bool:
         return False
 
 
-def summary(seconds: list[float]) -> dict[str, Any]:
-    s = sorted(seconds)
-    n = len(s)
-
-    def pct(p: float) -> float:
-        return s[max(0, min(n - 1, -(-p * n // 100) - 1))] * 1e3 if n else float("nan")
-
-    return {
-        "n": n,
-        "p50_ms": pct(50),
-        "p99_ms": pct(99),
-        "mean_ms": sum(s) / n * 1e3 if n else float("nan"),
-        "max_ms": s[-1] * 1e3 if n else float("nan"),
-    }
-
-
 def say(what: str) -> None:
     print(f"    {what}", file=sys.stderr, flush=True)
 
 
 def _is_interrupt(ev: perdure.RunEvent) -> bool:
     outcome = getattr(ev.event, "outcome", None)
-    return ev.type == "RUN_FINISHED" and outcome is not None and (
-        type(outcome).__struct_config__.tag == "interrupt"
+    return (
+        ev.type == "RUN_FINISHED"
+        and outcome is not None
+        and (type(outcome).__struct_config__.tag == "interrupt")
     )
 
 
@@ -288,7 +275,7 @@ async def _series(
                 rows.append(row)
         stats = rt.writer.stats
         txns = stats.txns
-    out: dict[str, Any] = {k: summary([r[k] for r in rows]) for k in rows[0]}
+    out: dict[str, Any] = {k: latency_summary([r[k] for r in rows]) for k in rows[0]}
     out["lmdb_txns"] = txns
     return out
 
@@ -309,7 +296,7 @@ def raw_floor(path: str, n: int) -> dict[str, Any]:
                 lat.append(time.perf_counter() - t)
     finally:
         env.close()
-    return summary(lat)
+    return latency_summary(lat)
 
 
 def mode_resume(path: str, spec: dict[str, Any]) -> dict[str, Any]:
@@ -413,7 +400,7 @@ async def _live(path: str, spec: dict[str, Any]) -> dict[str, Any]:
             await rt.resume(rid, ExternalEvent(name="go", payload=i))
             await rt.wait(rid)
             lat.append(time.perf_counter() - t)
-        out["resume_to_completed_with_all_parked"] = summary(lat)
+        out["resume_to_completed_with_all_parked"] = latency_summary(lat)
         out["gc_during_resumes"] = pauses.stop()
         t_close = time.perf_counter()
     out["close_seconds"] = time.perf_counter() - t_close
@@ -469,8 +456,12 @@ async def _create(path: str, spec: dict[str, Any]) -> dict[str, Any]:
     sample: list[str] = []
     k = int(spec.get("sample", 50))
     started = 0
-    out: dict[str, Any] = {"target_n": n, "inflight": inflight, "durability": durability,
-                           "budget_s": budget}
+    out: dict[str, Any] = {
+        "target_n": n,
+        "inflight": inflight,
+        "durability": durability,
+        "budget_s": budget,
+    }
     async with rt:
         tracker = WaitTracker(rt)
         t0 = time.perf_counter()
@@ -525,8 +516,10 @@ async def _create(path: str, spec: dict[str, Any]) -> dict[str, Any]:
         t_close = time.perf_counter()
     out["close_seconds"] = time.perf_counter() - t_close
     out["data_mb"] = os.path.getsize(os.path.join(path, "data.mdb")) / 1e6
-    say(f"create: {started:,} passivated waiting runs in {seconds:.1f} s "
-        f"({started / seconds:,.0f}/s), data.mdb {out['data_mb']:,.0f} MB")
+    say(
+        f"create: {started:,} passivated waiting runs in {seconds:.1f} s "
+        f"({started / seconds:,.0f}/s), data.mdb {out['data_mb']:,.0f} MB"
+    )
     return out
 
 
@@ -567,20 +560,24 @@ async def _open(path: str, spec: dict[str, Any]) -> dict[str, Any]:
             t2 = time.perf_counter()
             call.append(t1 - t)
             done.append(t2 - t)
-            ok += before == "waiting" and rec.status == "completed" and (
-                rec.completion is not None and rec.completion.result == {"v": i}
+            ok += (
+                before == "waiting"
+                and rec.status == "completed"
+                and (rec.completion is not None and rec.completion.result == {"v": i})
             )
         out["resumed"] = len(picked)
         out["resumed_ok"] = ok
-        out["resume_call"] = summary(call)
-        out["resume_to_completed"] = summary(done)
+        out["resume_call"] = latency_summary(call)
+        out["resume_to_completed"] = latency_summary(done)
         out["rss_after_resumes"] = settled_rss()
         t_close = time.perf_counter()
     out["close_seconds"] = time.perf_counter() - t_close
     out["trimmed"] = malloc_trim()
     out["rss_after_close_trim"] = proc_status()
-    say(f"open: resumed {ok}/{len(picked)} sampled runs to completion, "
-        f"p50 {out['resume_to_completed']['p50_ms']:.1f} ms")
+    say(
+        f"open: resumed {ok}/{len(picked)} sampled runs to completion, "
+        f"p50 {out['resume_to_completed']['p50_ms']:.1f} ms"
+    )
     return out
 
 

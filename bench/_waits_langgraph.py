@@ -27,6 +27,7 @@ import time
 from importlib.metadata import version
 from typing import Any, TypedDict
 
+from _peer_common import latency_summary
 from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import Command, interrupt
@@ -58,22 +59,6 @@ def build() -> StateGraph:
     return g
 
 
-def _summary(seconds: list[float]) -> dict[str, Any]:
-    s = sorted(seconds)
-    n = len(s)
-
-    def pct(p: float) -> float:
-        return s[max(0, min(n - 1, -(-p * n // 100) - 1))] * 1e3 if n else float("nan")
-
-    return {
-        "n": n,
-        "p50_ms": pct(50),
-        "p99_ms": pct(99),
-        "mean_ms": sum(s) / n * 1e3 if n else float("nan"),
-        "max_ms": s[-1] * 1e3 if n else float("nan"),
-    }
-
-
 def bench(path: str, n: int, warmup: int) -> dict[str, Any]:
     os.makedirs(path, exist_ok=True)
     db = os.path.join(path, "langgraph-waits.sqlite")
@@ -103,8 +88,8 @@ def bench(path: str, n: int, warmup: int) -> dict[str, Any]:
         "version": version("langgraph"),
         "checkpoint_sqlite": version("langgraph-checkpoint-sqlite"),
         "sqlite": sqlite3.sqlite_version,
-        "interrupt": _summary(first),
-        "resume": _summary(resume),
+        "interrupt": latency_summary(first),
+        "resume": latency_summary(resume),
     }
 
 

@@ -39,6 +39,7 @@ from typing import Any
 
 import lmdb
 import trio
+from _peer_common import filesystem_of
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -229,24 +230,8 @@ def machine_info(tmp: Path) -> dict[str, Any]:
         "py-lmdb": lmdb.__version__,
         "trio": trio.__version__,
         "tmp_dir": str(tmp),
-        "filesystem": _filesystem_of(tmp),
+        "filesystem": filesystem_of(tmp),
     }
-
-
-def _filesystem_of(path: Path) -> str:
-    """``device on mountpoint (fstype)`` of the mount holding ``path``, from /proc/mounts."""
-    best = ("", "", "?")
-    try:
-        real = str(path.resolve())
-        with open("/proc/mounts") as f:
-            for line in f:
-                device, mount, fstype = line.split()[:3]
-                inside = real == mount or real.startswith(mount.rstrip("/") + "/")
-                if inside and len(mount) > len(best[1]):
-                    best = (device, mount, fstype)
-    except OSError:
-        return "unknown"
-    return f"{best[0]} on {best[1]} ({best[2]})"
 
 
 def _fmt(value: float) -> str:
@@ -274,33 +259,61 @@ def report(
         soft_wrap=True,
     )
     console.print(f"[bold]disk[/]: {info['tmp_dir']} on {info['filesystem']}", soft_wrap=True)
-    console.print(f"[bold]figures[/]: median of {figures[0].repeats if figures else 1} "
-                  "repetition(s); (min-max) is the spread", soft_wrap=True)
+    console.print(
+        f"[bold]figures[/]: median of {figures[0].repeats if figures else 1} "
+        "repetition(s); (min-max) is the spread",
+        soft_wrap=True,
+    )
 
-    table = Table(title="raw LMDB limit (one thread, fresh env, same filesystem)",
-                  header_style="bold")
-    for name in ("what", "sync", "puts/txn", "txns", "records/s", "(min-max)", "txns/s",
-                 "ms/txn"):
+    table = Table(
+        title="raw LMDB limit (one thread, fresh env, same filesystem)", header_style="bold"
+    )
+    for name in ("what", "sync", "puts/txn", "txns", "records/s", "(min-max)", "txns/s", "ms/txn"):
         table.add_column(name, justify="right" if name != "what" else "left")
     for limit in raw.values():
-        table.add_row(limit.name, str(limit.sync), str(limit.puts_per_txn), f"{limit.txns:,}",
-                      _fmt(limit.records_per_s),
-                      f"{_k(limit.records_per_s_min)}-{_k(limit.records_per_s_max)}",
-                      _fmt(limit.txns_per_s), f"{limit.ms_per_txn:.3f}")
+        table.add_row(
+            limit.name,
+            str(limit.sync),
+            str(limit.puts_per_txn),
+            f"{limit.txns:,}",
+            _fmt(limit.records_per_s),
+            f"{_k(limit.records_per_s_min)}-{_k(limit.records_per_s_max)}",
+            _fmt(limit.txns_per_s),
+            f"{limit.ms_per_txn:.3f}",
+        )
     console.print(table)
 
     table = Table(title="perdure: trivial workflow runs (start -> completed)", header_style="bold")
-    columns = ("durability", "in flight", "runs", "seconds", "runs/s", "(min-max)", "events/s",
-               "records/s", "LMDB txns", "records/txn", "vs raw")
+    columns = (
+        "durability",
+        "in flight",
+        "runs",
+        "seconds",
+        "runs/s",
+        "(min-max)",
+        "events/s",
+        "records/s",
+        "LMDB txns",
+        "records/txn",
+        "vs raw",
+    )
     for name in columns:
         table.add_column(name, justify="left" if name == "durability" else "right")
     for fig in figures:
         ratio = f"{fig.ratio_to_raw:.2f}x" if fig.ratio_to_raw is not None else "-"
-        table.add_row(fig.durability, f"{fig.inflight:,}", f"{fig.runs:,}", f"{fig.seconds:.2f}",
-                      _fmt(fig.runs_per_s),
-                      f"{_k(fig.runs_per_s_min)}-{_k(fig.runs_per_s_max)}",
-                      _fmt(fig.events_per_s), _fmt(fig.records_per_s),
-                      f"{fig.txns:,}", f"{fig.records_per_txn:.1f}", ratio)
+        table.add_row(
+            fig.durability,
+            f"{fig.inflight:,}",
+            f"{fig.runs:,}",
+            f"{fig.seconds:.2f}",
+            _fmt(fig.runs_per_s),
+            f"{_k(fig.runs_per_s_min)}-{_k(fig.runs_per_s_max)}",
+            _fmt(fig.events_per_s),
+            _fmt(fig.records_per_s),
+            f"{fig.txns:,}",
+            f"{fig.records_per_txn:.1f}",
+            ratio,
+        )
     console.print(table)
     console.print(
         "vs raw = perdure's committed records/s over the raw group-commit records/s of the "
@@ -325,18 +338,22 @@ def check_targets(figures: list[PerdureFigure]) -> list[dict[str, Any]]:
             continue
         top = max(mine, key=lambda fig: fig.inflight)
         if mode == "sync":
-            out.append({
-                "target": f">= {TARGET_RUNS_PER_S:,.0f} flushed runs/s at 1000 in flight "
-                f"(measured at {top.inflight:,})",
-                "measured": f"{top.runs_per_s:,.0f} runs/s",
-                "met": top.inflight >= 1000 and top.runs_per_s >= TARGET_RUNS_PER_S,
-            })
+            out.append(
+                {
+                    "target": f">= {TARGET_RUNS_PER_S:,.0f} flushed runs/s at 1000 in flight "
+                    f"(measured at {top.inflight:,})",
+                    "measured": f"{top.runs_per_s:,.0f} runs/s",
+                    "met": top.inflight >= 1000 and top.runs_per_s >= TARGET_RUNS_PER_S,
+                }
+            )
         ratio = top.ratio_to_raw or 0.0
-        out.append({
-            "target": f"{mode}: records/s >= {TARGET_RATIO}x raw (at {top.inflight:,} in flight)",
-            "measured": f"{ratio:.2f}x",
-            "met": ratio >= TARGET_RATIO,
-        })
+        out.append(
+            {
+                "target": f"{mode}: records/s >= {TARGET_RATIO}x raw (at {top.inflight:,} in flight)",
+                "measured": f"{ratio:.2f}x",
+                "met": ratio >= TARGET_RATIO,
+            }
+        )
     return out
 
 
@@ -348,25 +365,44 @@ def main(argv: list[str] | None = None) -> int:
         prog="bench/throughput.py",
         description="perdure throughput of trivial runs vs. the raw LMDB group-commit limit",
     )
-    parser.add_argument("--quick", action="store_true",
-                        help="tiny version (a few seconds), for tests and smoke checks")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="tiny version (a few seconds), for tests and smoke checks",
+    )
     parser.add_argument("--json", metavar="OUT", help="also write every figure to this file")
-    parser.add_argument("--inflight", default=None, metavar="N,N,...",
-                        help="runs in flight to measure (default 1,10,100,1000; quick 1,10,100)")
-    parser.add_argument("--durability", default="sync,process", metavar="D,D",
-                        help="durability modes to measure (default sync,process)")
-    parser.add_argument("--repeat", type=int, default=None, metavar="N",
-                        help="repetitions of every measurement; the median is reported "
-                        "(default 3; quick 1)")
-    parser.add_argument("--tmp", metavar="DIR",
-                        help="where to create scratch stores (default: bench/ in the repo; "
-                        "keep it on the repo's filesystem, not /dev/shm)")
+    parser.add_argument(
+        "--inflight",
+        default=None,
+        metavar="N,N,...",
+        help="runs in flight to measure (default 1,10,100,1000; quick 1,10,100)",
+    )
+    parser.add_argument(
+        "--durability",
+        default="sync,process",
+        metavar="D,D",
+        help="durability modes to measure (default sync,process)",
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=None,
+        metavar="N",
+        help="repetitions of every measurement; the median is reported (default 3; quick 1)",
+    )
+    parser.add_argument(
+        "--tmp",
+        metavar="DIR",
+        help="where to create scratch stores (default: bench/ in the repo; "
+        "keep it on the repo's filesystem, not /dev/shm)",
+    )
     args = parser.parse_args(argv)
 
     quick = bool(args.quick)
     try:
-        inflights = [int(x) for x in
-                     (args.inflight or ("1,10,100" if quick else "1,10,100,1000")).split(",")]
+        inflights = [
+            int(x) for x in (args.inflight or ("1,10,100" if quick else "1,10,100,1000")).split(",")
+        ]
     except ValueError:
         parser.error(f"--inflight takes comma-separated integers (got {args.inflight!r})")
     if any(n < 1 for n in inflights):
@@ -400,8 +436,10 @@ def main(argv: list[str] | None = None) -> int:
         for mode in modes:
             ref = raw["group sync" if mode == "sync" else "group nosync"]
             for inflight in inflights:
-                runs = 30 * max(1, min(inflight, 4)) if quick else min(
-                    MAX_RUNS, max(500, 20 * inflight)
+                runs = (
+                    30 * max(1, min(inflight, 4))
+                    if quick
+                    else min(MAX_RUNS, max(500, 20 * inflight))
                 )
                 with console.status(f"perdure {mode}, {inflight} in flight, {runs:,} runs ..."):
                     fig = median_perdure(
@@ -414,8 +452,10 @@ def main(argv: list[str] | None = None) -> int:
             payload = {
                 "machine": info,
                 "quick": quick,
-                "targets": {"sync_runs_per_s_at_1000": TARGET_RUNS_PER_S,
-                            "records_ratio_to_raw": TARGET_RATIO},
+                "targets": {
+                    "sync_runs_per_s_at_1000": TARGET_RUNS_PER_S,
+                    "records_ratio_to_raw": TARGET_RATIO,
+                },
                 "raw": [asdict(fig) for fig in raw.values()],
                 "perdure": [asdict(fig) for fig in figures],
                 "target_checks": check_targets(figures),

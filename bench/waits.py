@@ -46,6 +46,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _peer_common import filesystem_of
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -65,15 +66,25 @@ SIZES: dict[str, dict[str, Any]] = {
         "resume": {"n": 1000, "warmup": 100, "passive_n": 300},
         "langgraph": {"n": 300, "warmup": 20},
         "live": {"n": TARGET_LIVE_N, "inflight": 500, "durability": "sync", "timeout": 1500},
-        "passive": {"n": TARGET_PASSIVE_N, "inflight": 500, "durability": "process",
-                    "budget": 480.0, "resume": 10},
+        "passive": {
+            "n": TARGET_PASSIVE_N,
+            "inflight": 500,
+            "durability": "process",
+            "budget": 480.0,
+            "resume": 10,
+        },
     },
     "quick": {
         "resume": {"n": 100, "warmup": 10, "passive_n": 20},
         "langgraph": {"n": 30, "warmup": 3},
         "live": {"n": 2_000, "inflight": 200, "durability": "sync", "timeout": 120},
-        "passive": {"n": 20_000, "inflight": 500, "durability": "process",
-                    "budget": 20.0, "resume": 3},
+        "passive": {
+            "n": 20_000,
+            "inflight": 500,
+            "durability": "process",
+            "budget": 20.0,
+            "resume": 3,
+        },
     },
 }
 SCENARIOS = ("resume", "langgraph", "live", "passive")
@@ -109,42 +120,67 @@ def run_child(script: str, args: list[str], out: Path, timeout: float) -> dict[s
 
 
 def scenario_resume(tmp: Path, spec: dict[str, Any]) -> dict[str, Any]:
-    return run_child("_waits_child.py", ["resume", "--dir", str(tmp / "resume"),
-                                         "--spec", json.dumps(spec)], tmp / "resume.json", 900)
+    return run_child(
+        "_waits_child.py",
+        ["resume", "--dir", str(tmp / "resume"), "--spec", json.dumps(spec)],
+        tmp / "resume.json",
+        900,
+    )
 
 
 def scenario_langgraph(tmp: Path, spec: dict[str, Any]) -> dict[str, Any]:
-    return run_child("_waits_langgraph.py", ["--dir", str(tmp / "langgraph"),
-                                             "--spec", json.dumps(spec)], tmp / "lg.json", 900)
+    return run_child(
+        "_waits_langgraph.py",
+        ["--dir", str(tmp / "langgraph"), "--spec", json.dumps(spec)],
+        tmp / "lg.json",
+        900,
+    )
 
 
 def scenario_live(tmp: Path, spec: dict[str, Any]) -> dict[str, Any]:
-    return run_child("_waits_child.py", ["live", "--dir", str(tmp / "live"),
-                                         "--spec", json.dumps(spec)], tmp / "live.json",
-                     float(spec["timeout"]) + 120)
+    return run_child(
+        "_waits_child.py",
+        ["live", "--dir", str(tmp / "live"), "--spec", json.dumps(spec)],
+        tmp / "live.json",
+        float(spec["timeout"]) + 120,
+    )
 
 
 def scenario_live_with_floor(tmp: Path, spec: dict[str, Any]) -> dict[str, Any]:
     out = scenario_live(tmp, spec)
-    out["bare"] = run_child("_waits_child.py", ["bare", "--dir", str(tmp / "bare"), "--spec",
-                                                json.dumps({"n": spec["n"]})],
-                            tmp / "bare.json", 600)
+    out["bare"] = run_child(
+        "_waits_child.py",
+        ["bare", "--dir", str(tmp / "bare"), "--spec", json.dumps({"n": spec["n"]})],
+        tmp / "bare.json",
+        600,
+    )
     return out
 
 
 def scenario_passive(tmp: Path, spec: dict[str, Any]) -> dict[str, Any]:
     path = tmp / "passive"
     create_spec = {k: spec[k] for k in ("n", "inflight", "durability", "budget")}
-    created = run_child("_waits_child.py", ["create", "--dir", str(path),
-                                            "--spec", json.dumps(create_spec)],
-                        tmp / "create.json", float(spec["budget"]) + 600)
+    created = run_child(
+        "_waits_child.py",
+        ["create", "--dir", str(path), "--spec", json.dumps(create_spec)],
+        tmp / "create.json",
+        float(spec["budget"]) + 600,
+    )
     if "error" in created:
         return {"create": created, "error": f"create: {created['error']}"}
     sample = created.pop("sample")
-    opened = run_child("_waits_child.py", ["open", "--dir", str(path), "--spec",
-                                           json.dumps({"sample": sample,
-                                                       "resume": spec["resume"]})],
-                       tmp / "open.json", 900)
+    opened = run_child(
+        "_waits_child.py",
+        [
+            "open",
+            "--dir",
+            str(path),
+            "--spec",
+            json.dumps({"sample": sample, "resume": spec["resume"]}),
+        ],
+        tmp / "open.json",
+        900,
+    )
     out: dict[str, Any] = {"create": created, "open": opened}
     if "error" in opened:
         out["error"] = f"open: {opened['error']}"
@@ -187,36 +223,25 @@ def machine_info(tmp: Path) -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "tmp_dir": str(tmp),
-        "filesystem": _filesystem_of(tmp),
+        "filesystem": filesystem_of(tmp),
         "load_at_start": loadavg(),
     }
     try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,
-                              capture_output=True, text=True, check=True).stdout.strip()
-        diff = subprocess.run(["git", "diff", "HEAD", "--", "perdure"], cwd=REPO,
-                              capture_output=True, check=True).stdout
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        diff = subprocess.run(
+            ["git", "diff", "HEAD", "--", "perdure"], cwd=REPO, capture_output=True, check=True
+        ).stdout
         info["git_head"] = head
-        info["perdure_uncommitted_diff"] = (
-            hashlib.sha256(diff).hexdigest()[:12] if diff else None
-        )
+        info["perdure_uncommitted_diff"] = hashlib.sha256(diff).hexdigest()[:12] if diff else None
     except (OSError, subprocess.CalledProcessError):
         info["git_head"] = None
     return info
-
-
-def _filesystem_of(path: Path) -> str:
-    best = ("", "", "?")
-    try:
-        real = str(path.resolve())
-        with open("/proc/mounts") as f:
-            for line in f:
-                device, mount, fstype = line.split()[:3]
-                inside = real == mount or real.startswith(mount.rstrip("/") + "/")
-                if inside and len(mount) > len(best[1]):
-                    best = (device, mount, fstype)
-    except OSError:
-        return "unknown"
-    return f"{best[0]} on {best[1]} ({best[2]})"
 
 
 # -- report ------------------------------------------------------------------------------------
@@ -240,11 +265,16 @@ def report(console: Console, info: dict[str, Any], res: dict[str, Any], quick: b
     tree = info.get("git_head") or "?"
     if info.get("perdure_uncommitted_diff"):
         tree += f" + uncommitted perdure/ changes (diff {info['perdure_uncommitted_diff']})"
-    console.print(f"[bold]machine[/]: {info['nproc']} CPUs ({info['cpu']}), Python "
-                  f"{info['python']}; disk {info['filesystem']}; load average at start "
-                  f"{info['load_at_start']:.2f}", soft_wrap=True)
-    console.print(f"[bold]tree[/]: {tree}{'   [bold yellow](--quick sizes)[/]' if quick else ''}",
-                  soft_wrap=True)
+    console.print(
+        f"[bold]machine[/]: {info['nproc']} CPUs ({info['cpu']}), Python "
+        f"{info['python']}; disk {info['filesystem']}; load average at start "
+        f"{info['load_at_start']:.2f}",
+        soft_wrap=True,
+    )
+    console.print(
+        f"[bold]tree[/]: {tree}{'   [bold yellow](--quick sizes)[/]' if quick else ''}",
+        soft_wrap=True,
+    )
 
     r = res.get("resume", {})
     lg = res.get("langgraph", {})
@@ -255,8 +285,15 @@ def report(console: Console, info: dict[str, Any], res: dict[str, Any], quick: b
     def row(label: str, s: dict[str, Any] | None, style: str | None = None) -> None:
         if not s:
             return
-        table.add_row(label, f"{s['n']:,}", _ms(s["p50_ms"]), _ms(s["p99_ms"]),
-                      _ms(s["mean_ms"]), _ms(s["max_ms"]), style=style)
+        table.add_row(
+            label,
+            f"{s['n']:,}",
+            _ms(s["p50_ms"]),
+            _ms(s["p99_ms"]),
+            _ms(s["mean_ms"]),
+            _ms(s["max_ms"]),
+            style=style,
+        )
 
     if "error" in r:
         table.add_row(f"perdure: FAILED ({r['error']})", "", "", "", "", "", style="red")
@@ -264,28 +301,40 @@ def report(console: Console, info: dict[str, Any], res: dict[str, Any], quick: b
         live = r.get("live", {})
         row("raw LMDB: one flushed put+commit (floor of one durable step)", r.get("raw_flush"))
         row("perdure: rt.resume() call (signal durably stored)", live.get("resume_call"))
-        row("perdure: signal -> body continues -> step committed (follower)",
-            live.get("step_committed"), "bold")
+        row(
+            "perdure: signal -> body continues -> step committed (follower)",
+            live.get("step_committed"),
+            "bold",
+        )
         row("perdure: signal -> body past the step (in-body clock)", live.get("body_past_step"))
         row("perdure: signal -> run completed (terminal event committed)", live.get("completed"))
         quiet = r.get("live_no_follower")
         if quiet:
-            row("perdure, no follower: signal -> body past the step (in-body clock)",
-                quiet.get("body_past_step"))
-            row("perdure, no follower: signal -> run completed (rt.wait returns)",
-                quiet.get("completed"))
+            row(
+                "perdure, no follower: signal -> body past the step (in-body clock)",
+                quiet.get("body_past_step"),
+            )
+            row(
+                "perdure, no follower: signal -> run completed (rt.wait returns)",
+                quiet.get("completed"),
+            )
         passive = r.get("passive")
         if passive:
-            row("perdure, passivated run: rt.resume() call (re-activation + replay)",
-                passive.get("resume_call"))
+            row(
+                "perdure, passivated run: rt.resume() call (re-activation + replay)",
+                passive.get("resume_call"),
+            )
             row("perdure, passivated run: signal -> step committed", passive.get("step_committed"))
             row("perdure, passivated run: signal -> run completed", passive.get("completed"))
     if "error" in lg:
         table.add_row(f"LangGraph: FAILED ({lg['error']})", "", "", "", "", "", style="red")
     else:
         row("LangGraph: invoke until interrupt()", lg.get("interrupt"))
-        row("LangGraph: Command(resume=...) invoke until done (round trip)", lg.get("resume"),
-            "bold")
+        row(
+            "LangGraph: Command(resume=...) invoke until done (round trip)",
+            lg.get("resume"),
+            "bold",
+        )
     if r or lg:
         console.print(table)
     ratio = res.get("ratios", {})
@@ -299,15 +348,31 @@ def report(console: Console, info: dict[str, Any], res: dict[str, Any], quick: b
             "next commit is 2 sequential flushes)",
             soft_wrap=True,
         )
-        console.print(f"LangGraph: {lg.get('config', '')}, langgraph {lg.get('version', '?')}, "
-                      f"checkpoint-sqlite {lg.get('checkpoint_sqlite', '?')}, sqlite "
-                      f"{lg.get('sqlite', '?')}", style="dim", soft_wrap=True)
+        console.print(
+            f"LangGraph: {lg.get('config', '')}, langgraph {lg.get('version', '?')}, "
+            f"checkpoint-sqlite {lg.get('checkpoint_sqlite', '?')}, sqlite "
+            f"{lg.get('sqlite', '?')}",
+            style="dim",
+            soft_wrap=True,
+        )
 
     lv = res.get("live", {})
     table = Table(title="2. concurrent waiting runs with live actors", header_style="bold")
-    cols = ("N", "durability", "start -> all waiting s", "runs/s", "RSS before MB",
-            "RSS after MB", "delta MB", "KB/run", "anon delta MB", "live actors",
-            "resume->done p50 ms (all parked)", "close s", "load")
+    cols = (
+        "N",
+        "durability",
+        "start -> all waiting s",
+        "runs/s",
+        "RSS before MB",
+        "RSS after MB",
+        "delta MB",
+        "KB/run",
+        "anon delta MB",
+        "live actors",
+        "resume->done p50 ms (all parked)",
+        "close s",
+        "load",
+    )
     for name in cols:
         table.add_column(name, justify="right")
     if "error" in lv:
@@ -315,20 +380,41 @@ def report(console: Console, info: dict[str, Any], res: dict[str, Any], quick: b
     elif lv:
         b, a = lv["rss_before"], lv["rss_after"]
         delta = a["VmRSS"] - b["VmRSS"]
-        table.add_row(f"{lv['n']:,}", lv["durability"], f"{lv['seconds_to_all_waiting']:.1f}",
-                      f"{lv['runs_per_s']:,.0f}", f"{b['VmRSS']:.0f}", f"{a['VmRSS']:.0f}",
-                      f"{delta:.0f}", f"{delta * 1024 / lv['n']:.1f}",
-                      f"{a['RssAnon'] - b['RssAnon']:.0f}", f"{lv['live_actors']:,}",
-                      _ms(lv["resume_to_completed_with_all_parked"]["p50_ms"]),
-                      f"{lv['close_seconds']:.1f}", _load(lv))
+        table.add_row(
+            f"{lv['n']:,}",
+            lv["durability"],
+            f"{lv['seconds_to_all_waiting']:.1f}",
+            f"{lv['runs_per_s']:,.0f}",
+            f"{b['VmRSS']:.0f}",
+            f"{a['VmRSS']:.0f}",
+            f"{delta:.0f}",
+            f"{delta * 1024 / lv['n']:.1f}",
+            f"{a['RssAnon'] - b['RssAnon']:.0f}",
+            f"{lv['live_actors']:,}",
+            _ms(lv["resume_to_completed_with_all_parked"]["p50_ms"]),
+            f"{lv['close_seconds']:.1f}",
+            _load(lv),
+        )
         bare = lv.get("bare", {})
         if bare and "error" not in bare:
             b, a = bare["rss_before"], bare["rss_after"]
             delta = a["VmRSS"] - b["VmRSS"]
-            table.add_row(f"{bare['n']:,}", "floor", f"{bare['seconds']:.1f}", "",
-                          f"{b['VmRSS']:.0f}", f"{a['VmRSS']:.0f}", f"{delta:.0f}",
-                          f"{delta * 1024 / bare['n']:.1f}", f"{a['RssAnon'] - b['RssAnon']:.0f}",
-                          "", "", "", _load(bare), style="dim")
+            table.add_row(
+                f"{bare['n']:,}",
+                "floor",
+                f"{bare['seconds']:.1f}",
+                "",
+                f"{b['VmRSS']:.0f}",
+                f"{a['VmRSS']:.0f}",
+                f"{delta:.0f}",
+                f"{delta * 1024 / bare['n']:.1f}",
+                f"{a['RssAnon'] - b['RssAnon']:.0f}",
+                "",
+                "",
+                "",
+                _load(bare),
+                style="dim",
+            )
     if lv:
         console.print(table)
     if lv and "error" not in lv and "gc_objects" in lv:
@@ -341,16 +427,34 @@ def report(console: Console, info: dict[str, Any], res: dict[str, Any], quick: b
             soft_wrap=True,
         )
     if lv and "error" not in lv:
-        console.print("floor row: bare trio tasks, each parked on its own trio.Event, in a "
-                      "fresh process (what a parked coroutine costs before any runtime state).",
-                      style="dim", soft_wrap=True)
+        console.print(
+            "floor row: bare trio tasks, each parked on its own trio.Event, in a "
+            "fresh process (what a parked coroutine costs before any runtime state).",
+            style="dim",
+            soft_wrap=True,
+        )
 
     ps = res.get("passive", {})
-    table = Table(title="3. passivated waiting runs: create, then open in a fresh process",
-                  header_style="bold")
-    cols = ("N", "create s", "runs/s", "data MB", "open s", "RSS before MB",
-            "RSS after open MB", "anon / file MB", "peak MB", "recovered waiting",
-            "live actors", "resumed ok", "resume p50 ms", "load")
+    table = Table(
+        title="3. passivated waiting runs: create, then open in a fresh process",
+        header_style="bold",
+    )
+    cols = (
+        "N",
+        "create s",
+        "runs/s",
+        "data MB",
+        "open s",
+        "RSS before MB",
+        "RSS after open MB",
+        "anon / file MB",
+        "peak MB",
+        "recovered waiting",
+        "live actors",
+        "resumed ok",
+        "resume p50 ms",
+        "load",
+    )
     for name in cols:
         table.add_column(name, justify="right")
     if "error" in ps:
@@ -359,34 +463,56 @@ def report(console: Console, info: dict[str, Any], res: dict[str, Any], quick: b
         c, o = ps["create"], ps["open"]
         a = o["rss_after_open"]
         table.add_row(
-            f"{ps['n']:,}", f"{c['seconds']:.1f}", f"{c['runs_per_s']:,.0f}",
-            f"{c['data_mb']:,.0f}", f"{o['open_seconds']:.2f}", f"{o['rss_before']['VmRSS']:.0f}",
-            f"{a['VmRSS']:.0f}", f"{a['RssAnon']:.0f} / {a['RssFile']:.0f}",
-            f"{o['max_rss_mb']:.0f}", f"{o['recovered'].get('waiting', 0):,}",
-            f"{o['live_actors_after_open']:,}", f"{o['resumed_ok']}/{o['resumed']}",
-            _ms(o["resume_to_completed"]["p50_ms"]), _load(o),
+            f"{ps['n']:,}",
+            f"{c['seconds']:.1f}",
+            f"{c['runs_per_s']:,.0f}",
+            f"{c['data_mb']:,.0f}",
+            f"{o['open_seconds']:.2f}",
+            f"{o['rss_before']['VmRSS']:.0f}",
+            f"{a['VmRSS']:.0f}",
+            f"{a['RssAnon']:.0f} / {a['RssFile']:.0f}",
+            f"{o['max_rss_mb']:.0f}",
+            f"{o['recovered'].get('waiting', 0):,}",
+            f"{o['live_actors_after_open']:,}",
+            f"{o['resumed_ok']}/{o['resumed']}",
+            _ms(o["resume_to_completed"]["p50_ms"]),
+            _load(o),
         )
         if ps["extrapolated"]:
             t = ps["at_target"]
             table.add_row(
                 Text(f"{ps['target_n']:,} (extrap.)", style="yellow"),
-                f"~{t['create_seconds']:.0f}", "", f"~{t['data_mb']:,.0f}",
-                f"~{t['open_seconds']:.1f}", "", f"~{t['rss_mb']:.0f}",
-                f"~{t['rss_anon_mb']:.0f} / {t['rss_file_mb']:.0f}", f"~{t['peak_mb']:.0f}",
-                "", "", "", "", "", style="yellow",
+                f"~{t['create_seconds']:.0f}",
+                "",
+                f"~{t['data_mb']:,.0f}",
+                f"~{t['open_seconds']:.1f}",
+                "",
+                f"~{t['rss_mb']:.0f}",
+                f"~{t['rss_anon_mb']:.0f} / {t['rss_file_mb']:.0f}",
+                f"~{t['peak_mb']:.0f}",
+                "",
+                "",
+                "",
+                "",
+                "",
+                style="yellow",
             )
     if ps:
         console.print(table)
     if ps and "error" not in ps:
         c = ps["create"]
-        note = (f"created with durability {c['durability']}, passivate_after=0, "
-                f"{c['inflight']} starters in flight, budget {c['budget_s']:.0f} s"
-                f"{' (hit: creation stopped early)' if c['budget_hit'] else ''}; opened with "
-                f"durability sync. RSS after open is after gc.collect(); 'file' is LMDB's "
-                f"mmap pages touched (shared, reclaimable page cache).")
+        note = (
+            f"created with durability {c['durability']}, passivate_after=0, "
+            f"{c['inflight']} starters in flight, budget {c['budget_s']:.0f} s"
+            f"{' (hit: creation stopped early)' if c['budget_hit'] else ''}; opened with "
+            f"durability sync. RSS after open is after gc.collect(); 'file' is LMDB's "
+            f"mmap pages touched (shared, reclaimable page cache)."
+        )
         if ps["extrapolated"]:
-            note += (f" Yellow row: linear extrapolation from N={ps['n']:,} to "
-                     f"{ps['target_n']:,} (open cost and RSS growth per run held constant).")
+            note += (
+                f" Yellow row: linear extrapolation from N={ps['n']:,} to "
+                f"{ps['target_n']:,} (open cost and RSS growth per run held constant)."
+            )
         console.print(note, style="dim", soft_wrap=True)
 
     targets = Table(title="targets", header_style="bold")
@@ -403,49 +529,63 @@ def check_targets(res: dict[str, Any]) -> list[dict[str, Any]]:
     quiet = res.get("resume", {}).get("live_no_follower")
     if live:
         p50 = live["step_committed"]["p50_ms"]
-        out.append({
-            "target": f"resume p50 <= {TARGET_RESUME_P50_MS:g} ms flushed "
-                      "(signal -> body continues -> next commit)",
-            "measured": f"{p50:.3f} ms (resume() call alone {live['resume_call']['p50_ms']:.3f}"
-                        + (f"; no follower, in-body {quiet['body_past_step']['p50_ms']:.3f})"
-                           if quiet else ")"),
-            "met": p50 <= TARGET_RESUME_P50_MS,
-        })
+        out.append(
+            {
+                "target": f"resume p50 <= {TARGET_RESUME_P50_MS:g} ms flushed "
+                "(signal -> body continues -> next commit)",
+                "measured": f"{p50:.3f} ms (resume() call alone {live['resume_call']['p50_ms']:.3f}"
+                + (
+                    f"; no follower, in-body {quiet['body_past_step']['p50_ms']:.3f})"
+                    if quiet
+                    else ")"
+                ),
+                "met": p50 <= TARGET_RESUME_P50_MS,
+            }
+        )
     lv = res.get("live", {})
     if lv and "error" not in lv:
         delta = lv["rss_after"]["VmRSS"] - lv["rss_before"]["VmRSS"]
         n = lv["n"]
         at = delta * TARGET_LIVE_N / n
-        label = f"{delta:.0f} MB" if n == TARGET_LIVE_N else (
-            f"~{at:.0f} MB (extrapolated from {n:,})")
-        out.append({
-            "target": f"{TARGET_LIVE_N:,} waiting runs (live actors) <= "
-                      f"{TARGET_LIVE_MB:.0f} MB RSS",
-            "measured": label,
-            "met": at <= TARGET_LIVE_MB,
-        })
+        label = (
+            f"{delta:.0f} MB" if n == TARGET_LIVE_N else (f"~{at:.0f} MB (extrapolated from {n:,})")
+        )
+        out.append(
+            {
+                "target": f"{TARGET_LIVE_N:,} waiting runs (live actors) <= "
+                f"{TARGET_LIVE_MB:.0f} MB RSS",
+                "measured": label,
+                "met": at <= TARGET_LIVE_MB,
+            }
+        )
     ps = res.get("passive", {})
     if ps and "error" not in ps:
         t = ps["at_target"]
         tag = f" (extrapolated from {ps['n']:,})" if ps["extrapolated"] else ""
-        out.append({
-            "target": f"{TARGET_PASSIVE_N:,} passivated waiting runs <= {TARGET_PASSIVE_MB:.0f} MB "
-                      "RSS after open",
-            "measured": f"{'~' if ps['extrapolated'] else ''}{t['rss_mb']:.0f} MB{tag}",
-            "met": t["rss_mb"] <= TARGET_PASSIVE_MB,
-        })
-        out.append({
-            "target": f"open with {TARGET_PASSIVE_N:,} passivated waiting runs <= "
-                      f"{TARGET_OPEN_S:g} s",
-            "measured": f"{'~' if ps['extrapolated'] else ''}{t['open_seconds']:.2f} s{tag}",
-            "met": t["open_seconds"] <= TARGET_OPEN_S,
-        })
+        out.append(
+            {
+                "target": f"{TARGET_PASSIVE_N:,} passivated waiting runs <= {TARGET_PASSIVE_MB:.0f} MB "
+                "RSS after open",
+                "measured": f"{'~' if ps['extrapolated'] else ''}{t['rss_mb']:.0f} MB{tag}",
+                "met": t["rss_mb"] <= TARGET_PASSIVE_MB,
+            }
+        )
+        out.append(
+            {
+                "target": f"open with {TARGET_PASSIVE_N:,} passivated waiting runs <= "
+                f"{TARGET_OPEN_S:g} s",
+                "measured": f"{'~' if ps['extrapolated'] else ''}{t['open_seconds']:.2f} s{tag}",
+                "met": t["open_seconds"] <= TARGET_OPEN_S,
+            }
+        )
         o = ps["open"]
-        out.append({
-            "target": "sampled passivated runs resume and complete after the open",
-            "measured": f"{o['resumed_ok']}/{o['resumed']}",
-            "met": o["resumed_ok"] == o["resumed"] and o["resumed"] > 0,
-        })
+        out.append(
+            {
+                "target": "sampled passivated runs resume and complete after the open",
+                "measured": f"{o['resumed_ok']}/{o['resumed']}",
+                "met": o["resumed_ok"] == o["resumed"] and o["resumed"] > 0,
+            }
+        )
     return out
 
 
@@ -457,23 +597,40 @@ def main(argv: list[str] | None = None) -> int:
         prog="bench/waits.py",
         description="perdure waiting runs: resume latency, RSS of parked runs, 1M passivated runs",
     )
-    parser.add_argument("--quick", action="store_true",
-                        help="smoke sizes (2k live, 20k passivated; well under a minute)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke sizes (2k live, 20k passivated; well under a minute)",
+    )
     parser.add_argument("--json", metavar="OUT", help="also write every figure to this file")
-    parser.add_argument("--only", default=",".join(SCENARIOS), metavar="S,S",
-                        help=f"scenarios to run (default all: {','.join(SCENARIOS)})")
+    parser.add_argument(
+        "--only",
+        default=",".join(SCENARIOS),
+        metavar="S,S",
+        help=f"scenarios to run (default all: {','.join(SCENARIOS)})",
+    )
     parser.add_argument("--live-n", type=int, metavar="N", help="runs of scenario 2")
-    parser.add_argument("--live-durability", choices=("sync", "process"),
-                        help="durability of scenario 2's setup (default sync)")
-    parser.add_argument("--passive-n", type=int, metavar="N",
-                        help="target runs of scenario 3 (default 1,000,000)")
-    parser.add_argument("--create-budget", type=float, metavar="S",
-                        help="seconds allowed for creating scenario 3's runs (default 480; "
-                        "quick 20); creation stops there and figures are extrapolated")
-    parser.add_argument("--samples", type=int, metavar="N",
-                        help="resume-latency samples (default 1000; quick 100)")
-    parser.add_argument("--tmp", metavar="DIR",
-                        help="where scratch data goes (default .scratch/ in the repository)")
+    parser.add_argument(
+        "--live-durability",
+        choices=("sync", "process"),
+        help="durability of scenario 2's setup (default sync)",
+    )
+    parser.add_argument(
+        "--passive-n", type=int, metavar="N", help="target runs of scenario 3 (default 1,000,000)"
+    )
+    parser.add_argument(
+        "--create-budget",
+        type=float,
+        metavar="S",
+        help="seconds allowed for creating scenario 3's runs (default 480; "
+        "quick 20); creation stops there and figures are extrapolated",
+    )
+    parser.add_argument(
+        "--samples", type=int, metavar="N", help="resume-latency samples (default 1000; quick 100)"
+    )
+    parser.add_argument(
+        "--tmp", metavar="DIR", help="where scratch data goes (default .scratch/ in the repository)"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the scratch data")
     args = parser.parse_args(argv)
 
@@ -522,17 +679,19 @@ def main(argv: list[str] | None = None) -> int:
         r, lg = results.get("resume", {}), results.get("langgraph", {})
         if r.get("live") and lg.get("resume"):
             results["ratios"] = {
-                "langgraph_over_perdure_completed":
-                    lg["resume"]["p50_ms"] / r["live"]["completed"]["p50_ms"],
-                "langgraph_over_perdure_step":
-                    lg["resume"]["p50_ms"] / r["live"]["step_committed"]["p50_ms"],
-                "perdure_step_over_raw_flush":
-                    r["live"]["step_committed"]["p50_ms"] / r["raw_flush"]["p50_ms"],
+                "langgraph_over_perdure_completed": lg["resume"]["p50_ms"]
+                / r["live"]["completed"]["p50_ms"],
+                "langgraph_over_perdure_step": lg["resume"]["p50_ms"]
+                / r["live"]["step_committed"]["p50_ms"],
+                "perdure_step_over_raw_flush": r["live"]["step_committed"]["p50_ms"]
+                / r["raw_flush"]["p50_ms"],
             }
         info["load_at_end"] = loadavg()
         report(console, info, results, quick)
-        console.print(f"total {results['seconds']:.0f} s; load average at end "
-                      f"{info['load_at_end']:.2f}", style="dim")
+        console.print(
+            f"total {results['seconds']:.0f} s; load average at end {info['load_at_end']:.2f}",
+            style="dim",
+        )
         if args.json:
             payload = {
                 "machine": info,
