@@ -39,13 +39,16 @@ from typing import Any
 
 import lmdb
 import trio
-from _peer_common import filesystem_of
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 import perdure
 from perdure._demo import DriveResult, drive
+
+# The bench helpers sit beside this file; the CLI (`perdure bench`) imports it by path.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _peer_common import filesystem_of
 
 REPO = Path(__file__).resolve().parent.parent
 TARGET_RUNS_PER_S = 5000.0

@@ -129,4 +129,5 @@ for (const events of logs) {
   if (!result.ok) failed = true;
   report(result);
 }
-process.exit(failed ? 1 : 0);
+// Not process.exit(): on a pipe, stdout writes still queued would be lost.
+process.exitCode = failed ? 1 : 0;
