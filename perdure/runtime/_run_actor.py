@@ -247,7 +247,7 @@ class RunActor(Actor[RunMessage]):
         if queued is not None:
             queued()
         await writer.wait(pending)
-        self.rt.hub.notify(run_id)
+        self.rt.hub.notify(run_id, rec if rec.terminal else None)
 
     # -- journal cursor (replay) --------------------------------------------------------------
 

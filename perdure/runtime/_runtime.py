@@ -664,7 +664,7 @@ class Runtime:
         self._require_open()
         validate_identifier(run_id, "run_id")
         while True:
-            changed = self.hub.watch(run_id)
+            end = self.hub.watch_end(run_id)
             actor = self.supervisor.get(run_id)
             # The staged record runs ahead of the stored one: if it is not terminal,
             # the stored one is not either, and the final commit will notify us.
@@ -672,8 +672,10 @@ class Runtime:
                 rec = self.get(run_id)
                 if rec.terminal:
                     return rec
-            await changed.wait()
-            if not self._opened:
+            await end.event.wait()
+            if end.rec is not None:
+                return end.rec
+            if not self._opened or self._closing:
                 raise PerdureError("the runtime closed while waiting")
 
     # -- signals ------------------------------------------------------------------------------
