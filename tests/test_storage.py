@@ -101,7 +101,7 @@ async def test_schema_stamp_written_once(data_dir: Path) -> None:
         with rt.store.read() as txn:
             raw = txn.get(b"schema", db=rt.store.dbs["meta"])
     info = msgspec.msgpack.decode(raw, type=SchemaInfo)
-    assert info.format == "perdure" and info.version == SCHEMA_VERSION == 1
+    assert info.format == "perdure" and info.version == SCHEMA_VERSION == 2
     async with perdure.Runtime(data_dir) as rt:
         with rt.store.read() as txn:
             assert txn.get(b"schema", db=rt.store.dbs["meta"]) == raw  # not re-stamped
@@ -244,6 +244,10 @@ FOREIGN: dict[str, tuple[Any, type[perdure.StorageError]]] = {
     "garbage-stamp": (
         lambda p: _perdure_store_with_schema(p, b"\xc1garbage"),
         perdure.ForeignDirectory,
+    ),
+    "pre-release-schema": (
+        lambda p: _perdure_store_with_schema(p, _stamp("perdure", 1)),
+        perdure.StorageError,
     ),
     "schema-too-new": (
         lambda p: _perdure_store_with_schema(p, _stamp("perdure", 99)),
@@ -406,3 +410,40 @@ async def test_sync_commit_is_durable_before_start_returns(make_rt: Any, data_di
         t0 = time.perf_counter()
         await rt.cancel(run.id)
         assert time.perf_counter() - t0 < 5
+
+
+# -- event chunks: one record per commit -------------------------------------------------
+
+
+def test_events_read_from_any_position_across_commit_chunks(tmp_path: Path) -> None:
+    """A commit stores its events as one chunk; reads from any id, with any limit,
+    see exactly the flat log (a reconnect may resume in the middle of a chunk)."""
+    from perdure.storage import event_op
+
+    store = Store(tmp_path / "data")
+    try:
+        sizes = [1, 3, 1, 2, 5]
+        flat: list[tuple[int, bytes]] = []
+        ops = []
+        last = 0
+        for size in sizes:
+            chunk = [{"type": "CUSTOM", "name": "e", "value": last + i + 1} for i in range(size)]
+            last += size
+            ops.append(event_op(store.dbs, "run-a", last, msgspec.msgpack.encode(chunk)))
+            flat.extend(
+                (last - size + i + 1, msgspec.msgpack.encode(item)) for i, item in enumerate(chunk)
+            )
+        # another run's chunks around it must never leak in
+        ops.append(event_op(store.dbs, "run-", 1, msgspec.msgpack.encode([{"x": 1}])))
+        ops.append(event_op(store.dbs, "run-b", 1, msgspec.msgpack.encode([{"x": 2}])))
+        with store.env.begin(write=True) as txn:
+            for db, key, value in ops:
+                txn.put(key, value, db=db)
+        assert store.events("run-a") == flat
+        for after in range(last + 2):
+            for limit in (1, 2, 3, 100):
+                expected = [pair for pair in flat if pair[0] > after][:limit]
+                assert store.events("run-a", after, limit) == expected, (after, limit)
+        assert store.get_run("run-a") is None
+    finally:
+        store.close()

@@ -17,7 +17,7 @@ decoder); ``event_to_json``/``event_from_json`` are the wire codec (SSE ``data:`
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Annotated, Any, Final, Literal, TypeVar, get_args
 
 import msgspec
@@ -75,6 +75,7 @@ __all__ = [
     "ToolCallStartEvent",
     "decode_event",
     "encode_event",
+    "encode_events",
     "encoded_size_ok",
     "event_from_json",
     "event_to_json",
@@ -582,6 +583,11 @@ _JSON_DECODER: Final[msgspec.json.Decoder[Event]] = msgspec.json.Decoder(Event)
 def encode_event(ev: Event) -> bytes:
     """Encode an event as msgpack (the storage format; same field names as the wire)."""
     return _MSGPACK_ENCODER.encode(ev)
+
+
+def encode_events(events: Sequence[Event]) -> bytes:
+    """Encode one commit's events as a msgpack array (the stored chunk)."""
+    return _MSGPACK_ENCODER.encode(events)
 
 
 def decode_event(data: bytes | bytearray | memoryview) -> Event:

@@ -52,7 +52,7 @@ from ._agui import (
     RunFinishedEvent,
     RunStartedEvent,
     decode_event,
-    encode_event,
+    encode_events,
 )
 from ._context import make_context
 from ._definitions import to_plain
@@ -221,12 +221,16 @@ class RunActor(Actor[RunMessage]):
             self.pending_ops = []
         event_id = old.last_event_id
         now_ms = int(self.rt.now() * 1000)
-        for event in events:
-            event_id += 1
-            if event.timestamp is None:
-                event = msgspec.structs.replace(event, timestamp=now_ms)
-            self.open.observe(event)
-            ops.append(event_op(dbs, run_id, event_id, encode_event(event)))
+        if events:
+            stamped: list[Event] = []
+            observe = self.open.observe
+            for event in events:
+                if event.timestamp is None:
+                    event = msgspec.structs.replace(event, timestamp=now_ms)
+                observe(event)
+                stamped.append(event)
+            event_id += len(stamped)
+            ops.append(event_op(dbs, run_id, event_id, encode_events(stamped)))
         position = base.journal_len
         for entry in journal:
             ops.append(journal_op(dbs, run_id, position, _encode_journal(entry)))

@@ -57,7 +57,7 @@ from ._agui import (
     RunFinishedInterruptOutcome,
     RunStartedEvent,
     decode_event,
-    encode_event,
+    encode_events,
 )
 from ._definitions import (
     Body,
@@ -558,7 +558,7 @@ class Runtime:
                 parent_run_id=rec.parent_id,
                 timestamp=int(now * 1000),
             )
-            ops.append(event_op(dbs, rid, 1, encode_event(started)))
+            ops.append(event_op(dbs, rid, 1, encode_events([started])))
             if definition.timeout is not None:
                 key = keys.timer_key(int((now + definition.timeout) * 1000), rid, "deadline")
                 self.timers.arm(now + definition.timeout, rid, key)

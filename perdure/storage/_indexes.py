@@ -61,8 +61,9 @@ def record_ops(dbs: dict[str, Any], old: RunRecord | None, new: RunRecord) -> li
     return ops
 
 
-def event_op(dbs: dict[str, Any], run_id: str, event_id: int, encoded: bytes) -> Op:
-    return (dbs["events"], event_key(run_id, event_id), encoded)
+def event_op(dbs: dict[str, Any], run_id: str, last_id: int, chunk: bytes) -> Op:
+    """Store one commit's events: ``chunk`` is a msgpack array ending at ``last_id``."""
+    return (dbs["events"], event_key(run_id, last_id), chunk)
 
 
 def journal_op(dbs: dict[str, Any], run_id: str, position: int, encoded: bytes) -> Op:

@@ -9,7 +9,9 @@ Databases:
 
 - ``meta``: ``schema`` -> SchemaInfo
 - ``runs``: run id -> RunRecord
-- ``events``: run id, NUL, u64 event id -> encoded AG-UI event
+- ``events``: run id, NUL, u64 id of the chunk's last event -> one commit's events,
+  a msgpack array of AG-UI events with consecutive ids (one record per commit, not
+  per event: a 3-step run writes 5 event records instead of 8)
 - ``journal``: run id, NUL, u32 position -> JournalEntry
 - ``index``: one-letter family, value, NUL, u64 creation seq -> run id
 - ``idem``: owner key, NUL, idempotency key -> run id

@@ -32,7 +32,7 @@ __all__ = [
     "owner_key",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 """Version of the key layout and record shapes; a newer one on disk is refused."""
 
 Status = Literal["pending", "running", "waiting", "completed", "failed", "cancelled"]

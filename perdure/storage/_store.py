@@ -54,6 +54,7 @@ _FORMAT = "perdure"
 _run_decoder = msgspec.msgpack.Decoder(RunRecord)
 _journal_decoder = msgspec.msgpack.Decoder(JournalEntry)
 _schema_decoder = msgspec.msgpack.Decoder(SchemaInfo)
+_chunk_decoder = msgspec.msgpack.Decoder(list[msgspec.Raw])
 
 
 def _last_suffix(cursor: lmdb.Cursor, prefix: bytes) -> int | None:
@@ -201,6 +202,16 @@ class Store:
                 version=info.version,
                 supported=SCHEMA_VERSION,
             )
+        if info.version < SCHEMA_VERSION:
+            # Version 1 stored one record per event; it only ever existed before the
+            # first release, so there is no migration for it.
+            raise StorageError(
+                f"{self.path} was written by pre-release schema version {info.version}; "
+                f"this perdure reads version {SCHEMA_VERSION}. Recreate the store.",
+                path=str(self.path),
+                version=info.version,
+                supported=SCHEMA_VERSION,
+            )
 
     def _open_env(self, map_size: int) -> lmdb.Environment:
         try:
@@ -311,14 +322,20 @@ class Store:
         out: list[tuple[int, bytes]] = []
         with self.read() as txn:
             cur = txn.cursor(db=self.dbs["events"])
+            # The first chunk whose last id is past ``after`` holds event ``after + 1``.
             if not cur.set_range(prefix + (after + 1).to_bytes(8, "big")):
                 return out
             for raw_key, value in cur:
                 key = bytes(raw_key)
                 if not key.startswith(prefix) or len(out) >= limit:
                     break
-                out.append((int.from_bytes(key[len(prefix) :], "big"), bytes(value)))
-        return out
+                chunk = _chunk_decoder.decode(value)
+                event_id = int.from_bytes(key[len(prefix) :], "big") - len(chunk)
+                for raw in chunk:
+                    event_id += 1
+                    if event_id > after:
+                        out.append((event_id, bytes(raw)))
+        return out[:limit]
 
     def journal(self, run_id: str) -> list[JournalEntry]:
         """Every recorded journal entry of a run, in position order."""
