@@ -321,7 +321,7 @@ def report(
     console.print(
         "vs raw = perdure's committed records/s over the raw group-commit records/s of the "
         "same durability (sync: 'group sync', process: 'group nosync'). A trivial run commits "
-        "2 batches: 2 events, 11 records.",
+        "2 batches: 2 events, 9 records.",
         style="dim",
     )
     targets = Table(title="targets", header_style="bold")

@@ -725,7 +725,7 @@ def test_bench_quick(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
         (d, n) for d in ("sync", "process") for n in (1, 10, 100)
     }
     for fig in data["perdure"]:
-        assert fig["runs_per_s"] > 0 and fig["records"] >= 11 * fig["runs"]
+        assert fig["runs_per_s"] > 0 and fig["records"] >= 9 * fig["runs"]
         assert fig["ratio_to_raw"] > 0
     assert [p.name for p in tmp_path.iterdir()] == ["bench.json"]  # scratch stores removed
 

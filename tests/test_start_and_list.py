@@ -212,8 +212,12 @@ async def _landscape(rt: perdure.Runtime) -> dict[str, perdure.RunRecord]:
 
 
 def _names(page: perdure.Page, runs: dict[str, perdure.RunRecord]) -> list[str]:
+    return _names_of(page.runs, runs)
+
+
+def _names_of(recs: list[perdure.RunRecord], runs: dict[str, perdure.RunRecord]) -> list[str]:
     by_id = {rec.id: name for name, rec in runs.items()}
-    return [by_id[rec.id] for rec in page.runs]
+    return [by_id[rec.id] for rec in recs]
 
 
 async def test_list_filters(make_rt: Any) -> None:
@@ -263,6 +267,12 @@ async def test_list_filters(make_rt: Any) -> None:
         assert names(parent_id=runs["w1"].id) == []
         assert names(root_id=root.id) == ["root", "kid1", "kid2", "grandkid"]
         assert names(root_id=runs["w1"].id) == ["w1"]
+        for limit in (1, 2, 3):  # the root (no index entry of its own) pages like the rest
+            pages = _walk(rt, limit, root_id=root.id)
+            assert [_names_of(p, runs) for p in pages] == [
+                ["root", "kid1", "kid2", "grandkid"][i : i + limit] for i in range(0, 4, limit)
+            ], limit
+        assert names(root_id=kid2.id) == []  # kid2 is not a root
         # combined filters: every one of them applies
         assert names(owner=P1, status="running") == ["root", "kid2", "r1"]
         assert names(owner=P1, kind="job", status="completed") == ["j1", "kid1"]

@@ -88,6 +88,11 @@ async def test_new_runs_after_reopen_list_after_old_ones(make_rt: Any) -> None:
     rt = make_rt()
     async with rt:
         old = [(await rt.start("task:job", {"i": i}, owner=P)).run for i in range(3)]
+        for rec in old:
+            await rt.wait(rec.id)
+        # the newest run sits alone in another status family: the next seq still tops it
+        old.append((await rt.start("task:fail", {}, owner=P)).run)
+        assert (await rt.wait(old[-1].id)).status == "failed"
     rt2 = make_rt()
     async with rt2:
         new = (await rt2.start("task:job", {"i": 3}, owner=P)).run

@@ -1,8 +1,12 @@
 """Write operations that keep a run record and its secondary indexes in step.
 
 Every index entry is ``family + value + NUL + seq -> run id``; a status change
-moves one entry, a new run adds one per family. Building the operations here
-keeps the key layout in one layer: the runtime hands over records, not keys.
+moves one entry. A new run adds a status, an owner and a kind entry, plus parent and
+root entries if it is a child. "All runs" is the merge of the status families and a
+root's own run is the root id itself, so neither needs an entry of its own: records
+per run are what bound the writer, and a top-level run writes three index entries.
+Building the operations here keeps the key layout in one layer: the runtime hands
+over records, not keys.
 """
 
 from __future__ import annotations
@@ -12,7 +16,6 @@ from typing import Any
 import msgspec
 
 from ._keys import (
-    IDX_ALL,
     IDX_CANCELLING,
     IDX_KIND,
     IDX_OWNER,
@@ -39,13 +42,12 @@ def record_ops(dbs: dict[str, Any], old: RunRecord | None, new: RunRecord) -> li
     run_id = new.id.encode()
     if old is None:
         seq = new.seq
-        ops.append((index, index_key(IDX_ALL, "", seq), run_id))
         ops.append((index, index_key(IDX_STATUS, new.status, seq), run_id))
         ops.append((index, index_key(IDX_OWNER, owner_key(new.owner), seq), run_id))
         ops.append((index, index_key(IDX_KIND, new.kind, seq), run_id))
-        ops.append((index, index_key(IDX_ROOT, new.root_id, seq), run_id))
         if new.parent_id is not None:
             ops.append((index, index_key(IDX_PARENT, new.parent_id, seq), run_id))
+            ops.append((index, index_key(IDX_ROOT, new.root_id, seq), run_id))
         if new.idempotency_key is not None:
             ops.append((dbs["idem"], idem_key(owner_key(new.owner), new.idempotency_key), run_id))
     elif old.status != new.status:

@@ -13,7 +13,8 @@ Databases:
   a msgpack array of AG-UI events with consecutive ids (one record per commit, not
   per event: a 3-step run writes 5 event records instead of 8)
 - ``journal``: run id, NUL, u32 position -> JournalEntry
-- ``index``: one-letter family, value, NUL, u64 creation seq -> run id
+- ``index``: one-letter family, value, NUL, u64 creation seq -> run id (status, owner
+  and kind for every run; parent and root for child runs only)
 - ``idem``: owner key, NUL, idempotency key -> run id
 - ``timers``: u64 due time (ms), run id, NUL, name -> b""
 - ``waiting``: u64 creation seq -> run id, for every run in ``waiting`` (its entry count
@@ -26,13 +27,13 @@ import struct
 
 __all__ = [
     "DB_NAMES",
-    "IDX_ALL",
     "IDX_CANCELLING",
     "IDX_KIND",
     "IDX_OWNER",
     "IDX_PARENT",
     "IDX_ROOT",
     "IDX_STATUS",
+    "STATUSES",
     "event_key",
     "idem_key",
     "index_key",
@@ -55,12 +56,14 @@ DB_NAMES = (
     "schedules",
 )
 
-IDX_ALL = b"a"
 IDX_STATUS = b"s"
 IDX_OWNER = b"o"
 IDX_KIND = b"k"
 IDX_PARENT = b"p"
 IDX_ROOT = b"r"
+"""Descendants of a root run (the root itself has no entry: its id is the value)."""
+STATUSES = ("pending", "running", "waiting", "completed", "failed", "cancelled")
+"""Every run status; the status families together index every run exactly once."""
 IDX_CANCELLING = b"x"
 """Runs with a cancellation requested but not yet terminal (recovery finishes them)."""
 
@@ -82,9 +85,7 @@ def journal_key(run_id: str, position: int) -> bytes:
 
 
 def index_prefix(family: bytes, value: str = "") -> bytes:
-    """Prefix of one index family, narrowed to one value unless it is ``IDX_ALL``."""
-    if family == IDX_ALL:
-        return IDX_ALL + b"\0"
+    """Prefix of one index family narrowed to one value (``""`` for valueless families)."""
     return family + value.encode() + b"\0"
 
 

@@ -30,12 +30,12 @@ from perdure._errors import CorruptStore, ForeignDirectory, SchemaTooNew, Storag
 
 from ._keys import (
     DB_NAMES,
-    IDX_ALL,
     IDX_KIND,
     IDX_OWNER,
     IDX_PARENT,
     IDX_ROOT,
     IDX_STATUS,
+    STATUSES,
     idem_key,
     index_prefix,
     run_prefix,
@@ -396,21 +396,26 @@ class Store:
         (``None`` on the last page).
         """
         if parent_id is not None:
-            family, value = IDX_PARENT, parent_id
+            sources = [(IDX_PARENT, parent_id)]
         elif root_id is not None:
-            family, value = IDX_ROOT, root_id
+            sources = [(IDX_ROOT, root_id)]
         elif owner is not None:
-            family, value = IDX_OWNER, owner_key(owner)
-        elif statuses is not None and len(statuses) == 1:
-            family, value = IDX_STATUS, next(iter(statuses))
+            sources = [(IDX_OWNER, owner_key(owner))]
+        elif statuses is not None:
+            sources = [(IDX_STATUS, status) for status in sorted(statuses)]
         elif kind is not None:
-            family, value = IDX_KIND, kind
+            sources = [(IDX_KIND, kind)]
         else:
-            family, value = IDX_ALL, ""
+            sources = [(IDX_STATUS, status) for status in STATUSES]
         runs: list[RunRecord] = []
         last = after
+        if root_id is not None and parent_id is None:
+            # The root has no root-index entry; it precedes every descendant (lower seq).
+            root = self.get_run(root_id)
+            if root is not None and root.root_id == root_id:
+                sources.append((b"", root_id))
         while len(runs) <= limit:
-            batch = self.scan_index(family, value, last, max(limit * 2, 64))
+            batch = self._scan_merged(sources, last, max(limit * 2, 64))
             if not batch:
                 break
             for seq, run_id in batch:
@@ -432,18 +437,45 @@ class Store:
             return runs, runs[-1].seq
         return runs, None
 
+    def _scan_merged(
+        self, sources: list[tuple[bytes, str]], after_seq: int, limit: int
+    ) -> list[tuple[int, str]]:
+        """The first ``limit`` entries after ``after_seq`` over several index values.
+
+        ``(b"", run_id)`` stands for that one run itself (a root in a root query).
+        """
+        merged: list[tuple[int, str]] = []
+        for family, value in sources:
+            if family:
+                merged.extend(self.scan_index(family, value, after_seq, limit))
+                continue
+            rec = self.get_run(value)
+            if rec is not None and rec.seq > after_seq:
+                merged.append((rec.seq, value))
+        if len(sources) > 1:
+            merged.sort()
+        return merged[:limit]
+
     def last_seq(self) -> int:
-        """Highest creation sequence number ever assigned (0 for a new store)."""
-        prefix = index_prefix(IDX_ALL)
+        """Highest creation sequence number ever assigned (0 for a new store).
+
+        Every run has exactly one status entry, so the highest is the last entry of
+        one of the status families.
+        """
+        highest = 0
         with self.read() as txn:
             cur = txn.cursor(db=self.dbs["index"])
-            if cur.set_range(prefix + b"\xff" * 8):
-                if not cur.prev():
-                    return 0
-            elif not cur.last():
-                return 0
-            key = bytes(cur.key())
-            return seq_of_index_key(key) if key.startswith(prefix) else 0
+            for status in STATUSES:
+                prefix = index_prefix(IDX_STATUS, status)
+                if cur.set_range(prefix + b"\xff" * 8):
+                    if not cur.prev():
+                        continue
+                elif not cur.last():
+                    continue
+                key = bytes(cur.key())
+                if key.startswith(prefix):
+                    highest = max(highest, seq_of_index_key(key))
+        return highest
 
     def count_waiting(self) -> int:
         """How many runs are waiting: O(1), from the ``waiting`` database's entry count."""
@@ -453,14 +485,16 @@ class Store:
     def iter_runs(
         self, status: str | None = None, family: bytes | None = None
     ) -> Iterator[RunRecord]:
-        """Run records of one status (or index family), in creation order; for recovery."""
-        if family is None:
-            family, value = (IDX_ALL, "") if status is None else (b"s", status)
+        """Run records of one status, one valueless index family, or all, in creation order."""
+        if family is not None:
+            sources = [(family, "")]
+        elif status is not None:
+            sources = [(IDX_STATUS, status)]
         else:
-            value = ""
+            sources = [(IDX_STATUS, s) for s in STATUSES]
         after = 0
         while True:
-            page = self.scan_index(family, value, after, 1000)
+            page = self._scan_merged(sources, after, 1000)
             if not page:
                 return
             for seq, run_id in page:
