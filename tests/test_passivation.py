@@ -184,10 +184,12 @@ async def test_lru_eviction_of_many_sleepers(data_dir: Path, autojump_clock: Any
     define_sleeper(rt, wakes)
     async with rt:
         t0 = trio.current_time()
-        runs = [
-            (await rt.start("workflow:sleeper", {"sleep": 30 + i}, owner=P)).run.id
-            for i in range(12)
-        ]
+        runs = []
+        for i in range(12):
+            runs.append((await rt.start("workflow:sleeper", {"sleep": 30 + i}, owner=P)).run.id)
+            # Asleep before the next one starts: trio shuffles the order of tasks that
+            # are runnable together, so only this makes the idle order the start order.
+            await trio.sleep(0.01)
         await trio.sleep(5)  # everyone is asleep now
         assert all(CALLS[f"pre:{r}"] == 1 for r in runs)
         assert len(rt.supervisor) <= 3
