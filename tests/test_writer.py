@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import trio
+
 import perdure.storage as storage
 
 
@@ -27,4 +29,50 @@ async def test_batches_in_one_transaction_keep_per_key_order(tmp_path: Path) -> 
             assert txn.get(b"k3", db=db) is None
     finally:
         await writer.aclose()
+        store.close()
+
+
+async def test_a_busy_trio_thread_cannot_starve_commits(tmp_path: Path) -> None:
+    """Flush requests wait for the trio thread to go idle, but never past ``max_hold``."""
+    store = storage.Store(tmp_path / "d", durability="process")
+    writer = storage.Writer(store, max_hold=0.005)
+    db = store.dbs["index"]
+    stop = False
+    spins = 0
+
+    async def spin() -> None:
+        nonlocal spins
+        while not stop:  # always runnable: the thread is never idle
+            spins += 1
+            await trio.lowlevel.checkpoint()
+
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(spin)
+            await trio.lowlevel.checkpoint()
+            for i in range(20):
+                with trio.fail_after(5):
+                    await writer.commit([(db, b"k%d" % i, b"v")])
+            stop = True
+        assert spins > 0
+        assert writer.stats.batches == 20
+        with store.read() as txn:
+            assert all(txn.get(b"k%d" % i, db=db) == b"v" for i in range(20))
+    finally:
+        await writer.aclose()
+        store.close()
+
+
+async def test_close_commits_batches_whose_flush_was_not_requested_yet(tmp_path: Path) -> None:
+    store = storage.Store(tmp_path / "d", durability="process")
+    writer = storage.Writer(store, max_hold=3600)
+    db = store.dbs["index"]
+    try:
+        # Submitted, then closed before the trio thread ever went idle.
+        pending = writer.submit([(db, b"late", b"v")])
+        await writer.aclose()
+        await writer.wait(pending)
+        with store.read() as txn:
+            assert txn.get(b"late", db=db) == b"v"
+    finally:
         store.close()
