@@ -95,10 +95,6 @@ def _refuse_abort(_: Any) -> trio.lowlevel.Abort:
     return trio.lowlevel.Abort.FAILED
 
 
-def _allow_abort(_: Any) -> trio.lowlevel.Abort:
-    return trio.lowlevel.Abort.SUCCEEDED
-
-
 class _WriterActor(pykka.ThreadingActor):
     use_daemon_thread = True
 
@@ -193,7 +189,7 @@ class Writer:
             while True:
                 if not self._dirty:
                     self._poster = trio.lowlevel.current_task()
-                    await trio.lowlevel.wait_task_rescheduled(_allow_abort)
+                    await trio.lowlevel.wait_task_rescheduled(self._poster_aborted)
                 with trio.move_on_after(self.max_hold):
                     await trio.testing.wait_all_tasks_blocked()
                 self._dirty = False
@@ -202,6 +198,10 @@ class Writer:
                     return
                 with contextlib.suppress(pykka.ActorDeadError):
                     ref.tell(_FLUSH)
+
+    def _poster_aborted(self, _: Any) -> trio.lowlevel.Abort:
+        self._poster = None  # cancelled (closing): nobody may reschedule it now
+        return trio.lowlevel.Abort.SUCCEEDED
 
     # -- writer thread ------------------------------------------------------------------------
 
