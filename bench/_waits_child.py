@@ -65,15 +65,20 @@ async def _after(v: Any) -> dict[str, Any]:
     return {"v": v}
 
 
-def make_runtime(path: str, durability: str, passivate_after: float) -> perdure.Runtime:
+def make_runtime(
+    path: str, durability: str, passivate_after: float, *, defaults: bool = False
+) -> perdure.Runtime:
     # max_live_actors=None: these scenarios measure what a *live* parked run costs;
     # the default cap (10,000 live actors) would passivate most of a large population.
+    # ``defaults`` keeps the default cap and passivation: what a host gets out of the box.
+    limits: dict[str, Any] = (
+        {} if defaults else {"passivate_after": passivate_after, "max_live_actors": None}
+    )
     rt = perdure.Runtime(
         path,
         durability=durability,  # type: ignore[arg-type]
-        passivate_after=passivate_after,
         map_size=MAP_SIZE,
-        max_live_actors=None,
+        **limits,
     )
 
     @rt.workflow("w")
@@ -334,8 +339,14 @@ def mode_resume(path: str, spec: dict[str, Any]) -> dict[str, Any]:
 
 async def _live(path: str, spec: dict[str, Any]) -> dict[str, Any]:
     n, inflight, durability = int(spec["n"]), int(spec["inflight"]), spec["durability"]
-    rt = make_runtime(path, durability, 1e9)
-    out: dict[str, Any] = {"n": n, "inflight": inflight, "durability": durability}
+    defaults = bool(spec.get("defaults"))
+    rt = make_runtime(path, durability, 1e9, defaults=defaults)
+    out: dict[str, Any] = {
+        "n": n,
+        "inflight": inflight,
+        "durability": durability,
+        "defaults": defaults,
+    }
     async with rt:
         # warm-up: imports, caches and code paths of start/wait/resume, not counted
         warm = [(await rt.start(TARGET, {}, owner=OWNER)).run.id for _ in range(20)]
