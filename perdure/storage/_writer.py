@@ -6,8 +6,9 @@ in one transaction, commits with one flush, and then wakes all of their
 submitters with a single ``TrioToken.run_sync_soon`` call. The trio thread never
 blocks on a flush: it only appends to a queue.
 
-The flush request is posted when the trio thread goes idle (every task blocked),
-or at the latest ``max_hold`` seconds after the first unposted batch. Both threads
+The flush request is posted when the trio thread goes idle (a trio instrument sees
+the scheduler about to block in its I/O wait with no task runnable), or at the
+latest ``max_hold`` seconds after the first unposted batch. Both threads
 need the GIL, and py-lmdb releases and re-takes it around every put: a writer that
 starts while trio tasks are still handling the last wake-up crawls, one put per
 GIL switch interval, and slows the trio thread down with forced switches. Posting
@@ -30,13 +31,13 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import time
 from collections.abc import Sequence
 from typing import Any
 
 import lmdb
 import pykka
 import trio
-import trio.testing
 
 from perdure._errors import StorageError
 
@@ -95,6 +96,16 @@ def _refuse_abort(_: Any) -> trio.lowlevel.Abort:
     return trio.lowlevel.Abort.FAILED
 
 
+class _PostAtIdle(trio.abc.Instrument):
+    """Posts the writer's pending flush request when the trio thread goes idle."""
+
+    def __init__(self, writer: Writer) -> None:
+        self._writer = writer
+
+    def before_io_wait(self, timeout: float) -> None:
+        self._writer._post(timeout)
+
+
 class _WriterActor(pykka.ThreadingActor):
     use_daemon_thread = True
 
@@ -123,12 +134,13 @@ class Writer:
         self._closed = False
         # Trio side of the idle-gated flush request (see the module docstring).
         self._dirty = False
-        self._poster: trio.lowlevel.Task | None = None
-        self._poster_scope = trio.CancelScope()
+        self._dirty_since = 0.0
         self._ref: pykka.ActorRef[_WriterActor] | None = None
+        self._instrument: _PostAtIdle | None = None
         if not inline:
             self._ref = _WriterActor.start(self)
-            trio.lowlevel.spawn_system_task(self._post_flushes, name="perdure.writer.poster")
+            self._instrument = _PostAtIdle(self)
+            trio.lowlevel.add_instrument(self._instrument)
         self.stats = WriterStats()
 
     async def commit(self, ops: Sequence[Op]) -> None:
@@ -171,37 +183,29 @@ class Writer:
 
     def _submit(self, pending: _Pending) -> None:
         # Lock-free hand-off (a mutex here convoyed with the writer thread on the
-        # GIL): deque.append/popleft are atomic. Every batch appended before the
-        # poster clears ``_dirty`` is in the queue when its flush request is posted;
-        # one appended after sets ``_dirty`` again and gets a request of its own. At
-        # worst a flush finds the queue already drained.
+        # GIL): deque.append/popleft are atomic. Every batch appended before
+        # ``_post`` clears ``_dirty`` is in the queue when its flush request goes
+        # out; one appended after sets ``_dirty`` again and gets a request of its
+        # own. At worst a flush finds the queue already drained.
         if self._ref is None:
             raise StorageError("the writer is closed")
         self._queue.append(pending)
         if not self._dirty:
             self._dirty = True
-            poster, self._poster = self._poster, None
-            if poster is not None:
-                trio.lowlevel.reschedule(poster)
+            self._dirty_since = time.perf_counter()
 
-    async def _post_flushes(self) -> None:
-        with self._poster_scope:
-            while True:
-                if not self._dirty:
-                    self._poster = trio.lowlevel.current_task()
-                    await trio.lowlevel.wait_task_rescheduled(self._poster_aborted)
-                with trio.move_on_after(self.max_hold):
-                    await trio.testing.wait_all_tasks_blocked()
-                self._dirty = False
-                ref = self._ref
-                if ref is None:
-                    return
-                with contextlib.suppress(pykka.ActorDeadError):
-                    ref.tell(_FLUSH)
-
-    def _poster_aborted(self, _: Any) -> trio.lowlevel.Abort:
-        self._poster = None  # cancelled (closing): nobody may reschedule it now
-        return trio.lowlevel.Abort.SUCCEEDED
+    def _post(self, io_timeout: float) -> None:
+        """Called by the instrument each time the trio scheduler is about to wait for I/O."""
+        if not self._dirty:
+            return
+        # timeout > 0: no task is runnable, the thread is about to sleep.
+        if io_timeout <= 0 and time.perf_counter() - self._dirty_since < self.max_hold:
+            return
+        self._dirty = False
+        ref = self._ref
+        if ref is not None:
+            with contextlib.suppress(pykka.ActorDeadError):
+                ref.tell(_FLUSH)
 
     # -- writer thread ------------------------------------------------------------------------
 
@@ -269,9 +273,12 @@ class Writer:
         """Commit what is queued, then stop the writer thread."""
         ref, self._ref = self._ref, None
         self._closed = True
-        self._poster_scope.cancel()
+        if self._instrument is not None:
+            with contextlib.suppress(KeyError):
+                trio.lowlevel.remove_instrument(self._instrument)
+            self._instrument = None
         if ref is not None:
-            ref.tell(_FLUSH)  # whatever the poster had not posted yet
+            ref.tell(_FLUSH)  # whatever was not posted yet
             await trio.to_thread.run_sync(ref.stop)
 
 
