@@ -10,6 +10,7 @@ from typing import Any
 import msgspec
 import pytest
 import trio
+import trio.testing
 from helpers.checks import assert_valid_log, dump_store, read_log, wait_until, wire_log
 from helpers.defs import BODY_CALLS
 
@@ -494,3 +495,39 @@ async def test_close_changes_no_run_and_reopen_recovers(make_rt: Any, data_dir: 
         wire = await assert_valid_log(rt2, run.id)
         # the recorded CUSTOM event is not logged twice by the replay
         assert [e["type"] for e in wire] == ["RUN_STARTED", "CUSTOM", "RUN_FINISHED"]
+
+
+async def test_wait_returns_the_stored_terminal_record_and_fails_on_close(make_rt: Any) -> None:
+    """``wait()`` parks on the run's end only: it returns the committed terminal record
+    (not a staged one), and a runtime closing under it raises instead of hanging."""
+    rt = make_rt()
+    errors: list[BaseException] = []
+    with trio.fail_after(10):
+        async with trio.open_nursery() as outer, rt:
+            run = (await rt.start("workflow:block", {"gate": "g"}, owner=P)).run
+            waited: list[perdure.RunRecord] = []
+
+            async def waiter() -> None:
+                waited.append(await rt.wait(run.id))
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(waiter)
+                await wait_until(lambda: len(rt.gates.entered) == 1, what="body entered")
+                assert waited == []  # RUN_STARTED and CUSTOM commits wake no one
+                rt.gates.open("g")
+            assert waited == [rt.get(run.id)]
+            assert waited[0].status == "completed" and waited[0].completion is not None
+
+            parked = (await rt.start("workflow:block", {"gate": "never"}, owner=P)).run
+            await wait_until(lambda: len(rt.gates.entered) == 2, what="second body")
+
+            async def closing_waiter() -> None:
+                try:
+                    await rt.wait(parked.id)
+                except perdure.PerdureError as exc:
+                    errors.append(exc)
+
+            outer.start_soon(closing_waiter)
+            await trio.testing.wait_all_tasks_blocked()
+            # closing the runtime woke the waiter; ``outer`` would hang otherwise
+    assert len(errors) == 1 and "closed" in str(errors[0])
