@@ -114,7 +114,9 @@ def _reasoning_role() -> Literal["reasoning"]:
     return "reasoning"
 
 
-class _Wire(msgspec.Struct, rename="camel", omit_defaults=True, kw_only=True, frozen=True):
+class _Wire(
+    msgspec.Struct, rename="camel", omit_defaults=True, kw_only=True, frozen=True, gc=False
+):
     """Common config: camelCase wire names, omitted defaults, keyword-only, immutable."""
 
 

@@ -39,13 +39,13 @@ Status = Literal["pending", "running", "waiting", "completed", "failed", "cancel
 Kind = Literal["agent", "workflow", "job"]
 
 
-class Conversation(msgspec.Struct, frozen=True, tag="conversation"):
+class Conversation(msgspec.Struct, gc=False, frozen=True, tag="conversation"):
     """Owner of agent runs: a conversation (AG-UI thread)."""
 
     id: str
 
 
-class Project(msgspec.Struct, frozen=True, tag="project"):
+class Project(msgspec.Struct, gc=False, frozen=True, tag="project"):
     """Owner of workflow and job runs."""
 
     id: str
@@ -59,7 +59,7 @@ def owner_key(owner: Owner) -> str:
     return ("c:" if isinstance(owner, Conversation) else "p:") + owner.id
 
 
-class ErrorInfo(msgspec.Struct, omit_defaults=True):
+class ErrorInfo(msgspec.Struct, gc=False, omit_defaults=True):
     """Why a run failed: a stable ``code``, a ``message`` and structured ``detail``."""
 
     code: str
@@ -70,7 +70,9 @@ class ErrorInfo(msgspec.Struct, omit_defaults=True):
 TokenCount = Annotated[int, msgspec.Meta(ge=0, le=9007199254740991)]
 
 
-class TokenUsage(msgspec.Struct, omit_defaults=True, rename="camel", kw_only=True, frozen=True):
+class TokenUsage(
+    msgspec.Struct, gc=False, omit_defaults=True, rename="camel", kw_only=True, frozen=True
+):
     """Token counts for one provider and model (AG-UI ``TokenUsage``, camelCase on the wire)."""
 
     provider: str | None = None
@@ -83,7 +85,7 @@ class TokenUsage(msgspec.Struct, omit_defaults=True, rename="camel", kw_only=Tru
     cache_write_input_tokens: TokenCount | None = None
 
 
-class Completion(msgspec.Struct, omit_defaults=True):
+class Completion(msgspec.Struct, gc=False, omit_defaults=True):
     """A terminal run's outcome, written once with the terminal status (R3)."""
 
     status: Status
@@ -95,7 +97,7 @@ class Completion(msgspec.Struct, omit_defaults=True):
     finish_reason: str | None = None
 
 
-class Wait(msgspec.Struct, omit_defaults=True):
+class Wait(msgspec.Struct, gc=False, omit_defaults=True):
     """One open waiting checkpoint of a run."""
 
     key: str
@@ -108,28 +110,28 @@ class Wait(msgspec.Struct, omit_defaults=True):
     """Which occurrence of this key the body is waiting on (``reason:key#n``)."""
 
 
-class Waiting(msgspec.Struct):
+class Waiting(msgspec.Struct, gc=False):
     """Why a run is ``waiting``: the reason of its first wait and every open wait."""
 
     reason: str
     waits: list[Wait]
 
 
-class Trigger(msgspec.Struct, omit_defaults=True):
+class Trigger(msgspec.Struct, gc=False, omit_defaults=True):
     """What created a run: ``api``, ``child`` (of ``ref``), ``schedule`` (fire ``ref``) …"""
 
     type: str = "api"
     ref: str | None = None
 
 
-class CancelRequest(msgspec.Struct):
+class CancelRequest(msgspec.Struct, gc=False):
     """A durable cancellation in flight: survives a crash mid-cancel (R15)."""
 
     reason: str
     requested_at: float
 
 
-class RunRecord(msgspec.Struct, omit_defaults=True):
+class RunRecord(msgspec.Struct, gc=False, omit_defaults=True):
     """The canonical durable record of one run."""
 
     id: str
@@ -162,7 +164,7 @@ class RunRecord(msgspec.Struct, omit_defaults=True):
         return self.status in ("completed", "failed", "cancelled")
 
 
-class JournalEntry(msgspec.Struct, array_like=True, omit_defaults=True):
+class JournalEntry(msgspec.Struct, gc=False, array_like=True, omit_defaults=True):
     """One recorded body action (a step result, an emit, a timer …), replayed in order.
 
     ``value`` holds the msgpack encoding of the recorded result so replay decodes it
@@ -175,7 +177,7 @@ class JournalEntry(msgspec.Struct, array_like=True, omit_defaults=True):
     error: ErrorInfo | None = None
 
 
-class SchemaInfo(msgspec.Struct):
+class SchemaInfo(msgspec.Struct, gc=False):
     """Stamp identifying a perdure store and the schema it was written with."""
 
     format: str
