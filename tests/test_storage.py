@@ -15,7 +15,7 @@ import lmdb
 import msgspec
 import pytest
 import trio
-from helpers.checks import assert_valid_log, dump_store, read_log, snapshot_dir
+from helpers.checks import assert_valid_log, dump_store, read_log, snapshot_dir, wait_until
 
 import perdure
 from perdure.storage import SCHEMA_VERSION, SchemaInfo, Store
@@ -452,3 +452,47 @@ def test_events_read_from_any_position_across_commit_chunks(tmp_path: Path) -> N
         assert store.get_run("run-a") is None
     finally:
         store.close()
+
+
+async def test_recovery_loader_reads_what_the_per_run_reads_do(data_dir: Path) -> None:
+    """``iter_run_states`` (recovery's batched loader) returns, for every run, exactly
+    the record, journal and events of ``get_run``/``journal``/``events``."""
+    gate = trio.Event()
+    rt = perdure.Runtime(data_dir)
+
+    @rt.workflow("steps")
+    async def steps(ctx: perdure.RunContext, inp: dict[str, Any]) -> dict[str, int]:
+        for i in range(inp["n"]):
+            await ctx.step(f"s{i}", _plus_one, i)
+            await ctx.custom("tick", {"i": i})
+        if inp.get("block"):
+            await gate.wait()
+        return {"n": inp["n"]}
+
+    async with rt:
+        ids = []
+        for n, block in ((0, True), (3, True), (1, False), (2, True), (5, False)):
+            ids.append((await rt.start("workflow:steps", {"n": n, "block": block}, owner=P)).run.id)
+        for rid, block in zip(ids, (True, True, False, True, False), strict=True):
+            if not block:
+                await rt.wait(rid)
+        await wait_until(lambda: rt.get(ids[3]).journal_len == 4, what="blocked after steps")
+    store = Store(data_dir, readonly=True)
+    try:
+        for per_txn in (1, 2, 512):
+            states = {s.rec.id: s for s in store.iter_run_states(per_txn=per_txn)}
+            assert set(states) == set(ids)
+            for rid in ids:
+                rec, journal, events = states[rid]
+                assert rec == store.get_run(rid)
+                assert journal == store.journal(rid)
+                assert events == [raw for _, raw in store.events(rid)]
+            running = [s.rec.id for s in store.iter_run_states("running", per_txn=per_txn)]
+            assert running == [ids[0], ids[1], ids[3]]
+        assert states[ids[3]].rec.journal_len == 4 and len(states[ids[3]].events) == 1 + 2 * 3
+    finally:
+        store.close()
+
+
+async def _plus_one(x: int) -> int:
+    return x + 1

@@ -126,6 +126,7 @@ class RunActor(Actor[RunMessage]):
         "model",
         "open",
         "pending_ops",
+        "preloaded_events",
         "provider",
         "rec",
         "rt",
@@ -146,6 +147,7 @@ class RunActor(Actor[RunMessage]):
         *,
         start_body: bool = True,
         fresh: bool = False,
+        events: list[bytes] | None = None,
     ) -> None:
         super().__init__(rec.id)
         self.start_body = start_body
@@ -178,6 +180,7 @@ class RunActor(Actor[RunMessage]):
         self.finish_reason: str | None = None
         self.step: StepBuffer | None = None
         self.pending_ops: list[Op] = []
+        self.preloaded_events = events
 
     @property
     def deadline(self) -> float | None:
@@ -390,7 +393,11 @@ class RunActor(Actor[RunMessage]):
         )
 
     def _rebuild_open_items(self) -> None:
-        for _, raw in self.rt.store.events(self.rec.id):
+        raws = self.preloaded_events
+        self.preloaded_events = None
+        if raws is None:
+            raws = [raw for _, raw in self.rt.store.events(self.rec.id)]
+        for raw in raws:
             self.open.observe(decode_event(raw))
 
     async def _abort_open_attempt(self) -> None:

@@ -40,6 +40,7 @@ from perdure.actors import Actor, Supervisor
 from perdure.storage import (
     DEFAULT_MAP_SIZE,
     Durability,
+    JournalEntry,
     Owner,
     RunRecord,
     Store,
@@ -301,17 +302,18 @@ class Runtime:
             self.timers.arm(due, run_id, key)
         counts = {"running": 0, "pending": 0, "cancelling": 0, "waiting": 0}
         cancelling: set[str] = set()
-        for rec in list(store.iter_runs(family=keys.IDX_CANCELLING)):
+        for rec, journal, events in list(store.iter_run_states(family=keys.IDX_CANCELLING)):
             assert rec.cancel is not None
             cancelling.add(rec.id)
             counts["cancelling"] += 1
-            self._spawn(rec, start_body=False).tell(CancelMsg(rec.cancel.reason))
-        for rec in list(store.iter_runs("running")):
+            actor = self._spawn(rec, start_body=False, journal=journal, events=events)
+            actor.tell(CancelMsg(rec.cancel.reason))
+        for rec, journal, events in store.iter_run_states("running"):
             if rec.id not in cancelling:
                 counts["running"] += 1
                 top = rec.parent_id is None
                 self._running_top += top
-                self._spawn(rec, counted=top)
+                self._spawn(rec, counted=top, journal=journal, events=events)
         for rec in list(store.iter_runs("pending")):
             if rec.id in cancelling:
                 continue
@@ -362,11 +364,22 @@ class Runtime:
     # -- actors -------------------------------------------------------------------------------
 
     def _spawn(
-        self, rec: RunRecord, *, start_body: bool = True, fresh: bool = False, counted: bool = False
+        self,
+        rec: RunRecord,
+        *,
+        start_body: bool = True,
+        fresh: bool = False,
+        counted: bool = False,
+        journal: list[JournalEntry] | None = None,
+        events: list[bytes] | None = None,
     ) -> RunActor:
-        """Start the actor of ``rec``; ``counted`` if it holds a ``max_running`` slot."""
-        journal = [] if fresh else self.store.journal(rec.id)
-        actor = RunActor(self, rec, journal, start_body=start_body, fresh=fresh)
+        """Start the actor of ``rec``; ``counted`` if it holds a ``max_running`` slot.
+
+        ``journal`` and ``events`` are the run's, when already read (recovery).
+        """
+        if journal is None:
+            journal = [] if fresh else self.store.journal(rec.id)
+        actor = RunActor(self, rec, journal, start_body=start_body, fresh=fresh, events=events)
         actor.counted = counted
         self.supervisor.spawn(actor, parent_id=rec.parent_id)
         return actor

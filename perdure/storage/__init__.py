@@ -26,7 +26,7 @@ from ._records import (
     Waiting,
     owner_key,
 )
-from ._store import DEFAULT_MAP_SIZE, Durability, Store
+from ._store import DEFAULT_MAP_SIZE, Durability, RunState, Store
 from ._writer import Op, Writer, WriterStats
 
 __all__ = [
@@ -45,6 +45,7 @@ __all__ = [
     "Owner",
     "Project",
     "RunRecord",
+    "RunState",
     "SchemaInfo",
     "Status",
     "Store",
