@@ -507,8 +507,7 @@ class Store:
         """Like :meth:`iter_runs`, with each run's journal and raw events (for recovery).
 
         One read transaction per ``per_txn`` runs instead of three per run: recovery
-        loads all of this for every in-flight run anyway, and opening with ten
-        thousand of them spent most of its time beginning transactions.
+        loads all of this for every in-flight run anyway.
         """
         sources = self._sources(status, family)
         runs_db, journal_db, events_db = (self.dbs[n] for n in ("runs", "journal", "events"))
