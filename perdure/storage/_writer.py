@@ -178,7 +178,10 @@ class Writer:
             self._kicked = True
             await trio.lowlevel.cancel_shielded_checkpoint()
             self._flush()
-        await pending.wait()
+        if not pending.done:
+            # pending.wait() spelled out: one coroutine frame less on the hottest await.
+            pending.task = trio.lowlevel.current_task()
+            await trio.lowlevel.wait_task_rescheduled(_refuse_abort)
         if pending.error is not None:
             raise pending.error
 
