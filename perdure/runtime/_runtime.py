@@ -485,6 +485,9 @@ class Runtime:
         ):
             raise InvalidInput("idempotency_key must be a string of 1-256 UTF-8 bytes without NUL")
         _typed, plain = definition.convert_input(input)
+        if idempotency_key is None and run_id is None:
+            # Nothing to deduplicate against: a fresh id cannot collide.
+            return await self._create(definition, owner, plain, None, None, parent, trigger)
         okey = owner_key(owner)
         claims: list[tuple[str, ...]] = []
         if idempotency_key is not None:
