@@ -11,11 +11,10 @@ Terminal statuses never change again.
 from __future__ import annotations
 
 from perdure._errors import InvalidTransition
-from perdure.storage import Status
+from perdure.storage import STATUSES
 
 __all__ = ["STATUSES", "TERMINAL", "TRANSITIONS", "check_transition", "is_terminal"]
 
-STATUSES: tuple[Status, ...] = ("pending", "running", "waiting", "completed", "failed", "cancelled")
 TERMINAL: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
 
 TRANSITIONS: dict[str, frozenset[str]] = {

@@ -9,6 +9,7 @@ from ._indexes import event_op, journal_op, record_ops
 from ._lock import DirectoryLock, Holder, read_holder
 from ._records import (
     SCHEMA_VERSION,
+    STATUSES,
     CancelRequest,
     Completion,
     Conversation,
@@ -32,6 +33,7 @@ from ._writer import Op, Writer, WriterStats
 __all__ = [
     "DEFAULT_MAP_SIZE",
     "SCHEMA_VERSION",
+    "STATUSES",
     "CancelRequest",
     "Completion",
     "Conversation",

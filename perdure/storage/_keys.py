@@ -33,7 +33,6 @@ __all__ = [
     "IDX_PARENT",
     "IDX_ROOT",
     "IDX_STATUS",
-    "STATUSES",
     "event_key",
     "idem_key",
     "index_key",
@@ -62,8 +61,6 @@ IDX_KIND = b"k"
 IDX_PARENT = b"p"
 IDX_ROOT = b"r"
 """Descendants of a root run (the root itself has no entry: its id is the value)."""
-STATUSES = ("pending", "running", "waiting", "completed", "failed", "cancelled")
-"""Every run status; the status families together index every run exactly once."""
 IDX_CANCELLING = b"x"
 """Runs with a cancellation requested but not yet terminal (recovery finishes them)."""
 

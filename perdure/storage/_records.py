@@ -8,12 +8,13 @@ schema version bump (see ``SCHEMA_VERSION``).
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import msgspec
 
 __all__ = [
     "SCHEMA_VERSION",
+    "STATUSES",
     "CancelRequest",
     "Completion",
     "Conversation",
@@ -36,6 +37,8 @@ SCHEMA_VERSION = 2
 """Version of the key layout and record shapes; a newer one on disk is refused."""
 
 Status = Literal["pending", "running", "waiting", "completed", "failed", "cancelled"]
+STATUSES: tuple[Status, ...] = get_args(Status)
+"""Every run status, in lifecycle order."""
 Kind = Literal["agent", "workflow", "job"]
 
 

@@ -35,14 +35,21 @@ from ._keys import (
     IDX_PARENT,
     IDX_ROOT,
     IDX_STATUS,
-    STATUSES,
     idem_key,
     index_prefix,
     run_prefix,
     seq_of_index_key,
 )
 from ._lock import LOCK_FILE, DirectoryLock
-from ._records import SCHEMA_VERSION, JournalEntry, Owner, RunRecord, SchemaInfo, owner_key
+from ._records import (
+    SCHEMA_VERSION,
+    STATUSES,
+    JournalEntry,
+    Owner,
+    RunRecord,
+    SchemaInfo,
+    owner_key,
+)
 
 __all__ = ["DEFAULT_MAP_SIZE", "Durability", "RunState", "Store"]
 
@@ -63,6 +70,14 @@ class RunState(NamedTuple):
     rec: RunRecord
     journal: list[JournalEntry]
     events: list[bytes]
+
+
+def _with_counters(rec: RunRecord, last_event_id: int, journal_len: int) -> RunRecord:
+    """``rec`` with the counters read from its key ranges (step and emit commits do not
+    rewrite a running run's record)."""
+    if rec.last_event_id == last_event_id and rec.journal_len == journal_len:
+        return rec
+    return msgspec.structs.replace(rec, last_event_id=last_event_id, journal_len=journal_len)
 
 
 def _prefixed(cursor: lmdb.Cursor, prefix: bytes) -> Iterator[tuple[bytes, bytes | memoryview]]:
@@ -322,11 +337,7 @@ class Store:
                 last_entry = _last_suffix(txn.cursor(db=self.dbs["journal"]), prefix)
             finally:
                 txn.abort()
-        journal_len = 0 if last_entry is None else last_entry + 1
-        last_event_id = last_event or 0
-        if rec.last_event_id == last_event_id and rec.journal_len == journal_len:
-            return rec
-        return msgspec.structs.replace(rec, last_event_id=last_event_id, journal_len=journal_len)
+        return _with_counters(rec, last_event or 0, 0 if last_entry is None else last_entry + 1)
 
     def get_idem(self, owner: str, key: str) -> str | None:
         with self.read() as txn:
@@ -360,15 +371,10 @@ class Store:
         """Every recorded journal entry of a run, in position order."""
         prefix = run_prefix(run_id)
         with self.read() as txn:
-            cur = txn.cursor(db=self.dbs["journal"])
-            if not cur.set_range(prefix):
-                return []
-            out: list[JournalEntry] = []
-            for key, value in cur:
-                if not bytes(key).startswith(prefix):
-                    break
-                out.append(_journal_decoder.decode(value))
-        return out
+            return [
+                _journal_decoder.decode(value)
+                for _, value in _prefixed(txn.cursor(db=self.dbs["journal"]), prefix)
+            ]
 
     def scan_index(
         self, family: bytes, value: str = "", after_seq: int = 0, limit: int = 100
@@ -535,13 +541,8 @@ class Store:
                     for key, value in _prefixed(txn.cursor(db=events_db), prefix):
                         events.extend(bytes(item) for item in _chunk_decoder.decode(value))
                         last_event = int.from_bytes(key[len(prefix) :], "big")
-                    if not rec.terminal and (
-                        rec.last_event_id != last_event or rec.journal_len != journal_len
-                    ):
-                        # As get_run: step commits do not rewrite the record.
-                        rec = msgspec.structs.replace(
-                            rec, last_event_id=last_event, journal_len=journal_len
-                        )
+                    if not rec.terminal:
+                        rec = _with_counters(rec, last_event, journal_len)
                     states.append(RunState(rec, journal, events))
             yield from states
 
