@@ -496,3 +496,51 @@ async def test_recovery_loader_reads_what_the_per_run_reads_do(data_dir: Path) -
 
 async def _plus_one(x: int) -> int:
     return x + 1
+
+
+_GROW_SCRIPT = """
+import sys, trio, perdure
+async def main():
+    rt = perdure.Runtime(sys.argv[1], durability="process", map_size=256 * 1024)
+    @rt.task("pad")
+    async def pad(ctx, inp: dict) -> dict:
+        return inp
+    async with rt:
+        last = None
+        for i in range(300):
+            last = (await rt.start("task:pad", {"pad": "x" * 1000}, owner=perdure.Project("p"))).run.id
+            await rt.wait(last)
+        print(last, rt.store.map_size, flush=True)
+trio.run(main)
+"""
+
+
+async def test_inspector_reads_survive_another_process_growing_the_map(
+    make_rt: Any, data_dir: Path
+) -> None:
+    """A read-only inspector (the CLI beside a live process) keeps reading, ``get_run``
+    included, after the writing process doubled the map under it (R28)."""
+    rt = make_rt(map_size=256 * 1024, durability="process")
+    async with rt:
+        first = (await rt.start("task:job", {}, owner=P)).run.id
+        await rt.wait(first)
+    # Opened at the store's current size, as the CLI would see a store that has not
+    # grown yet: the growth below then outruns the inspector's map.
+    inspector = Store(data_dir, readonly=True, map_size=256 * 1024)
+    try:
+        assert inspector.get_run(first) is not None
+        proc = subprocess.run(
+            [sys.executable, "-c", _GROW_SCRIPT, str(data_dir)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert proc.returncode == 0, proc.stderr
+        last, map_size = proc.stdout.split()
+        assert int(map_size) > 256 * 1024  # the other process grew the map
+        rec = inspector.get_run(last)
+        assert rec is not None and rec.status == "completed"
+        assert rec.input == {"pad": "x" * 1000}
+        assert [e for e, _ in inspector.events(last)] == list(range(1, rec.last_event_id + 1))
+    finally:
+        inspector.close()

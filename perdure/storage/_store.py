@@ -302,16 +302,20 @@ class Store:
     def read(self) -> Iterator[lmdb.Transaction]:
         """A short read transaction; never hold it across an ``await``."""
         with self.map_lock:
-            try:
-                txn = self.env.begin()
-            except lmdb.MapResizedError:
-                # Another process grew the map (we are a read-only inspector).
-                self.env.set_mapsize(0)
-                txn = self.env.begin()
+            txn = self._begin()
             try:
                 yield txn
             finally:
                 txn.abort()
+
+    def _begin(self) -> lmdb.Transaction:
+        """A read transaction; call with ``map_lock`` held."""
+        try:
+            return self.env.begin()
+        except lmdb.MapResizedError:
+            # Another process grew the map (we are a read-only inspector).
+            self.env.set_mapsize(0)
+            return self.env.begin()
 
     def get_run(self, run_id: str) -> RunRecord | None:
         """The run's record with exact committed counters.
@@ -324,7 +328,7 @@ class Store:
         key = run_id.encode()
         # The hottest read: spelled out instead of going through read().
         with self.map_lock:
-            txn = self.env.begin()
+            txn = self._begin()
             try:
                 raw = txn.get(key, db=self.dbs["runs"])
                 if raw is None:
