@@ -47,13 +47,12 @@ from perdure._errors import InvalidInput, PerdureError, RunNotFound, StorageErro
 from perdure.runtime import STATUSES, Runtime
 from perdure.runtime._agui import (
     Event,
-    RunErrorEvent,
-    RunFinishedEvent,
-    RunFinishedInterruptOutcome,
     decode_event,
     event_to_json,
     event_type,
+    is_terminal_event,
 )
+from perdure.runtime._results import check_statuses, parse_cursor
 from perdure.storage import (
     Conversation,
     Owner,
@@ -346,60 +345,21 @@ def parse_owner(text: str) -> Owner:
     )
 
 
-def list_runs(
-    store: Store,
-    *,
-    owner: Owner | None = None,
-    statuses: set[str] | None = None,
-    kind: str | None = None,
-    parent_id: str | None = None,
-    root_id: str | None = None,
-    after: int = 0,
-    limit: int = 50,
-) -> tuple[list[RunRecord], int | None]:
-    """One page of runs matching every filter, oldest first, from a (read-only) store.
-
-    Returns the runs and the cursor (creation seq) of the next page, ``None`` on the
-    last one. Same semantics as :meth:`perdure.Runtime.list`.
-    """
-    return store.query_runs(
-        owner=owner,
-        statuses=statuses,
-        kind=kind,
-        parent_id=parent_id,
-        root_id=root_id,
-        after=after,
-        limit=limit,
-    )
-
-
 def _cmd_list(args: argparse.Namespace) -> int:
-    statuses: set[str] | None = None
+    statuses = None
     if args.status:
-        statuses = set()
-        for item in cast(list[str], args.status):
-            for status in item.split(","):
-                if status not in STATUSES:
-                    raise InvalidInput(
-                        f"--status must be one of {', '.join(STATUSES)} (got {status!r})"
-                    )
-                statuses.add(status)
+        items = [s for item in cast(list[str], args.status) for s in item.split(",")]
+        statuses = check_statuses(items, what="--status")
     kind = cast(str | None, args.kind)
     if kind is not None and kind not in KINDS:
         raise InvalidInput(f"--kind must be one of {', '.join(KINDS)} (got {kind!r})")
     limit = cast(int, args.limit)
     if not 1 <= limit <= 1000:
         raise InvalidInput(f"--limit must be from 1 to 1000 (got {limit})")
-    after = 0
-    if args.after is not None:
-        text = cast(str, args.after)
-        if not text.isdigit() or len(text) > 19:
-            raise InvalidInput(f"--after must be a cursor from a previous page (got {text!r})")
-        after = int(text)
+    after = parse_cursor(cast(str | None, args.after), what="--after")
     owner = parse_owner(args.owner) if args.owner else None
     with _open_readonly(_resolve_dir(args)) as store:
-        runs, cursor = list_runs(
-            store,
+        runs, cursor = store.query_runs(
             owner=owner,
             statuses=statuses,
             kind=kind,
@@ -518,15 +478,6 @@ def _cmd_show(args: argparse.Namespace) -> int:
 
 
 # -- runs events -----------------------------------------------------------------------------
-
-
-def is_terminal_event(event: Event) -> bool:
-    """Whether ``event`` ends a run's log (an interrupt ``RUN_FINISHED`` does not)."""
-    if isinstance(event, RunErrorEvent):
-        return True
-    if isinstance(event, RunFinishedEvent):
-        return not isinstance(event.outcome, RunFinishedInterruptOutcome)
-    return False
 
 
 def _cmd_events(args: argparse.Namespace) -> int:

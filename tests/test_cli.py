@@ -309,6 +309,9 @@ def test_events_human(populated: dict[str, Any], capsys: pytest.CaptureFixture[s
         (["runs", "list", "--owner", "team:x"], "INVALID_INPUT"),
         (["runs", "list", "--limit", "0"], "INVALID_INPUT"),
         (["runs", "list", "--after", "abc"], "INVALID_INPUT"),
+        (["runs", "list", "--after", "\u00b2"], "INVALID_INPUT"),  # isdigit(), not an int
+        (["runs", "list", "--after", "9" * 19], "INVALID_INPUT"),  # past any seq
+        (["runs", "list", "--status", "running,nope"], "INVALID_INPUT"),
         (["runs", "events", "x", "--after", "-1"], "INVALID_INPUT"),
     ],
 )

@@ -80,6 +80,7 @@ __all__ = [
     "event_from_json",
     "event_to_json",
     "event_type",
+    "is_terminal_event",
     "split_text_content",
     "split_tool_call_args",
 ]
@@ -585,6 +586,15 @@ _JSON_DECODER: Final[msgspec.json.Decoder[Event]] = msgspec.json.Decoder(Event)
 def encode_event(ev: Event) -> bytes:
     """Encode an event as msgpack (the storage format; same field names as the wire)."""
     return _MSGPACK_ENCODER.encode(ev)
+
+
+def is_terminal_event(event: Event) -> bool:
+    """Whether ``event`` ends a run's log (an interrupt ``RUN_FINISHED`` does not)."""
+    if isinstance(event, RunErrorEvent):
+        return True
+    if isinstance(event, RunFinishedEvent):
+        return not isinstance(event.outcome, RunFinishedInterruptOutcome)
+    return False
 
 
 def encode_events(events: Sequence[Event]) -> bytes:

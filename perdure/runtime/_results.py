@@ -6,11 +6,12 @@ from typing import Any
 
 import msgspec
 
-from perdure.storage import RunRecord
+from perdure._errors import InvalidInput
+from perdure.storage import STATUSES, RunRecord
 
 from ._agui import Event, event_to_json
 
-__all__ = ["Cancelled", "Page", "RunEvent", "Started"]
+__all__ = ["Cancelled", "Page", "RunEvent", "Started", "check_statuses", "parse_cursor"]
 
 
 class Started(msgspec.Struct, frozen=True):
@@ -49,3 +50,25 @@ class RunEvent(msgspec.Struct, frozen=True):
         """The AG-UI wire form (camelCase JSON object) of the event."""
         result: dict[str, Any] = msgspec.json.decode(event_to_json(self.event))
         return result
+
+
+def check_statuses(status: str | list[str] | None, what: str = "status") -> set[str] | None:
+    """The status filter of a list query as a set; :class:`InvalidInput` if malformed."""
+    if status is None:
+        return None
+    values = [status] if isinstance(status, str) else status
+    if not isinstance(values, list | tuple | set) or not values:
+        raise InvalidInput(f"{what} must be a status or a non-empty list of statuses")
+    for value in values:
+        if value not in STATUSES:
+            raise InvalidInput(f"{what} must be one of {', '.join(STATUSES)} (got {value!r})")
+    return set(values)
+
+
+def parse_cursor(after: str | None, what: str = "after") -> int:
+    """A :attr:`Page.next_cursor` back as the creation seq it stands for (0 for None)."""
+    if after is None:
+        return 0
+    if not isinstance(after, str) or not after.isascii() or not after.isdigit() or len(after) > 18:
+        raise InvalidInput(f"{what} must be a cursor returned by a previous page (got {after!r})")
+    return int(after)

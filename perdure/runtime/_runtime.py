@@ -53,12 +53,10 @@ from perdure.storage import (
 )
 
 from ._agui import (
-    RunErrorEvent,
-    RunFinishedEvent,
-    RunFinishedInterruptOutcome,
     RunStartedEvent,
     decode_event,
     encode_events,
+    is_terminal_event,
 )
 from ._definitions import (
     Body,
@@ -69,8 +67,8 @@ from ._definitions import (
     validate_owner,
 )
 from ._hub import ChangeHub
-from ._lifecycle import STATUSES, check_transition
-from ._results import Cancelled, Page, RunEvent, Started
+from ._lifecycle import check_transition
+from ._results import Cancelled, Page, RunEvent, Started, check_statuses, parse_cursor
 from ._run_actor import CancelMsg, RunActor, RunMessage, SignalMsg
 from ._signals import ExternalEvent, Resumed, Signal, encode_signal, signal_key
 from ._timers import TimerService
@@ -629,7 +627,7 @@ class Runtime:
         ``None`` on the last page.
         """
         self._require_open()
-        statuses = _check_statuses(status)
+        statuses = check_statuses(status)
         if kind is not None and kind not in _KINDS:
             raise InvalidInput(f"kind must be one of {_KINDS} (got {kind!r})")
         if not isinstance(limit, int) or not 1 <= limit <= 1000:
@@ -645,7 +643,7 @@ class Runtime:
             kind=kind,
             parent_id=parent_id,
             root_id=root_id,
-            after=_parse_cursor(after),
+            after=parse_cursor(after),
             limit=limit,
         )
         return Page(runs=runs, next_cursor=None if next_seq is None else str(next_seq))
@@ -670,7 +668,7 @@ class Runtime:
                 event = decode_event(raw)
                 cursor = event_id
                 yield RunEvent(run_id=run_id, event_id=event_id, event=event)
-                if follow and _is_terminal_event(event):
+                if follow and is_terminal_event(event):
                     return
             if len(batch) == 512:
                 continue
@@ -852,31 +850,3 @@ def _utf8(text: str) -> bytes:
         return text.encode()
     except UnicodeEncodeError:
         raise InvalidInput(f"{text!r} is not valid UTF-8 text") from None
-
-
-def _check_statuses(status: str | list[str] | None) -> set[str] | None:
-    if status is None:
-        return None
-    values = [status] if isinstance(status, str) else status
-    if not isinstance(values, list | tuple | set) or not values:
-        raise InvalidInput("status must be a status or a non-empty list of statuses")
-    for value in values:
-        if value not in STATUSES:
-            raise InvalidInput(f"status must be one of {STATUSES} (got {value!r})")
-    return set(values)
-
-
-def _parse_cursor(after: str | None) -> int:
-    if after is None:
-        return 0
-    if not isinstance(after, str) or not after.isascii() or not after.isdigit() or len(after) > 18:
-        raise InvalidInput(f"after must be a cursor returned by list() (got {after!r})")
-    return int(after)
-
-
-def _is_terminal_event(event: Any) -> bool:
-    if isinstance(event, RunErrorEvent):
-        return True
-    if isinstance(event, RunFinishedEvent):
-        return not isinstance(event.outcome, RunFinishedInterruptOutcome)
-    return False
