@@ -17,7 +17,7 @@ import msgspec
 import trio
 
 from perdure._errors import ChildCancelled, ChildFailed, InvalidInput, PerdureError
-from perdure.storage import JournalEntry, Owner, RunRecord, TokenUsage, keys
+from perdure.storage import JournalEntry, Owner, RunRecord, TokenUsage
 
 from ._agui import (
     MAX_EVENT_BYTES,
@@ -224,7 +224,7 @@ class RunContext:
             due = msgspec.msgpack.decode(entry.value, type=float)
             if actor.replaying:
                 return  # a later journal entry proves this sleep already fired
-            key = keys.timer_key(int(due * 1000), actor.rec.id, timer_name)
+            key = actor.timer_key(due, timer_name)
         else:
             due = due_at()
             op = actor.arm_timer(due, timer_name)

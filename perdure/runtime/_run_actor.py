@@ -60,6 +60,7 @@ from ._lifecycle import check_transition
 from ._open_items import OpenItems
 from ._signals import Signal
 from ._steps import StepBuffer
+from ._timers import timer_key
 from ._waits import WaitFuture, accept_signal
 
 if TYPE_CHECKING:
@@ -315,9 +316,7 @@ class RunActor(Actor[RunMessage]):
 
         The stored timer is removed with the run's next commit after it fired.
         """
-        key = self.timer_key(due, name)
-        self.rt.timers.arm(due, self.rec.id, key)
-        return (self.rt.store.dbs["timers"], key, b"")
+        return self.rt.arm_timer(self.rec.id, due, name)
 
     def deadline_timer(self, started_at: float) -> list[Op]:
         """The stored timer that wakes a passive run when its run timeout passes."""
@@ -325,7 +324,7 @@ class RunActor(Actor[RunMessage]):
         return [] if timeout is None else [self.arm_timer(started_at + timeout, "deadline")]
 
     def timer_key(self, due: float, name: str) -> bytes:
-        return keys.timer_key(int(due * 1000), self.rec.id, name)
+        return timer_key(self.rec.id, due, name)
 
     async def sleep_until(self, due: float, timer_key: bytes | None = None) -> None:
         """Sleep on the runtime clock; long sleeps passivate the actor (R14)."""
@@ -436,15 +435,7 @@ class RunActor(Actor[RunMessage]):
         assert definition is not None
         if self.deadline is not None and self.rt.now() >= self.deadline:
             # Re-activated past its timeout (it was passivated, or the process was down).
-            return (
-                "failed",
-                None,
-                ErrorInfo(
-                    "RUN_TIMEOUT",
-                    f"run exceeded its {definition.timeout} s timeout",
-                    {"timeout": definition.timeout},
-                ),
-            )
+            return "failed", None, _timeout_error(definition.timeout)
         ctx = make_context(self)
         try:
             typed = definition.decode_input(self.rec.input)
@@ -462,14 +453,7 @@ class RunActor(Actor[RunMessage]):
                 return "completed", to_plain(value, f"result of {self.rec.target}"), None
             if self.rec.cancel is not None:
                 return "cancelled", None, None
-            timeout = definition.timeout
-            return (
-                "failed",
-                None,
-                ErrorInfo(
-                    "RUN_TIMEOUT", f"run exceeded its {timeout} s timeout", {"timeout": timeout}
-                ),
-            )
+            return "failed", None, _timeout_error(definition.timeout)
         except SerializationError as exc:
             return "failed", None, ErrorInfo(exc.code, exc.message, exc.detail)
         except PerdureError as exc:
@@ -634,6 +618,10 @@ class RunActor(Actor[RunMessage]):
         if not self.finalized:
             log.warning("run %s: body ignored cancellation past the grace period", self.rec.id)
             await self.finalize("cancelled")
+
+
+def _timeout_error(timeout: float | None) -> ErrorInfo:
+    return ErrorInfo("RUN_TIMEOUT", f"run exceeded its {timeout} s timeout", {"timeout": timeout})
 
 
 def _plain_detail(detail: dict[str, Any]) -> dict[str, Any]:

@@ -41,6 +41,7 @@ from perdure.storage import (
     DEFAULT_MAP_SIZE,
     Durability,
     JournalEntry,
+    Op,
     Owner,
     RunRecord,
     Store,
@@ -70,8 +71,8 @@ from ._hub import ChangeHub
 from ._lifecycle import check_transition
 from ._results import Cancelled, Page, RunEvent, Started, check_statuses, parse_cursor
 from ._run_actor import CancelMsg, RunActor, RunMessage, SignalMsg
-from ._signals import ExternalEvent, Resumed, Signal, encode_signal, signal_key
-from ._timers import TimerService
+from ._signals import ExternalEvent, Resumed, Signal, encode_signal, signal_key, wait_key
+from ._timers import TimerService, timer_key
 
 __all__ = ["Runtime"]
 
@@ -443,6 +444,12 @@ class Runtime:
         """
         return await self._start(target, input, owner, idempotency_key, run_id, None, Trigger())
 
+    def arm_timer(self, run_id: str, due: float, name: str) -> Op:
+        """Arm a durable wake-up of ``run_id`` at ``due``; returns the op that stores it."""
+        key = timer_key(run_id, due, name)
+        self.timers.arm(due, run_id, key)
+        return (self.store.dbs["timers"], key, b"")
+
     async def _drop_timer(self, key: bytes) -> None:
         """Delete the stored timer of a finished run (best effort: it is harmless)."""
         if self._closing:
@@ -580,9 +587,7 @@ class Runtime:
             )
             ops.append(event_op(dbs, rid, 1, encode_events([started])))
             if definition.timeout is not None:
-                key = keys.timer_key(int((now + definition.timeout) * 1000), rid, "deadline")
-                self.timers.arm(now + definition.timeout, rid, key)
-                ops.append((dbs["timers"], key, b""))
+                ops.append(self.arm_timer(rid, now + definition.timeout, "deadline"))
             if parent is None:
                 self._running_top += 1  # reserved now so concurrent starts respect the cap
         ops.extend(record_ops(dbs, None, rec))
@@ -749,7 +754,7 @@ class Runtime:
                 rec = self.store.get_run(run_id)
                 if rec is None or rec.waiting is None:
                     continue
-                if any(f"{w.reason}:{w.key}" == key for w in rec.waiting.waits):
+                if any(wait_key(w.reason, w.key) == key for w in rec.waiting.waits):
                     try:
                         await self.resume(run_id, event)
                     except (

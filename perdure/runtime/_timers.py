@@ -17,7 +17,14 @@ from collections.abc import Callable
 
 import trio
 
-__all__ = ["TimerService"]
+from perdure.storage import keys
+
+__all__ = ["TimerService", "timer_key"]
+
+
+def timer_key(run_id: str, due: float, name: str) -> bytes:
+    """The stored key of a run's timer ``name`` due at wall time ``due``."""
+    return keys.timer_key(int(due * 1000), run_id, name)
 
 
 class TimerService:

@@ -435,7 +435,7 @@ class Store:
         elif kind is not None:
             sources = [(IDX_KIND, kind)]
         else:
-            sources = [(IDX_STATUS, status) for status in STATUSES]
+            sources = self._sources(None, None)
         runs: list[RunRecord] = []
         last = after
         if root_id is not None and parent_id is None:
@@ -491,20 +491,11 @@ class Store:
         Every run has exactly one status entry, so the highest is the last entry of
         one of the status families.
         """
-        highest = 0
         with self.read() as txn:
             cur = txn.cursor(db=self.dbs["index"])
-            for status in STATUSES:
-                prefix = index_prefix(IDX_STATUS, status)
-                if cur.set_range(prefix + b"\xff" * 8):
-                    if not cur.prev():
-                        continue
-                elif not cur.last():
-                    continue
-                key = bytes(cur.key())
-                if key.startswith(prefix):
-                    highest = max(highest, seq_of_index_key(key))
-        return highest
+            return max(
+                _last_suffix(cur, index_prefix(IDX_STATUS, status)) or 0 for status in STATUSES
+            )
 
     def count_waiting(self) -> int:
         """How many runs are waiting: O(1), from the ``waiting`` database's entry count."""
