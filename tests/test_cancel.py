@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 import trio
-from helpers.checks import assert_valid_log, dump_store, read_log, wait_until
+from helpers.checks import assert_valid_log, dump_store, read_log, types, wait_until
 from helpers.official_verifier import node_verify
 
 import perdure
@@ -118,10 +118,6 @@ async def all_runs(rt: perdure.Runtime, **filters: Any) -> list[perdure.RunRecor
         if page.next_cursor is None:
             return runs
         cursor = page.next_cursor
-
-
-def types(wire: list[dict[str, Any]]) -> list[str]:
-    return [e["type"] for e in wire]
 
 
 def cancelled_outcome(wire: list[dict[str, Any]]) -> None:

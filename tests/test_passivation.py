@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import trio
 from helpers.checks import assert_valid_log, wait_until
+from helpers.defs import new_rt
 
 import perdure
 from perdure.runtime._signals import ExternalEvent  # not exported by perdure (see test_signals)
@@ -30,13 +31,6 @@ CALLS: Counter[str] = Counter()
 @pytest.fixture(autouse=True)
 def _reset() -> None:
     CALLS.clear()
-
-
-def new_rt(data_dir: Path, **options: Any) -> perdure.Runtime:
-    options.setdefault("durability", "process")
-    return perdure.Runtime(data_dir, **options)
-
-
 
 
 def define_sleeper(rt: perdure.Runtime, wakes: dict[str, float] | None = None) -> None:

@@ -21,7 +21,8 @@ from typing import Any
 import msgspec
 import pytest
 import trio
-from helpers.checks import assert_valid_log, wait_until
+from helpers.checks import assert_valid_log, wait_until, wire
+from helpers.defs import new_rt
 
 import perdure
 from perdure.runtime._agui import TextMessageContentEvent, TextMessageStartEvent
@@ -46,11 +47,6 @@ def _reset() -> None:
     ENTERED.clear()
 
 
-def new_rt(data_dir: Path, **options: Any) -> perdure.Runtime:
-    options.setdefault("durability", "process")
-    return perdure.Runtime(data_dir, **options)
-
-
 def effect(name: str, value: Any = None) -> Callable[[], Any]:
     """An async step function: counts its call, blocks while ``name`` is in BLOCK."""
 
@@ -62,12 +58,6 @@ def effect(name: str, value: Any = None) -> Callable[[], Any]:
         return value if value is not None else f"{name}-result"
 
     return fn
-
-
-
-
-async def wire(rt: perdure.Runtime, run_id: str) -> list[dict[str, Any]]:
-    return [event.to_wire() async for event in rt.events(run_id, follow=False)]
 
 
 async def until_entered(rt: perdure.Runtime, run_id: str, name: str, journal_len: int) -> None:

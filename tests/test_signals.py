@@ -22,7 +22,16 @@ from typing import Any
 
 import pytest
 import trio
-from helpers.checks import assert_valid_log, dump_store, read_log, wait_until, wire_log
+from helpers.checks import (
+    assert_valid_log,
+    dump_store,
+    interrupts,
+    read_log,
+    types,
+    wait_until,
+    waiting,
+    wire_log,
+)
 
 import perdure
 from perdure import (
@@ -171,31 +180,6 @@ def make(path: Any, **options: Any) -> perdure.Runtime:
         await ctx.say(f"the weather: {content['sky']}")
 
     return rt
-
-
-async def waiting(rt: perdure.Runtime, run_id: str, count: int = 1) -> perdure.RunRecord:
-    """Wait until the run is ``waiting`` with ``count`` open waits; return its record."""
-
-    def ready() -> bool:
-        rec = rt.get(run_id)
-        return (
-            rec.status == "waiting" and rec.waiting is not None and len(rec.waiting.waits) == count
-        )
-
-    await wait_until(ready, what=f"run {run_id} waiting on {count}")
-    return rt.get(run_id)
-
-
-def interrupts(wire: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
-    return [
-        e["outcome"]["interrupts"]
-        for e in wire
-        if e["type"] == "RUN_FINISHED" and (e.get("outcome") or {}).get("type") == "interrupt"
-    ]
-
-
-def types(wire: list[dict[str, Any]]) -> list[str]:
-    return [e["type"] for e in wire]
 
 
 def test_public_api_exports_the_signal_names() -> None:

@@ -21,22 +21,14 @@ from typing import Any
 import msgspec
 import pytest
 import trio
-from helpers.checks import assert_valid_log, wait_until
+from helpers.checks import assert_valid_log, wait_until, wire
+from helpers.defs import new_rt
 
 import perdure
 from perdure.runtime._agui import TextMessageContentEvent, TextMessageStartEvent
 from perdure.runtime._retry import RetryPolicy
 
 P = perdure.Project("p1")
-
-
-def new_rt(data_dir: Path, **options: Any) -> perdure.Runtime:
-    options.setdefault("durability", "process")
-    return perdure.Runtime(data_dir, **options)
-
-
-async def wire(rt: perdure.Runtime, run_id: str) -> list[dict[str, Any]]:
-    return [event.to_wire() async for event in rt.events(run_id, follow=False)]
 
 
 def step_events(log: list[dict[str, Any]]) -> list[tuple[str, str]]:

@@ -18,6 +18,7 @@ import msgspec
 import pytest
 import trio
 from helpers.checks import assert_valid_log, wait_until
+from helpers.defs import new_rt
 
 import perdure
 
@@ -29,13 +30,6 @@ CALLS: Counter[str] = Counter()
 @pytest.fixture(autouse=True)
 def _reset() -> None:
     CALLS.clear()
-
-
-def new_rt(data_dir: Path, **options: Any) -> perdure.Runtime:
-    options.setdefault("durability", "process")
-    return perdure.Runtime(data_dir, **options)
-
-
 
 
 def counted(name: str, value: Any = None) -> Any:

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 import trio
-from helpers.checks import assert_valid_log, dump_store, read_log, wait_until
+from helpers.checks import assert_valid_log, dump_store, interrupts, read_log, wait_until, waiting
 
 import perdure
 from perdure import ExternalEvent, InputResponse, ToolResult
@@ -161,25 +161,6 @@ def make(path: Any, **options: Any) -> perdure.Runtime:
         return codes
 
     return rt
-
-
-async def waiting(rt: perdure.Runtime, run_id: str, count: int = 1) -> perdure.RunRecord:
-    def ready() -> bool:
-        rec = rt.get(run_id)
-        return (
-            rec.status == "waiting" and rec.waiting is not None and len(rec.waiting.waits) == count
-        )
-
-    await wait_until(ready, what=f"run {run_id} waiting on {count}")
-    return rt.get(run_id)
-
-
-def interrupts(wire: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
-    return [
-        e["outcome"]["interrupts"]
-        for e in wire
-        if e["type"] == "RUN_FINISHED" and (e.get("outcome") or {}).get("type") == "interrupt"
-    ]
 
 
 def customs(wire: list[dict[str, Any]]) -> list[str]:

@@ -126,6 +126,25 @@ def wire_log(events: list[perdure.RunEvent]) -> list[dict[str, Any]]:
     return [event.to_wire() for event in events]
 
 
+async def wire(rt: perdure.Runtime, run_id: str) -> list[dict[str, Any]]:
+    """The committed log of a run in its wire form."""
+    return wire_log(await read_log(rt, run_id))
+
+
+def types(wire: list[dict[str, Any]]) -> list[str]:
+    """The ``type`` of every event of a wire log."""
+    return [e["type"] for e in wire]
+
+
+def interrupts(wire: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """The interrupts of every ``RUN_FINISHED`` outcome=interrupt of a wire log."""
+    return [
+        e["outcome"]["interrupts"]
+        for e in wire
+        if e["type"] == "RUN_FINISHED" and (e.get("outcome") or {}).get("type") == "interrupt"
+    ]
+
+
 async def assert_valid_log(rt: perdure.Runtime, run_id: str) -> list[dict[str, Any]]:
     """Fetch a run's full log through the public API, check it, return its wire form."""
     events = await read_log(rt, run_id)
@@ -201,3 +220,16 @@ async def wait_until(
             await trio.sleep(step)
         return
     raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
+
+
+async def waiting(rt: perdure.Runtime, run_id: str, count: int = 1) -> perdure.RunRecord:
+    """Wait until the run is ``waiting`` with ``count`` open waits; return its record."""
+
+    def ready() -> bool:
+        rec = rt.get(run_id)
+        return (
+            rec.status == "waiting" and rec.waiting is not None and len(rec.waiting.waits) == count
+        )
+
+    await wait_until(ready, what=f"run {run_id} waiting on {count}")
+    return rt.get(run_id)

@@ -23,7 +23,7 @@ import trio
 
 import perdure
 
-__all__ = ["BODY_CALLS", "Gates", "Order", "register"]
+__all__ = ["BODY_CALLS", "Gates", "Order", "new_rt", "register"]
 
 
 class Order(msgspec.Struct):
@@ -100,3 +100,9 @@ def register(rt: perdure.Runtime | perdure.Host) -> Gates:
         await ctx.say("hello")
 
     return gates
+
+
+def new_rt(data_dir: Any, **options: Any) -> perdure.Runtime:
+    """A bare Runtime on ``data_dir``, ``durability="process"`` unless given."""
+    options.setdefault("durability", "process")
+    return perdure.Runtime(data_dir, **options)
