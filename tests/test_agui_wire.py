@@ -8,13 +8,12 @@ import json
 import os
 import random
 import shutil
-import subprocess
-from pathlib import Path
 from typing import Any
 
 import ag_ui.core as agc
 import msgspec
 import pytest
+from helpers.official_verifier import NODE_DIR, run_verify_mjs
 
 from perdure.runtime._agui import (
     EVENT_CLASSES,
@@ -74,8 +73,6 @@ from perdure.testing._agui_verify import (
     verify_events,
     verify_prefixes,
 )
-
-NODE_DIR = Path(__file__).parent / "agui_node"
 
 T, R = "thread-1", "run-1"
 
@@ -866,18 +863,7 @@ def _run_node(logs: list[list[dict[str, Any]]], *flags: str) -> list[dict[str, A
         pytest.skip(f"run `npm ci` in {NODE_DIR} to compare against the official verifier")
     node = shutil.which("node")
     assert node is not None, "node is not on PATH"
-    proc = subprocess.run(
-        [node, str(NODE_DIR / "verify.mjs"), "--json", "--jsonl", "-", *flags],
-        input="\n".join(json.dumps(log) for log in logs),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert proc.returncode in (0, 1), proc.stderr
-    results = [json.loads(line) for line in proc.stdout.splitlines()]
-    assert len(results) == len(logs), proc.stderr
-    return results
+    return run_verify_mjs(node, logs, *flags)
 
 
 def _corpus() -> list[list[dict[str, Any]]]:

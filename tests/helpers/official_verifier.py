@@ -47,9 +47,13 @@ def node_verify(logs: list[Log], complete: bool = True) -> list[dict[str, Any]] 
     node = shutil.which("node")
     if node is None or not (NODE_DIR / "node_modules").is_dir():
         return None
+    return run_verify_mjs(node, logs, "--schema", *(["--complete"] if complete else []))
+
+
+def run_verify_mjs(node: str, logs: list[Log], *flags: str) -> list[dict[str, Any]]:
+    """One verdict per log from ``verify.mjs`` (``flags``: ``--schema``, ``--complete``)."""
     proc = subprocess.run(
-        [node, str(NODE_DIR / "verify.mjs"), "--json", "--schema", "--jsonl", "-"]
-        + (["--complete"] if complete else []),
+        [node, str(NODE_DIR / "verify.mjs"), "--json", "--jsonl", "-", *flags],
         input="\n".join(json.dumps(wire) for wire in logs),
         capture_output=True,
         text=True,
