@@ -11,6 +11,7 @@ All tests run in virtual time (``autojump_clock``).
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -223,3 +224,41 @@ async def test_lru_eviction_during_a_retry_backoff(data_dir: Path, autojump_cloc
                 await rt.wait(run_id)
         assert [rt.get(r).status for r in runs] == ["completed"] * 3
         assert [CALLS[r] for r in runs] == [2, 2, 2]
+
+
+async def test_a_waiting_run_woken_by_its_deadline_takes_a_max_running_slot(
+    data_dir: Path, autojump_clock: Any
+) -> None:
+    """A passivated waiting run that its wait's deadline re-activates runs again, so it
+    holds a ``max_running`` slot like any other running top-level run: a pending run is
+    not admitted beside it."""
+    gates = {"a": trio.Event(), "b": trio.Event()}
+    rt = new_rt(data_dir, max_running=1, passivate_after=0)
+
+    @rt.workflow("expiring")
+    async def expiring(ctx: perdure.RunContext, inp: dict) -> dict:
+        with contextlib.suppress(perdure.WaitExpired):
+            await ctx.wait_for_event("go", timeout=30)
+        await gates["a"].wait()
+        return {}
+
+    @rt.workflow("gated")
+    async def gated(ctx: perdure.RunContext, inp: dict) -> dict:
+        await gates["b"].wait()
+        return {}
+
+    async with rt:
+        a = (await rt.start("workflow:expiring", {}, owner=P)).run.id
+        await wait_until(lambda: rt.get(a).status == "waiting" and rt.supervisor.get(a) is None)
+        b = (await rt.start("workflow:gated", {}, owner=P)).run.id
+        c = (await rt.start("workflow:gated", {}, owner=P)).run.id
+        assert [rt.get(r).status for r in (b, c)] == ["running", "pending"]
+        await trio.sleep(31)  # the wait expires: its stored timer re-activates the run
+        await wait_until(lambda: rt.get(a).status == "running" and rt.supervisor.get(a))
+        gates["b"].set()
+        assert (await rt.wait(b)).status == "completed"
+        await trio.sleep(5)
+        assert rt.get(c).status == "pending"  # the re-activated run holds the only slot
+        gates["a"].set()
+        assert (await rt.wait(a)).status == "completed"
+        assert (await rt.wait(c)).status == "completed"

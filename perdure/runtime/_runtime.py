@@ -313,9 +313,7 @@ class Runtime:
         for rec, journal, events in store.iter_run_states("running"):
             if rec.id not in cancelling:
                 counts["running"] += 1
-                top = rec.parent_id is None
-                self._running_top += top
-                self._spawn(rec, counted=top, journal=journal, events=events)
+                self._spawn(rec, journal=journal, events=events)
         for rec in list(store.iter_runs("pending")):
             if rec.id in cancelling:
                 continue
@@ -359,9 +357,7 @@ class Runtime:
             return
         if rec.status == "pending":
             return
-        top = rec.parent_id is None and rec.status == "running"
-        self._running_top += top
-        self._spawn(rec, counted=top)
+        self._spawn(rec)
 
     # -- actors -------------------------------------------------------------------------------
 
@@ -371,18 +367,22 @@ class Runtime:
         *,
         start_body: bool = True,
         fresh: bool = False,
-        counted: bool = False,
+        reserved: bool = False,
         journal: list[JournalEntry] | None = None,
         events: list[bytes] | None = None,
     ) -> RunActor:
-        """Start the actor of ``rec``; ``counted`` if it holds a ``max_running`` slot.
+        """Start the actor of ``rec``.
 
-        ``journal`` and ``events`` are the run's, when already read (recovery).
+        A top-level run that will run its body holds a ``max_running`` slot: taken
+        here, unless ``start()`` ``reserved`` it ahead, and given back when the actor
+        stops. ``journal`` and ``events`` are the run's, when already read (recovery).
         """
         if journal is None:
             journal = [] if fresh else self.store.journal(rec.id)
         actor = RunActor(self, rec, journal, start_body=start_body, fresh=fresh, events=events)
-        actor.counted = counted
+        actor.counted = rec.parent_id is None and start_body and not rec.terminal
+        if actor.counted and not reserved:
+            self._running_top += 1
         self.supervisor.spawn(actor, parent_id=rec.parent_id)
         return actor
 
@@ -400,9 +400,7 @@ class Runtime:
             return
         parent = self.store.get_run(parent_id)
         if parent is not None and parent.status == "running" and parent.cancel is None:
-            top = parent.parent_id is None
-            self._running_top += top
-            self._spawn(parent, counted=top)
+            self._spawn(parent)
 
     def actor_stopped(self, actor: RunActor) -> None:
         if actor.counted:
@@ -420,8 +418,7 @@ class Runtime:
                 continue
             rec = self.store.get_run(run_id)
             if rec is not None and rec.status == "pending":
-                self._running_top += 1
-                self._spawn(rec, counted=True)
+                self._spawn(rec)
 
     # -- starting runs ------------------------------------------------------------------------
 
@@ -598,7 +595,7 @@ class Runtime:
                 self._running_top -= 1
             raise
         if admit:
-            self._spawn(rec, fresh=True, counted=parent is None)
+            self._spawn(rec, fresh=True, reserved=True)
         else:
             self._queued.append(rid)
             self._admit()  # a slot may have freed while the commit was in flight
@@ -778,10 +775,7 @@ class Runtime:
                 break
             await stale.stopped.wait()
         fresh = self.store.get_run(rec.id) or rec
-        run_body = self.recover and not fresh.terminal
-        top = fresh.parent_id is None and run_body
-        self._running_top += top
-        return self._spawn(fresh, counted=top, start_body=run_body)
+        return self._spawn(fresh, start_body=self.recover and not fresh.terminal)
 
     # -- cancellation -------------------------------------------------------------------------
 
