@@ -153,13 +153,18 @@ class Writer:
         Batches commit in submission order, so a later batch is never durable
         without an earlier one. Pair with :meth:`wait` for the acknowledgement.
         """
+        if self._closed:
+            raise StorageError("the writer is closed")
         pending = _Pending(ops)
-        if self.inline:
-            if self._closed:
-                raise StorageError("the writer is closed")
-            self._queue.append(pending)
-        else:
-            self._submit(pending)
+        # Lock-free hand-off (a mutex here convoyed with the writer thread on the
+        # GIL): deque.append/popleft are atomic. Every batch appended before
+        # ``_post`` clears ``_dirty`` is in the queue when its flush request goes
+        # out; one appended after sets ``_dirty`` again and gets a request of its
+        # own. At worst a flush finds the queue already drained.
+        self._queue.append(pending)
+        if not self._dirty and not self.inline:
+            self._dirty = True
+            self._dirty_since = time.perf_counter()
         return pending
 
     async def wait(self, pending: _Pending) -> None:
@@ -179,19 +184,6 @@ class Writer:
             await trio.lowlevel.wait_task_rescheduled(_refuse_abort)
         if pending.error is not None:
             raise pending.error
-
-    def _submit(self, pending: _Pending) -> None:
-        # Lock-free hand-off (a mutex here convoyed with the writer thread on the
-        # GIL): deque.append/popleft are atomic. Every batch appended before
-        # ``_post`` clears ``_dirty`` is in the queue when its flush request goes
-        # out; one appended after sets ``_dirty`` again and gets a request of its
-        # own. At worst a flush finds the queue already drained.
-        if self._ref is None:
-            raise StorageError("the writer is closed")
-        self._queue.append(pending)
-        if not self._dirty:
-            self._dirty = True
-            self._dirty_since = time.perf_counter()
 
     def _post(self, io_timeout: float) -> None:
         """Called by the instrument each time the trio scheduler is about to wait for I/O."""
