@@ -16,7 +16,7 @@ import tempfile
 import trio
 
 import perdure
-from perdure.runtime._agui import ToolCallArgsEvent, ToolCallEndEvent, ToolCallStartEvent
+from perdure.agui import ToolCallArgsEvent, ToolCallEndEvent, ToolCallStartEvent
 
 rt = perdure.Runtime(sys.argv[1] if len(sys.argv) > 1 else tempfile.mkdtemp() + "/data")
 

@@ -5,6 +5,7 @@ at waiting checkpoints until a resume signal arrives, cancel as whole trees and 
 an ordered, replayable AG-UI event log.
 """
 
+from perdure import agui
 from perdure._errors import (
     ChildCancelled,
     ChildFailed,
@@ -114,5 +115,6 @@ __all__ = [
     "Wait",
     "WaitExpired",
     "Waiting",
+    "agui",
     "signal_from_resume",
 ]

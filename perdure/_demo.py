@@ -39,8 +39,8 @@ from rich.progress import (
 from rich.table import Table
 
 from perdure._errors import ForeignDirectory, InvalidInput
+from perdure.agui import AgentInput
 from perdure.runtime import AgentContext, RunContext, Runtime
-from perdure.runtime._agui import AgentInput
 from perdure.storage import Conversation, DirectoryLock, Durability, Owner, Project, RunRecord
 
 __all__ = [

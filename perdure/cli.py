@@ -44,14 +44,14 @@ from rich.text import Text
 
 from perdure import _demo
 from perdure._errors import InvalidInput, PerdureError, RunNotFound, StorageError
-from perdure.runtime import STATUSES, Runtime
-from perdure.runtime._agui import (
+from perdure.agui import (
     Event,
     decode_event,
     event_to_json,
     event_type,
     is_terminal_event,
 )
+from perdure.runtime import STATUSES, Runtime
 from perdure.runtime._results import check_statuses, parse_cursor
 from perdure.storage import (
     Conversation,

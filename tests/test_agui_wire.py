@@ -15,14 +15,16 @@ import msgspec
 import pytest
 from helpers.official_verifier import NODE_DIR, run_verify_mjs
 
-from perdure.runtime._agui import (
+from perdure.agui import (
     EVENT_CLASSES,
     MAX_EVENT_BYTES,
     ActivityDeltaEvent,
     ActivitySnapshotEvent,
     AgentInput,
+    AGUIProtocolError,
     CustomEvent,
     Event,
+    EventVerifier,
     Interrupt,
     MessagesSnapshotEvent,
     RawEvent,
@@ -66,10 +68,6 @@ from perdure.runtime._agui import (
     event_type,
     split_text_content,
     split_tool_call_args,
-)
-from perdure.testing._agui_verify import (
-    AGUIProtocolError,
-    EventVerifier,
     verify_events,
     verify_prefixes,
 )

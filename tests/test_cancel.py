@@ -23,7 +23,7 @@ from helpers.official_verifier import node_verify
 
 import perdure
 from perdure import ExternalEvent
-from perdure.testing._agui_verify import verify_prefixes
+from perdure.agui import verify_prefixes
 
 P = perdure.Project("p1")
 

@@ -409,7 +409,7 @@ def test_cancel_a_run_left_running(tmp_path: Path, capsys: pytest.CaptureFixture
     assert events[0]["type"] == "RUN_STARTED"
     assert events[-1]["type"] == "RUN_FINISHED"
     assert events[-1]["outcome"]["type"] == "cancelled"
-    verify = pytest.importorskip("perdure.testing._agui_verify")
+    verify = pytest.importorskip("perdure.agui")
     verify.verify_prefixes(events)
 
     # Cancelling a terminal run is a no-op that says so (R15).
@@ -484,7 +484,7 @@ def test_cancel_a_tree_with_a_waiting_child(
     code, out, err = _run(["runs", "cancel", ids["parent"], "--dir", directory, "--json"], capsys)
     assert code == 0, err
     assert json.loads(out)["run"]["status"] == "cancelled"
-    verify = pytest.importorskip("perdure.testing._agui_verify")
+    verify = pytest.importorskip("perdure.agui")
     for key in ("parent", "child"):
         code, out, _ = _run(["runs", "show", ids[key], "--dir", directory, "--json"], capsys)
         assert json.loads(out)["status"] == "cancelled", key

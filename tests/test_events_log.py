@@ -10,7 +10,7 @@ import trio
 from helpers.checks import assert_valid_log, read_log, wait_until, wire_log
 
 import perdure
-from perdure.runtime._agui import (
+from perdure.agui import (
     MAX_EVENT_BYTES,
     CustomEvent,
     RunStartedEvent,

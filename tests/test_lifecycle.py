@@ -15,8 +15,8 @@ from helpers.checks import assert_valid_log, dump_store, read_log, wait_until, w
 from helpers.defs import BODY_CALLS
 
 import perdure
+from perdure.agui import MAX_EVENT_BYTES, TextMessageStartEvent
 from perdure.runtime import STATUSES, TERMINAL, TRANSITIONS, check_transition
-from perdure.runtime._agui import MAX_EVENT_BYTES, TextMessageStartEvent
 from perdure.storage import Store
 
 P = perdure.Project("p1")

@@ -25,9 +25,8 @@ from helpers.checks import assert_valid_log, wait_until, wire
 from helpers.defs import new_rt
 
 import perdure
-from perdure.runtime._agui import TextMessageContentEvent, TextMessageStartEvent
+from perdure.agui import TextMessageContentEvent, TextMessageStartEvent, verify_prefixes
 from perdure.runtime._signals import ExternalEvent  # not exported by perdure (see test_signals)
-from perdure.testing._agui_verify import verify_prefixes
 
 P = perdure.Project("p1")
 

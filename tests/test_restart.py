@@ -25,7 +25,7 @@ from helpers.checks import assert_valid_log, wait_until
 
 import perdure
 from perdure import ExternalEvent
-from perdure.runtime._agui import (
+from perdure.agui import (
     TextMessageContentEvent,
     TextMessageEndEvent,
     TextMessageStartEvent,

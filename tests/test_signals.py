@@ -42,7 +42,7 @@ from perdure import (
     ToolResult,
     signal_from_resume,
 )
-from perdure.runtime._agui import (
+from perdure.agui import (
     ToolCallArgsEvent,
     ToolCallEndEvent,
     ToolCallStartEvent,

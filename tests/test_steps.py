@@ -25,7 +25,7 @@ from helpers.checks import assert_valid_log, wait_until, wire
 from helpers.defs import new_rt
 
 import perdure
-from perdure.runtime._agui import TextMessageContentEvent, TextMessageStartEvent
+from perdure.agui import TextMessageContentEvent, TextMessageStartEvent
 from perdure.runtime._retry import RetryPolicy
 
 P = perdure.Project("p1")

@@ -1,6 +1,7 @@
 """The runtime layer: Runtime facade, run actors, contexts, definitions, AG-UI events."""
 
-from ._agui import AgentInput
+from perdure.agui import AgentInput
+
 from ._context import AgentContext, ChildHandle, RunContext
 from ._definitions import Definition, RestartPolicy
 from ._host import Host

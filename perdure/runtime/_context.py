@@ -17,9 +17,7 @@ import msgspec
 import trio
 
 from perdure._errors import ChildCancelled, ChildFailed, InvalidInput, PerdureError
-from perdure.storage import JournalEntry, Owner, RunRecord, TokenUsage
-
-from ._agui import (
+from perdure.agui import (
     MAX_EVENT_BYTES,
     CustomEvent,
     Event,
@@ -39,6 +37,8 @@ from ._agui import (
     split_text_content,
     split_tool_call_args,
 )
+from perdure.storage import JournalEntry, Owner, RunRecord, TokenUsage
+
 from ._retry import RetryPolicy
 from ._signals import (
     ApprovalDecision,

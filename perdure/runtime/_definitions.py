@@ -18,9 +18,8 @@ from typing import Any
 import msgspec
 
 from perdure._errors import InvalidInput, SerializationError, UnknownTarget
+from perdure.agui import AgentInput
 from perdure.storage import Conversation, Kind, Owner, Project
-
-from ._agui import AgentInput
 
 __all__ = [
     "Body",

@@ -7,9 +7,8 @@ from typing import Any
 import msgspec
 
 from perdure._errors import InvalidInput
+from perdure.agui import Event, event_to_json
 from perdure.storage import STATUSES, RunRecord
-
-from ._agui import Event, event_to_json
 
 __all__ = ["Cancelled", "Page", "RunEvent", "Started", "check_statuses", "parse_cursor"]
 

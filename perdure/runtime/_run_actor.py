@@ -30,6 +30,17 @@ import trio
 
 from perdure._errors import NonDeterminismError, PerdureError, RunNotActive, SerializationError
 from perdure.actors import Actor, LazyEvent
+from perdure.agui import (
+    CustomEvent,
+    Event,
+    OpenItems,
+    RunErrorEvent,
+    RunFinishedCancelledOutcome,
+    RunFinishedEvent,
+    RunStartedEvent,
+    decode_event,
+    encode_events,
+)
 from perdure.storage import (
     CancelRequest,
     Completion,
@@ -44,20 +55,9 @@ from perdure.storage import (
     record_ops,
 )
 
-from ._agui import (
-    CustomEvent,
-    Event,
-    RunErrorEvent,
-    RunFinishedCancelledOutcome,
-    RunFinishedEvent,
-    RunStartedEvent,
-    decode_event,
-    encode_events,
-)
 from ._context import make_context
 from ._definitions import to_plain
 from ._lifecycle import check_transition
-from ._open_items import OpenItems
 from ._signals import Signal
 from ._steps import StepBuffer
 from ._timers import timer_key

@@ -37,6 +37,12 @@ from perdure._errors import (
     StorageError,
 )
 from perdure.actors import Actor, Supervisor
+from perdure.agui import (
+    RunStartedEvent,
+    decode_event,
+    encode_events,
+    is_terminal_event,
+)
 from perdure.storage import (
     DEFAULT_MAP_SIZE,
     Durability,
@@ -53,12 +59,6 @@ from perdure.storage import (
     record_ops,
 )
 
-from ._agui import (
-    RunStartedEvent,
-    decode_event,
-    encode_events,
-    is_terminal_event,
-)
 from ._definitions import (
     Body,
     Definition,

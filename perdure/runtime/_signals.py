@@ -19,9 +19,8 @@ import jsonschema
 import msgspec
 
 from perdure._errors import InvalidSignal, PermissionDenied
+from perdure.agui import Interrupt
 from perdure.storage import Wait
-
-from ._agui import Interrupt
 
 __all__ = [
     "ApprovalDecision",

@@ -26,10 +26,9 @@ import msgspec
 import trio
 
 from perdure._errors import PerdureError, SerializationError, StepFailed
+from perdure.agui import CustomEvent, Event, OpenItems, StepFinishedEvent, StepStartedEvent
 from perdure.storage import ErrorInfo, JournalEntry
 
-from ._agui import CustomEvent, Event, StepFinishedEvent, StepStartedEvent
-from ._open_items import OpenItems
 from ._retry import RetryPolicy
 
 if TYPE_CHECKING:

@@ -32,15 +32,15 @@ from perdure._errors import (
     SignalConflict,
     WaitExpired,
 )
-from perdure.storage import ErrorInfo, JournalEntry, Wait, Waiting
-
-from ._agui import (
+from perdure.agui import (
     CustomEvent,
     Event,
     RunFinishedEvent,
     RunFinishedInterruptOutcome,
     ToolCallResultEvent,
 )
+from perdure.storage import ErrorInfo, JournalEntry, Wait, Waiting
+
 from ._lifecycle import check_transition
 from ._signals import (
     ApprovalDecision,

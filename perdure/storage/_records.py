@@ -8,9 +8,11 @@ schema version bump (see ``SCHEMA_VERSION``).
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, get_args
+from typing import Any, Literal, get_args
 
 import msgspec
+
+from perdure.agui import TokenUsage
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -68,24 +70,6 @@ class ErrorInfo(msgspec.Struct, gc=False, omit_defaults=True):
     code: str
     message: str
     detail: dict[str, Any] = msgspec.field(default_factory=dict)
-
-
-TokenCount = Annotated[int, msgspec.Meta(ge=0, le=9007199254740991)]
-
-
-class TokenUsage(
-    msgspec.Struct, gc=False, omit_defaults=True, rename="camel", kw_only=True, frozen=True
-):
-    """Token counts for one provider and model (AG-UI ``TokenUsage``, camelCase on the wire)."""
-
-    provider: str | None = None
-    model: str | None = None
-    input_tokens: TokenCount | None = None
-    output_tokens: TokenCount | None = None
-    total_tokens: TokenCount | None = None
-    reasoning_tokens: TokenCount | None = None
-    cached_input_tokens: TokenCount | None = None
-    cache_write_input_tokens: TokenCount | None = None
 
 
 class Completion(msgspec.Struct, gc=False, omit_defaults=True):

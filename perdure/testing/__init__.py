@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from trio.testing import MockClock
 
-from ._agui_verify import AGUIProtocolError, EventVerifier, verify_events, verify_prefixes
+from perdure.agui import AGUIProtocolError, EventVerifier, verify_events, verify_prefixes
 
 if TYPE_CHECKING:
     from perdure.runtime import Runtime

@@ -8,7 +8,7 @@
 //   --complete  also require a finished stream: a run was started and the last run
 //               ended with RUN_FINISHED or RUN_ERROR. (@ag-ui/client 1.0.0's operator
 //               does not check this; later upstream releases do. Mirrors
-//               perdure.testing._agui_verify.verify_prefixes.)
+//               perdure.agui.verify_prefixes.)
 //   --schema    also parse every event with @ag-ui/core's zod EventSchemas.
 //   --schema-only  only the zod schema check, no sequence verification.
 //   --json      print one JSON result per log: {"ok": true} or

@@ -61,8 +61,8 @@ import pytest
 import trio
 
 import perdure
+from perdure.agui import AGUIProtocolError, verify_prefixes
 from perdure.storage import Store
-from perdure.testing._agui_verify import AGUIProtocolError, verify_prefixes
 
 WORKLOAD = Path(__file__).with_name("workload.py")
 PERDURE_DIR = os.path.dirname(os.path.abspath(perdure.__file__))

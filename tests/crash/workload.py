@@ -147,7 +147,7 @@ def main(argv: list[str]) -> int:
     import trio
 
     import perdure
-    from perdure.runtime._agui import (
+    from perdure.agui import (
         TextMessageContentEvent,
         TextMessageEndEvent,
         TextMessageStartEvent,

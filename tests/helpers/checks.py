@@ -25,9 +25,14 @@ from ag_ui.core import Event as AguiEvent
 from pydantic import TypeAdapter
 
 import perdure
-from perdure.runtime._agui import MAX_EVENT_BYTES, decode_event, event_to_json
+from perdure.agui import (
+    MAX_EVENT_BYTES,
+    decode_event,
+    event_to_json,
+    verify_events,
+    verify_prefixes,
+)
 from perdure.storage import RunRecord, Store
-from perdure.testing._agui_verify import verify_events, verify_prefixes
 
 __all__ = [
     "AGUI_EVENT",

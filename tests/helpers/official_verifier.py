@@ -13,7 +13,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from perdure.runtime._agui import decode_event, event_to_json
+from perdure.agui import decode_event, event_to_json
 from perdure.storage import Store
 
 NODE_DIR = Path(__file__).resolve().parent.parent / "agui_node"

@@ -8,7 +8,7 @@ the stored log.
 
 from __future__ import annotations
 
-from ._agui import (
+from ._events import (
     Event,
     ReasoningEndEvent,
     ReasoningMessageEndEvent,

@@ -11,23 +11,21 @@ The field sets mirror ``ag_ui.core`` (the ``ag-ui-protocol`` 1.0 pydantic models
 parts, JSON-patch operations, resume entries) are carried as plain ``dict`` values in
 their wire shape rather than modelled as structs.
 
-``encode_event``/``decode_event`` are the storage codec (msgpack, reusable encoder and
-decoder); ``event_to_json``/``event_from_json`` are the wire codec (SSE ``data:``).
+This module is the lowest layer of perdure: it imports nothing else from perdure, so
+storage (which keeps :class:`TokenUsage` in completions) may depend on it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Annotated, Any, Final, Literal, TypeVar, get_args
+from typing import Annotated, Any, Final, Literal, get_args
 
 import msgspec
-
-from perdure.storage import TokenUsage
 
 __all__ = [
     "EVENT_CLASSES",
     "MAX_EVENT_BYTES",
     "PROTOCOL_VERSION",
+    "TYPE_OF",
     "ActivityDeltaEvent",
     "ActivitySnapshotEvent",
     "AgentInput",
@@ -67,22 +65,13 @@ __all__ = [
     "TextMessageEndEvent",
     "TextMessageRole",
     "TextMessageStartEvent",
+    "TokenCount",
     "TokenUsage",
     "ToolCallArgsEvent",
     "ToolCallChunkEvent",
     "ToolCallEndEvent",
     "ToolCallResultEvent",
     "ToolCallStartEvent",
-    "decode_event",
-    "encode_event",
-    "encode_events",
-    "encoded_size_ok",
-    "event_from_json",
-    "event_to_json",
-    "event_type",
-    "is_terminal_event",
-    "split_text_content",
-    "split_tool_call_args",
 ]
 
 PROTOCOL_VERSION: Final = "1.0"
@@ -95,6 +84,23 @@ _MAX_SAFE_INT: Final = 2**53 - 1
 
 Timestamp = Annotated[int, msgspec.Meta(ge=-_MAX_SAFE_INT, le=_MAX_SAFE_INT)]
 TokenCount = Annotated[int, msgspec.Meta(ge=0, le=_MAX_SAFE_INT)]
+
+
+class TokenUsage(
+    msgspec.Struct, gc=False, omit_defaults=True, rename="camel", kw_only=True, frozen=True
+):
+    """Token counts for one provider and model (AG-UI ``TokenUsage``, camelCase on the wire)."""
+
+    provider: str | None = None
+    model: str | None = None
+    input_tokens: TokenCount | None = None
+    output_tokens: TokenCount | None = None
+    total_tokens: TokenCount | None = None
+    reasoning_tokens: TokenCount | None = None
+    cached_input_tokens: TokenCount | None = None
+    cache_write_input_tokens: TokenCount | None = None
+
+
 JSONObject = dict[str, Any]
 TextMessageRole = Literal["developer", "system", "assistant", "user"]
 """Roles a streamed text message may take (absent means ``assistant``)."""
@@ -573,109 +579,5 @@ EVENT_CLASSES: Final[dict[str, type[BaseEvent]]] = {
 }
 """Wire ``type`` string -> event struct class."""
 
-_TYPE_OF: Final[dict[type[BaseEvent], str]] = {cls: tag for tag, cls in EVENT_CLASSES.items()}
-
-# ------------------------------------------------------------------------------- codecs
-
-_MSGPACK_ENCODER: Final = msgspec.msgpack.Encoder()
-_MSGPACK_DECODER: Final[msgspec.msgpack.Decoder[Event]] = msgspec.msgpack.Decoder(Event)
-_JSON_ENCODER: Final = msgspec.json.Encoder()
-_JSON_DECODER: Final[msgspec.json.Decoder[Event]] = msgspec.json.Decoder(Event)
-
-
-def encode_event(ev: Event) -> bytes:
-    """Encode an event as msgpack (the storage format; same field names as the wire)."""
-    return _MSGPACK_ENCODER.encode(ev)
-
-
-def is_terminal_event(event: Event) -> bool:
-    """Whether ``event`` ends a run's log (an interrupt ``RUN_FINISHED`` does not)."""
-    if isinstance(event, RunErrorEvent):
-        return True
-    if isinstance(event, RunFinishedEvent):
-        return not isinstance(event.outcome, RunFinishedInterruptOutcome)
-    return False
-
-
-def encode_events(events: Sequence[Event]) -> bytes:
-    """Encode one commit's events as a msgpack array (the stored chunk)."""
-    return _MSGPACK_ENCODER.encode(events)
-
-
-def decode_event(data: bytes | bytearray | memoryview) -> Event:
-    """Decode a msgpack event written by :func:`encode_event`."""
-    return _MSGPACK_DECODER.decode(data)
-
-
-def event_to_json(ev: Event) -> bytes:
-    """Encode an event as AG-UI wire JSON (camelCase, ``None`` optionals omitted)."""
-    return _JSON_ENCODER.encode(ev)
-
-
-def event_from_json(data: bytes | str) -> Event:
-    """Decode AG-UI wire JSON into an event struct (unknown fields are ignored)."""
-    return _JSON_DECODER.decode(data)
-
-
-def event_type(ev: BaseEvent) -> str:
-    """The wire ``type`` string of an event (``"RUN_STARTED"`` ...)."""
-    return _TYPE_OF[type(ev)]
-
-
-def encoded_size_ok(ev: Event, limit: int = MAX_EVENT_BYTES) -> bool:
-    """Whether the event's wire JSON fits in ``limit`` bytes."""
-    return len(_JSON_ENCODER.encode(ev)) <= limit
-
-
-# ----------------------------------------------------------------------------- splitting
-
-_E = TypeVar("_E", TextMessageContentEvent, ToolCallArgsEvent)
-
-
-def _json_str_cost(s: str) -> int:
-    """Bytes ``s`` occupies inside a JSON string literal (escapes included)."""
-    return len(_JSON_ENCODER.encode(s)) - 2
-
-
-def _split(make: Callable[[str], _E], delta: str, limit: int) -> list[_E]:
-    overhead = len(_JSON_ENCODER.encode(make("")))
-    budget = limit - overhead
-    if overhead + _json_str_cost(delta) <= limit:
-        return [make(delta)]
-    if budget < 6:  # the costliest code point takes 6 bytes (a \u00XX control escape)
-        raise ValueError(f"limit {limit} leaves no room for content (envelope {overhead})")
-    pieces: list[_E] = []
-    start, n = 0, len(delta)
-    while start < n:
-        # Every code point costs at least one byte, so at most ``budget`` of them fit.
-        hi = min(n, start + budget)
-        if _json_str_cost(delta[start:hi]) > budget:
-            lo = start + 1  # one code point always fits (budget >= 6)
-            while lo < hi:  # largest end in [lo, hi] whose slice fits
-                mid = (lo + hi + 1) // 2
-                if _json_str_cost(delta[start:mid]) <= budget:
-                    lo = mid
-                else:
-                    hi = mid - 1
-            hi = lo
-        pieces.append(make(delta[start:hi]))
-        start = hi
-    return pieces
-
-
-def split_text_content(
-    message_id: str, delta: str, limit: int = MAX_EVENT_BYTES
-) -> list[TextMessageContentEvent]:
-    """Split a text delta into TEXT_MESSAGE_CONTENT events each at most ``limit`` bytes.
-
-    Splits fall on code-point boundaries (never inside a UTF-8 sequence) and the pieces
-    concatenate to ``delta``. A delta that fits yields a single event.
-    """
-    return _split(lambda d: TextMessageContentEvent(message_id=message_id, delta=d), delta, limit)
-
-
-def split_tool_call_args(
-    tool_call_id: str, delta: str, limit: int = MAX_EVENT_BYTES
-) -> list[ToolCallArgsEvent]:
-    """Split a tool-call argument delta into TOOL_CALL_ARGS events (as above)."""
-    return _split(lambda d: ToolCallArgsEvent(tool_call_id=tool_call_id, delta=d), delta, limit)
+TYPE_OF: Final[dict[type[BaseEvent], str]] = {cls: tag for tag, cls in EVENT_CLASSES.items()}
+"""Event struct class -> wire ``type`` string."""
