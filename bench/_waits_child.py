@@ -50,6 +50,7 @@ import trio
 from _peer_common import latency_summary
 
 import perdure
+from perdure.testing import internals
 
 ExternalEvent = perdure.ExternalEvent
 
@@ -148,7 +149,7 @@ async def until_waiting(rt: perdure.Runtime, run_id: str, timeout: float = 30.0)
 
 async def until_live_count(rt: perdure.Runtime, at_most: int, timeout: float = 30.0) -> None:
     with trio.fail_after(timeout):
-        while len(rt.supervisor) > at_most:
+        while len(internals(rt).supervisor) > at_most:
             await trio.sleep(0.0005)
 
 
@@ -278,7 +279,7 @@ async def _series(
             row = await _sample(rt, i, passive, follower)
             if i >= 0:
                 rows.append(row)
-        stats = rt.writer.stats
+        stats = internals(rt).writer.stats
         txns = stats.txns
     out: dict[str, Any] = {k: latency_summary([r[k] for r in rows]) for k in rows[0]}
     out["lmdb_txns"] = txns
@@ -357,7 +358,7 @@ async def _live(path: str, spec: dict[str, Any]) -> dict[str, Any]:
         await until_live_count(rt, 0)
         BODY_PAST_STEP.clear()
         out["rss_before"] = settled_rss()
-        out["live_before"] = len(rt.supervisor)
+        out["live_before"] = len(internals(rt).supervisor)
         tracker = WaitTracker(rt)
         first: list[str] = []
         left = n
@@ -393,8 +394,8 @@ async def _live(path: str, spec: dict[str, Any]) -> dict[str, Any]:
         out["seconds_to_all_waiting"] = t_all
         out["runs_per_s"] = n / t_all
         out["rss_after"] = settled_rss()
-        out["live_actors"] = len(rt.supervisor)
-        out["lmdb_txns"] = rt.writer.stats.txns
+        out["live_actors"] = len(internals(rt).supervisor)
+        out["lmdb_txns"] = internals(rt).writer.stats.txns
         say(
             f"live: {n:,} waiting in {t_all:.1f} s; RSS {out['rss_before']['VmRSS']:.0f} -> "
             f"{out['rss_after']['VmRSS']:.0f} MB; {out['live_actors']:,} live actors"
@@ -491,7 +492,7 @@ async def _create(path: str, spec: dict[str, Any]) -> dict[str, Any]:
                     j = rng.randrange(seq)
                     if j < k:
                         sample[j] = rid
-                while len(rt.supervisor) > 20_000:  # never let live actors pile up
+                while len(internals(rt).supervisor) > 20_000:  # never let live actors pile up
                     await trio.sleep(0.005)
 
         last_say = t0
@@ -508,7 +509,7 @@ async def _create(path: str, spec: dict[str, Any]) -> dict[str, Any]:
                     last_say = now
                     say(
                         f"create: {tracker.confirmed:,} waiting after {now - t0:.0f} s "
-                        f"({tracker.confirmed / (now - t0):,.0f}/s), {len(rt.supervisor):,} live"
+                        f"({tracker.confirmed / (now - t0):,.0f}/s), {len(internals(rt).supervisor):,} live"
                     )
                 done_starting = started >= n or now >= stop_at
                 if done_starting and not tracker.unconfirmed and len(nursery.child_tasks) == 0:
@@ -521,7 +522,7 @@ async def _create(path: str, spec: dict[str, Any]) -> dict[str, Any]:
             runs_per_s=started / seconds,
             budget_hit=started < n,
             rss=proc_status(),
-            lmdb_txns=rt.writer.stats.txns,
+            lmdb_txns=internals(rt).writer.stats.txns,
             sample=sample,
         )
         t_close = time.perf_counter()
@@ -552,7 +553,7 @@ async def _open(path: str, spec: dict[str, Any]) -> dict[str, Any]:
         out["rss_after_open_no_gc"] = proc_status()
         out["rss_after_open"] = settled_rss()
         out["recovered"] = dict(rt.recovered)
-        out["live_actors_after_open"] = len(rt.supervisor)
+        out["live_actors_after_open"] = len(internals(rt).supervisor)
         say(
             f"open: {out['open_seconds']:.2f} s, RSS {out['rss_before']['VmRSS']:.0f} -> "
             f"{out['rss_after_open']['VmRSS']:.0f} MB, recovered {out['recovered']}"

@@ -10,7 +10,7 @@ What it measures (see bench/README.md):
    with 1, 10, 100 and 1000 runs in flight, durability ``sync`` and ``process``.
    Each run is two group-committed batches (RUN_STARTED + record + indexes, then
    RUN_FINISHED + record + status index move). Records/s and LMDB transactions come
-   from the writer's own counters (``rt.writer.stats``).
+   from the writer's own counters (``internals(rt).writer.stats``).
 2. the raw limit on the same filesystem, in the same invocation: one thread doing
    LMDB transactions of 1000 puts (keys spread over 1000 "runs", 128-byte values)
    with ``sync=True`` and with ``sync=False``, plus single-put commits.

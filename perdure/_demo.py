@@ -150,7 +150,7 @@ async def drive(
     """
     if count < 0 or concurrency < 1:
         raise InvalidInput("count must be >= 0 and concurrency >= 1")
-    stats = rt.writer.stats
+    stats = rt.stats()
     records0, txns0, batches0 = stats.records, stats.txns, stats.batches
     result = DriveResult(runs=count, elapsed=0.0, events=0, records=0, txns=0, batches=0)
     slots = trio.Semaphore(concurrency)
@@ -174,6 +174,7 @@ async def drive(
             await slots.acquire()
             nursery.start_soon(one, i)
     result.elapsed = time.perf_counter() - t0
+    stats = rt.stats()
     result.records = stats.records - records0
     result.txns = stats.txns - txns0
     result.batches = stats.batches - batches0
@@ -262,7 +263,8 @@ async def _demo_main(
             if page.next_cursor is None:
                 break
             after = page.next_cursor
-        return result, stored, rt.writer.stats.txns, rt.store.map_size
+        stats = rt.stats()
+        return result, stored, stats.txns, stats.map_size
 
 
 def _print_summary(

@@ -9,6 +9,7 @@ from helpers.checks import dump_store, read_log
 from helpers.defs import BODY_CALLS, Order
 
 import perdure
+from perdure.testing import internals
 
 P = perdure.Project("p1")
 C = perdure.Conversation("c1")
@@ -193,7 +194,7 @@ async def test_bad_input_raises_and_stores_nothing(
         )
         await rt.wait(existing.run.id)
         blocked = (await rt.start("workflow:block", {}, owner=P)).run
-        image = dump_store(rt.store)
+        image = dump_store(internals(rt).store)
         count = len(rt.list().runs)
         log = await read_log(rt, EXISTING)
         calls = dict(BODY_CALLS)
@@ -207,7 +208,7 @@ async def test_bad_input_raises_and_stores_nothing(
         assert err.code == error.code and err.message
         assert isinstance(err.to_dict()["detail"], dict)
 
-        assert dump_store(rt.store) == image, f"{name} stored something"
+        assert dump_store(internals(rt).store) == image, f"{name} stored something"
         assert len(rt.list().runs) == count
         assert await read_log(rt, EXISTING) == log
         assert dict(BODY_CALLS) == calls  # no body ran
@@ -301,7 +302,7 @@ def test_struct_input_type_can_be_given_explicitly(data_dir: Any) -> None:
     @rt.workflow("explicit", input_type=Order)
     async def explicit(ctx: Any, inp: Any) -> None: ...
 
-    definition = rt.registry.resolve("workflow:explicit")
+    definition = rt._registry.resolve("workflow:explicit")
     with pytest.raises(perdure.InvalidInput):
         definition.convert_input({"sku": 1})
     typed, plain = definition.convert_input({"sku": "a", "qty": 1})

@@ -24,6 +24,7 @@ from helpers.official_verifier import node_verify
 import perdure
 from perdure import ExternalEvent
 from perdure.agui import verify_prefixes
+from perdure.testing import internals
 
 P = perdure.Project("p1")
 
@@ -172,7 +173,7 @@ async def test_cancel_running_run_mid_step(data_dir: Path) -> None:
             ["RUN_STARTED", "STEP_STARTED", "STEP_FINISHED", "RUN_FINISHED"],
         )
         cancelled_outcome(wire)
-        await wait_until(lambda: len(rt.supervisor) == 0, what="actor stopped")
+        await wait_until(lambda: len(internals(rt).supervisor) == 0, what="actor stopped")
 
 
 async def test_shielded_cleanup_runs_within_the_grace_period(
@@ -259,13 +260,13 @@ async def test_cancel_passivated_waiting_run(data_dir: Path, autojump_clock: Any
         run = (await rt.start("workflow:waiter", {}, owner=P)).run
         await wait_until(lambda: rt.get(run.id).status == "waiting", what="waiting")
         await trio.sleep(10)
-        assert len(rt.supervisor) == 0
+        assert len(internals(rt).supervisor) == 0
         result = await rt.cancel(run.id)
         assert result.cancelled and result.run.status == "cancelled"
         # Cancelled from the durable record alone: the body was not replayed.
         assert EVENTS.count((run.id, "body")) == 1
         cancelled_outcome(await assert_valid_log(rt, run.id))
-        await wait_until(lambda: len(rt.supervisor) == 0, what="actor stopped")
+        await wait_until(lambda: len(internals(rt).supervisor) == 0, what="actor stopped")
 
 
 async def test_cancel_waiting_run_after_a_restart(data_dir: Path) -> None:
@@ -289,7 +290,7 @@ async def test_cancel_sleeping_runs(data_dir: Path, autojump_clock: Any) -> None
         await wait_until(
             lambda: rt.get(long.id).journal_len == 1 and rt.get(short.id).journal_len == 1
         )
-        assert rt.supervisor.get(long.id) is None  # passivated until its timer
+        assert internals(rt).supervisor.get(long.id) is None  # passivated until its timer
         for run_id in (short.id, long.id):
             result = await rt.cancel(run_id)
             assert result.cancelled and result.run.status == "cancelled"
@@ -297,7 +298,7 @@ async def test_cancel_sleeping_runs(data_dir: Path, autojump_clock: Any) -> None
         for run_id in (short.id, long.id):
             assert rt.get(run_id).status == "cancelled"
             cancelled_outcome(await assert_valid_log(rt, run_id))
-        assert len(rt.supervisor) == 0
+        assert len(internals(rt).supervisor) == 0
 
 
 @pytest.mark.parametrize("outcome", ["completed", "failed", "cancelled"])
@@ -312,11 +313,11 @@ async def test_cancel_terminal_run_is_a_no_op(data_dir: Path, outcome: str) -> N
             run = (await rt.start("workflow:quick", {"fail": outcome == "failed"}, owner=P)).run
         rec = await rt.wait(run.id)
         assert rec.status == outcome
-        before = dump_store(rt.store)
+        before = dump_store(internals(rt).store)
         result = await rt.cancel(run.id, "again")
         assert result.cancelled is False
         assert result.run == rec
-        assert dump_store(rt.store) == before
+        assert dump_store(internals(rt).store) == before
         if outcome == "cancelled":
             assert rt.get(run.id).cancel.reason == "first"
 
@@ -468,7 +469,7 @@ async def test_cancel_a_passivated_tree(data_dir: Path, autojump_clock: Any) -> 
             what="tree waiting",
         )
         await trio.sleep(5)
-        assert len(rt.supervisor) == 0
+        assert len(internals(rt).supervisor) == 0
         result = await rt.cancel(root.id)
         assert result.cancelled
         tree = await all_runs(rt, root_id=root.id)
@@ -477,7 +478,7 @@ async def test_cancel_a_passivated_tree(data_dir: Path, autojump_clock: Any) -> 
         for rec in tree:
             if rec.parent_id is not None:
                 assert by_id[rec.parent_id].finished_at >= rec.finished_at
-        await wait_until(lambda: len(rt.supervisor) == 0, what="actors stopped")
+        await wait_until(lambda: len(internals(rt).supervisor) == 0, what="actors stopped")
 
 
 async def test_cancel_a_tree_of_a_thousand_runs(data_dir: Path) -> None:
@@ -520,4 +521,4 @@ async def test_cancel_a_tree_of_a_thousand_runs(data_dir: Path) -> None:
         assert first_by_depth[0] >= last_by_depth[1]
         for sample in [root.id, *[r.id for r in tree[:: max(1, total // 25)]]]:
             cancelled_outcome(await assert_valid_log(rt, sample))
-        await wait_until(lambda: len(rt.supervisor) == 0, timeout=10, what="every actor stopped")
+        await wait_until(lambda: len(internals(rt).supervisor) == 0, timeout=10, what="every actor stopped")

@@ -18,6 +18,7 @@ import perdure
 from perdure.agui import MAX_EVENT_BYTES, TextMessageStartEvent
 from perdure.runtime import STATUSES, TERMINAL, TRANSITIONS, check_transition
 from perdure.storage import Store
+from perdure.testing import internals
 
 P = perdure.Project("p1")
 C = perdure.Conversation("c1")
@@ -131,16 +132,16 @@ async def test_terminal_run_never_changes(make_rt: Any) -> None:
         await rt.cancel(stop, "first")
         for rid in (ok, bad):
             await rt.wait(rid)
-        before = dump_store(rt.store)
+        before = dump_store(internals(rt).store)
         for rid, status in ((ok, "completed"), (bad, "failed"), (stop, "cancelled")):
             result = await rt.cancel(rid, "again")
             assert result.cancelled is False
             assert result.run.status == status
             assert result.run == rt.get(rid)
-        assert dump_store(rt.store) == before
+        assert dump_store(internals(rt).store) == before
     rt2 = make_rt()
     async with rt2:
-        assert dump_store(rt2.store) == before
+        assert dump_store(internals(rt2).store) == before
         assert [rt2.get(r).status for r in (ok, bad, stop)] == ["completed", "failed", "cancelled"]
 
 
@@ -477,7 +478,7 @@ async def test_close_changes_no_run_and_reopen_recovers(make_rt: Any, data_dir: 
     async with rt:
         run = (await rt.start("workflow:block", {}, owner=P)).run
         await wait_until(lambda: rt.get(run.id).last_event_id == 2)
-        before = dump_store(rt.store)
+        before = dump_store(internals(rt).store)
     closed = Store(data_dir, readonly=True)
     try:
         assert dump_store(closed) == before  # closing wrote nothing

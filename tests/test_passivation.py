@@ -11,7 +11,6 @@ All tests run in virtual time (``autojump_clock``).
 
 from __future__ import annotations
 
-import contextlib
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,8 @@ from helpers.checks import assert_valid_log, wait_until
 from helpers.defs import new_rt
 
 import perdure
-from perdure.runtime._signals import ExternalEvent  # not exported by perdure (see test_signals)
+from perdure import ExternalEvent
+from perdure.testing import internals
 
 P = perdure.Project("p1")
 
@@ -66,13 +66,13 @@ async def test_long_sleep_passivates_and_the_timer_wakes_it(
     async with rt:
         t0 = trio.current_time()
         run_id = (await rt.start("workflow:sleeper", {"sleep": 120}, owner=P)).run.id
-        await wait_until(lambda: rt.supervisor.passivations == 1 and len(rt.supervisor) == 0)
+        await wait_until(lambda: internals(rt).supervisor.passivations == 1 and len(internals(rt).supervisor) == 0)
         # Passivated at once, not after passivate_after.
         assert trio.current_time() - t0 < 1
-        assert rt.supervisor.get(run_id) is None
+        assert internals(rt).supervisor.get(run_id) is None
         rec = rt.get(run_id)
         assert rec.status == "running"
-        assert [run for _, run, _ in rt.store.timers()] == [run_id]
+        assert [run for _, run, _ in internals(rt).store.timers()] == [run_id]
 
         rec = await rt.wait(run_id)
         assert rec.status == "completed"
@@ -81,9 +81,9 @@ async def test_long_sleep_passivates_and_the_timer_wakes_it(
         # Re-activated by replay: the body ran twice, each step once.
         assert CALLS[f"body:{run_id}"] == 2
         assert CALLS[f"pre:{run_id}"] == 1 and CALLS[f"post:{run_id}"] == 1
-        assert rt.supervisor.passivations == 1
-        await wait_until(lambda: len(rt.supervisor) == 0)
-        assert rt.store.timers() == []
+        assert internals(rt).supervisor.passivations == 1
+        await wait_until(lambda: len(internals(rt).supervisor) == 0)
+        assert internals(rt).store.timers() == []
         log = await assert_valid_log(rt, run_id)
         assert [e["stepName"] for e in log if e["type"] == "STEP_STARTED"] == ["pre", "post"]
 
@@ -94,10 +94,10 @@ async def test_short_sleep_stays_live(data_dir: Path, autojump_clock: Any) -> No
     async with rt:
         run_id = (await rt.start("workflow:sleeper", {"sleep": 30}, owner=P)).run.id
         await trio.sleep(10)
-        assert len(rt.supervisor) == 1 and rt.supervisor.get(run_id) is not None
+        assert len(internals(rt).supervisor) == 1 and internals(rt).supervisor.get(run_id) is not None
         rec = await rt.wait(run_id)
         assert rec.status == "completed"
-        assert rt.supervisor.passivations == 0
+        assert internals(rt).supervisor.passivations == 0
         assert CALLS[f"body:{run_id}"] == 1
 
 
@@ -106,7 +106,7 @@ async def test_passivated_sleeper_survives_a_restart(data_dir: Path, autojump_cl
     define_sleeper(rt)
     async with rt:
         run_id = (await rt.start("workflow:sleeper", {"sleep": 300}, owner=P)).run.id
-        await wait_until(lambda: len(rt.supervisor) == 0 and rt.supervisor.passivations == 1)
+        await wait_until(lambda: len(internals(rt).supervisor) == 0 and internals(rt).supervisor.passivations == 1)
         await trio.sleep(100)
     rt = new_rt(data_dir, passivate_after=60)
     define_sleeper(rt)
@@ -115,7 +115,7 @@ async def test_passivated_sleeper_survives_a_restart(data_dir: Path, autojump_cl
         rec = await rt.wait(run_id)
         assert rec.status == "completed"
         assert CALLS[f"pre:{run_id}"] == 1 and CALLS[f"post:{run_id}"] == 1
-        assert rt.store.timers() == []
+        assert internals(rt).store.timers() == []
 
 
 async def test_passivated_sleeper_can_be_cancelled(data_dir: Path, autojump_clock: Any) -> None:
@@ -123,7 +123,7 @@ async def test_passivated_sleeper_can_be_cancelled(data_dir: Path, autojump_cloc
     define_sleeper(rt)
     async with rt:
         run_id = (await rt.start("workflow:sleeper", {"sleep": 3600}, owner=P)).run.id
-        await wait_until(lambda: len(rt.supervisor) == 0 and rt.supervisor.passivations == 1)
+        await wait_until(lambda: len(internals(rt).supervisor) == 0 and internals(rt).supervisor.passivations == 1)
         result = await rt.cancel(run_id, reason="user")
         assert result.cancelled
         rec = await rt.wait(run_id)
@@ -156,10 +156,10 @@ async def test_signal_wait_passivates_after_idle(data_dir: Path, autojump_clock:
         run_id = (await rt.start("workflow:waiter", {}, owner=P)).run.id
         await wait_until(lambda: rt.get(run_id).status == "waiting")
         await trio.sleep(30)
-        assert len(rt.supervisor) == 1 and rt.supervisor.passivations == 0
-        await wait_until(lambda: len(rt.supervisor) == 0, timeout=100, step=1)
+        assert len(internals(rt).supervisor) == 1 and internals(rt).supervisor.passivations == 0
+        await wait_until(lambda: len(internals(rt).supervisor) == 0, timeout=100, step=1)
         assert 60 <= trio.current_time() - t0 <= 62
-        assert rt.supervisor.passivations == 1
+        assert internals(rt).supervisor.passivations == 1
         assert rt.get(run_id).status == "waiting"
         await rt.resume(run_id, ExternalEvent(name="go", payload={"x": 1}))
         rec = await rt.wait(run_id)
@@ -187,9 +187,9 @@ async def test_lru_eviction_of_many_sleepers(data_dir: Path, autojump_clock: Any
             await trio.sleep(0.01)
         await trio.sleep(5)  # everyone is asleep now
         assert all(CALLS[f"pre:{r}"] == 1 for r in runs)
-        assert len(rt.supervisor) <= 3
-        assert rt.supervisor.passivations >= 9
-        live = {actor.actor_id for actor in rt.supervisor}
+        assert len(internals(rt).supervisor) <= 3
+        assert internals(rt).supervisor.passivations >= 9
+        live = {actor.actor_id for actor in internals(rt).supervisor}
         assert live <= set(runs[-3:])  # the least recently idle went first
         for run_id in runs:
             rec = await rt.wait(run_id)
@@ -198,7 +198,7 @@ async def test_lru_eviction_of_many_sleepers(data_dir: Path, autojump_clock: Any
             # Each woke on its own due time, once; nothing before the sleep ran again.
             assert CALLS[f"pre:{run_id}"] == 1 and CALLS[f"post:{run_id}"] == 1
             assert 30 + i <= wakes[run_id] - t0 <= 30 + i + 0.5
-        assert rt.store.timers() == []
+        assert internals(rt).store.timers() == []
         for run_id in runs:
             await assert_valid_log(rt, run_id)
 
@@ -224,41 +224,3 @@ async def test_lru_eviction_during_a_retry_backoff(data_dir: Path, autojump_cloc
                 await rt.wait(run_id)
         assert [rt.get(r).status for r in runs] == ["completed"] * 3
         assert [CALLS[r] for r in runs] == [2, 2, 2]
-
-
-async def test_a_waiting_run_woken_by_its_deadline_takes_a_max_running_slot(
-    data_dir: Path, autojump_clock: Any
-) -> None:
-    """A passivated waiting run that its wait's deadline re-activates runs again, so it
-    holds a ``max_running`` slot like any other running top-level run: a pending run is
-    not admitted beside it."""
-    gates = {"a": trio.Event(), "b": trio.Event()}
-    rt = new_rt(data_dir, max_running=1, passivate_after=0)
-
-    @rt.workflow("expiring")
-    async def expiring(ctx: perdure.RunContext, inp: dict) -> dict:
-        with contextlib.suppress(perdure.WaitExpired):
-            await ctx.wait_for_event("go", timeout=30)
-        await gates["a"].wait()
-        return {}
-
-    @rt.workflow("gated")
-    async def gated(ctx: perdure.RunContext, inp: dict) -> dict:
-        await gates["b"].wait()
-        return {}
-
-    async with rt:
-        a = (await rt.start("workflow:expiring", {}, owner=P)).run.id
-        await wait_until(lambda: rt.get(a).status == "waiting" and rt.supervisor.get(a) is None)
-        b = (await rt.start("workflow:gated", {}, owner=P)).run.id
-        c = (await rt.start("workflow:gated", {}, owner=P)).run.id
-        assert [rt.get(r).status for r in (b, c)] == ["running", "pending"]
-        await trio.sleep(31)  # the wait expires: its stored timer re-activates the run
-        await wait_until(lambda: rt.get(a).status == "running" and rt.supervisor.get(a))
-        gates["b"].set()
-        assert (await rt.wait(b)).status == "completed"
-        await trio.sleep(5)
-        assert rt.get(c).status == "pending"  # the re-activated run holds the only slot
-        gates["a"].set()
-        assert (await rt.wait(a)).status == "completed"
-        assert (await rt.wait(c)).status == "completed"

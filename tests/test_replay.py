@@ -25,8 +25,9 @@ from helpers.checks import assert_valid_log, wait_until, wire
 from helpers.defs import new_rt
 
 import perdure
+from perdure import ExternalEvent
 from perdure.agui import TextMessageContentEvent, TextMessageStartEvent, verify_prefixes
-from perdure.runtime._signals import ExternalEvent  # not exported by perdure (see test_signals)
+from perdure.testing import internals
 
 P = perdure.Project("p1")
 
@@ -61,7 +62,7 @@ def effect(name: str, value: Any = None) -> Callable[[], Any]:
 
 async def until_entered(rt: perdure.Runtime, run_id: str, name: str, journal_len: int) -> None:
     await wait_until(
-        lambda: name in ENTERED and len(rt.store.journal(run_id)) >= journal_len,
+        lambda: name in ENTERED and len(internals(rt).store.journal(run_id)) >= journal_len,
         what=f"step {name} entered with {journal_len} journal entries",
     )
 
@@ -87,7 +88,7 @@ async def test_reopen_does_not_reexecute_recorded_steps(data_dir: Path) -> None:
         started = await rt.start("workflow:four", {}, owner=P)
         run_id = started.run.id
         await until_entered(rt, run_id, "s3", 2)
-        assert [(e.kind, e.name) for e in rt.store.journal(run_id)] == [
+        assert [(e.kind, e.name) for e in internals(rt).store.journal(run_id)] == [
             ("step", "s1"),
             ("step", "s2"),
         ]
@@ -109,7 +110,7 @@ async def test_reopen_does_not_reexecute_recorded_steps(data_dir: Path) -> None:
         assert CALLS["s1"] == 1 and CALLS["s2"] == 1
         assert CALLS["s3"] == 2 and CALLS["s4"] == 1
         assert CALLS["body"] == 2  # the body was replayed
-        journal = rt.store.journal(run_id)
+        journal = internals(rt).store.journal(run_id)
         assert [(e.kind, e.name) for e in journal] == [("step", f"s{i}") for i in range(1, 5)]
         log = await assert_valid_log(rt, run_id)
         # s3's first attempt committed nothing (no flush): one STEP pair per step.
@@ -278,7 +279,7 @@ async def test_non_determinism_fails_the_run(data_dir: Path) -> None:
         assert log[-1]["type"] == "RUN_ERROR" and log[-1]["code"] == "NON_DETERMINISM"
         # Histories were not mixed: nothing of the new code ran or was recorded.
         assert CALLS["x"] == 0 and CALLS["c"] == 1 and CALLS["a"] == 1
-        assert [(e.kind, e.name) for e in rt.store.journal(run_id)] == [
+        assert [(e.kind, e.name) for e in internals(rt).store.journal(run_id)] == [
             ("step", "a"),
             ("step", "b"),
         ]
@@ -455,7 +456,7 @@ async def test_recovered_counts(data_dir: Path) -> None:
         async def quick(ctx: perdure.RunContext, inp: dict) -> dict:
             return {}
 
-    rt = new_rt(data_dir, max_running=2)
+    rt = new_rt(data_dir, max_running=1)
     define(rt)
     async with rt:
         quick = (await rt.start("workflow:quick", {}, owner=P)).run.id
@@ -465,20 +466,20 @@ async def test_recovered_counts(data_dir: Path) -> None:
         running = (await rt.start("workflow:gated", {}, owner=P)).run.id
         pending = (await rt.start("workflow:gated", {}, owner=P)).run.id
         await wait_until(lambda: "gate" in ENTERED)
-        # The waiting run and the gated one hold both max_running slots.
+        # The gated run holds the only max_running slot (a waiting run holds none).
         assert [rt.get(r).status for r in (waiting, running, pending)] == [
             "waiting",
             "running",
             "pending",
         ]
     BLOCK.clear()
-    rt = new_rt(data_dir, max_running=2)
+    rt = new_rt(data_dir, max_running=1)
     define(rt)
     async with rt:
         assert rt.recovered == {"running": 1, "pending": 1, "cancelling": 0, "waiting": 1}
         assert rt.get(quick).status == "completed"
         # A waiting run stays passive: no actor until its signal.
-        assert rt.supervisor.get(waiting) is None
+        assert internals(rt).supervisor.get(waiting) is None
         for r in (running, pending):
             assert (await rt.wait(r)).status == "completed"
         await rt.resume(waiting, ExternalEvent(name="go", payload={"n": 1}))
@@ -511,9 +512,9 @@ async def test_retry_backoff_survives_restart(data_dir: Path, autojump_clock: An
     define_backoff(rt, calls)
     async with rt:
         run_id = (await rt.start("workflow:backoff", {}, owner=P)).run.id
-        await wait_until(lambda: len(rt.store.journal(run_id)) == 2, timeout=1000, step=1.0)
+        await wait_until(lambda: len(internals(rt).store.journal(run_id)) == 2, timeout=1000, step=1.0)
         await trio.sleep(10)  # well inside the second 100 s backoff
-        journal = rt.store.journal(run_id)
+        journal = internals(rt).store.journal(run_id)
         assert [e.kind for e in journal] == ["retry", "retry"]
         due = msgspec.msgpack.decode(journal[1].value)["due"]
     assert len(calls) == 2
@@ -543,9 +544,9 @@ async def test_retry_backoff_remaining_time_after_restart_in_virtual_time(
     define_backoff(rt, calls)
     async with rt:
         run_id = (await rt.start("workflow:backoff", {}, owner=P)).run.id
-        await wait_until(lambda: len(rt.store.journal(run_id)) == 2, timeout=1000, step=1.0)
+        await wait_until(lambda: len(internals(rt).store.journal(run_id)) == 2, timeout=1000, step=1.0)
         closed_at = trio.current_time()
-        due_in = msgspec.msgpack.decode(rt.store.journal(run_id)[1].value)["due"] - rt.now()
+        due_in = msgspec.msgpack.decode(internals(rt).store.journal(run_id)[1].value)["due"] - rt.now()
     rt = new_rt(data_dir)
     define_backoff(rt, calls)
     async with rt:

@@ -9,6 +9,7 @@ from pathlib import Path
 import trio
 
 import perdure
+from perdure.testing import internals
 
 P = perdure.Project("p1")
 
@@ -62,7 +63,7 @@ async def test_administration_mode_runs_nothing_and_cancels_without_definitions(
     running, waiting = await _interrupted_runs(tmp_path / "d")
     # No definitions registered at all: nothing may run, yet cancel works.
     async with perdure.Runtime(tmp_path / "d", recover=False) as rt:
-        assert len(rt.supervisor) == 0
+        assert len(internals(rt).supervisor) == 0
         before = rt.get(running)
         await trio.sleep(0.05)
         assert rt.get(running) == before  # not replayed, not woken
@@ -78,4 +79,4 @@ async def test_unregistered_target_is_left_as_stored_at_recovery(tmp_path: Path)
         await trio.sleep(0.05)
         after = rt.get(running)
         assert after.status == "running" and after.last_event_id == before.last_event_id
-        assert rt.supervisor.get(running) is None
+        assert internals(rt).supervisor.get(running) is None

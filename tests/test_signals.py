@@ -47,6 +47,7 @@ from perdure.agui import (
     ToolCallEndEvent,
     ToolCallStartEvent,
 )
+from perdure.testing import internals
 
 P = perdure.Project("p1")
 P2 = perdure.Project("p2")
@@ -568,7 +569,7 @@ async def test_different_payload_for_a_taken_key_conflicts_while_running(data_di
         taken = ToolResult(tool_call_id="tc1", content={"v": 1})
         await rt.resume(run.id, taken)
         await wait_until(lambda: rt.get(run.id).status == "running", what="running again")
-        before = dump_store(rt.store)
+        before = dump_store(internals(rt).store)
         for other in (
             ToolResult(tool_call_id="tc1", content={"v": 2}),
             ToolResult(tool_call_id="tc1", content={"v": 1}, is_error=True),
@@ -579,7 +580,7 @@ async def test_different_payload_for_a_taken_key_conflicts_while_running(data_di
         assert (await rt.resume(run.id, taken)) == Resumed(
             duplicate=True, run_id=run.id, key="tool:tc1"
         )
-        assert dump_store(rt.store) == before
+        assert dump_store(internals(rt).store) == before
         rt.hooks.gate(run.id).set()
         assert (await rt.wait(run.id)).completion.result == {"content": {"v": 1}}
 
@@ -591,14 +592,14 @@ async def test_different_payload_for_a_taken_key_conflicts(data_dir: Path) -> No
         await waiting(rt, run.id)
         await rt.resume(run.id, ToolResult(tool_call_id="tc1", content="yes"))
         await rt.wait(run.id)
-        before = dump_store(rt.store)
+        before = dump_store(internals(rt).store)
         with pytest.raises(perdure.SignalConflict) as info:
             await rt.resume(run.id, ToolResult(tool_call_id="tc1", content="no"))
         assert info.value.code == "SIGNAL_CONFLICT"
         assert info.value.http_status == 409
         with pytest.raises(perdure.SignalConflict):
             await rt.resume(run.id, ToolResult(tool_call_id="tc1", content="yes", is_error=True))
-        assert dump_store(rt.store) == before
+        assert dump_store(internals(rt).store) == before
         assert rt.get(run.id).completion.result == {"content": "yes"}
 
 
@@ -627,7 +628,7 @@ async def test_key_not_waited_on_is_not_waiting(data_dir: Path) -> None:
     async with rt:
         run = (await rt.start("workflow:tool", {"id": "tc1"}, owner=P)).run
         await waiting(rt, run.id)
-        before = dump_store(rt.store)
+        before = dump_store(internals(rt).store)
         for signal in (
             ToolResult(tool_call_id="tc2", content=1),
             # Keys are namespaced by reason: an input "tc1" is not the tool call "tc1".
@@ -638,7 +639,7 @@ async def test_key_not_waited_on_is_not_waiting(data_dir: Path) -> None:
             with pytest.raises(perdure.NotWaiting) as info:
                 await rt.resume(run.id, signal)
             assert info.value.code == "NOT_WAITING"
-        assert dump_store(rt.store) == before
+        assert dump_store(internals(rt).store) == before
         assert rt.get(run.id).status == "waiting"
         await rt.resume(run.id, ToolResult(tool_call_id="tc1", content=1))
         assert (await rt.wait(run.id)).status == "completed"
@@ -677,9 +678,9 @@ async def test_expected_early_signal_is_buffered_and_consumed(
         assert rt.get(run.id).status == "running"
         assert rt.get(run.id).journal_len > 1
         # Re-delivery of the same early signal is a duplicate and stores nothing.
-        store_before = dump_store(rt.store)
+        store_before = dump_store(internals(rt).store)
         assert (await rt.resume(run.id, early)).duplicate is True
-        assert dump_store(rt.store) == store_before
+        assert dump_store(internals(rt).store) == store_before
         rt.hooks.gate(run.id).set()
         done = await rt.wait(run.id)
         assert done.status == "completed"
@@ -807,7 +808,7 @@ async def test_unknown_and_terminal_runs_are_not_active(data_dir: Path) -> None:
         cancelled = (await rt.start("workflow:tool", {"id": "tc1"}, owner=P)).run
         await waiting(rt, cancelled.id)
         await rt.cancel(cancelled.id)
-        before = dump_store(rt.store)
+        before = dump_store(internals(rt).store)
         for run_id, signal in (
             (run.id, ToolResult(tool_call_id="other", content=1)),
             (run.id, InputResponse(key="tc1", value=1)),
@@ -815,10 +816,10 @@ async def test_unknown_and_terminal_runs_are_not_active(data_dir: Path) -> None:
         ):
             with pytest.raises(perdure.RunNotActive):
                 await rt.resume(run_id, signal)
-        assert dump_store(rt.store) == before
+        assert dump_store(internals(rt).store) == before
         # Answering for a terminal run leaves no actor behind.
         await wait_until(
-            lambda: rt.supervisor.get(run.id) is None and rt.supervisor.get(cancelled.id) is None
+            lambda: internals(rt).supervisor.get(run.id) is None and internals(rt).supervisor.get(cancelled.id) is None
         )
 
 
@@ -827,7 +828,7 @@ async def test_malformed_signals_are_invalid(data_dir: Path) -> None:
     async with rt:
         run = (await rt.start("workflow:tool", {"id": "tc1"}, owner=P)).run
         await waiting(rt, run.id)
-        before = dump_store(rt.store)
+        before = dump_store(internals(rt).store)
         bad: list[Any] = [
             None,
             {"tool_call_id": "tc1", "content": 1},
@@ -844,7 +845,7 @@ async def test_malformed_signals_are_invalid(data_dir: Path) -> None:
         # An invalid signal to an unknown run is still reported as an invalid signal.
         with pytest.raises(perdure.InvalidSignal):
             await rt.resume("nope", None)  # type: ignore[arg-type]
-        assert dump_store(rt.store) == before
+        assert dump_store(internals(rt).store) == before
         assert rt.get(run.id).status == "waiting"
         await rt.resume(run.id, ToolResult(tool_call_id="tc1", content=1))
         assert (await rt.wait(run.id)).status == "completed"
@@ -891,11 +892,11 @@ async def test_payload_failing_the_schema_is_invalid_and_nothing_is_stored(
         run = (await rt.start(target, inp, owner=P)).run
         await waiting(rt, run.id)
         log_before = wire_log(await read_log(rt, run.id))
-        store_before = dump_store(rt.store)
+        store_before = dump_store(internals(rt).store)
         with pytest.raises(perdure.InvalidSignal) as info:
             await rt.resume(run.id, bad)
         assert "schema" in info.value.message
-        assert dump_store(rt.store) == store_before
+        assert dump_store(internals(rt).store) == store_before
         assert wire_log(await read_log(rt, run.id)) == log_before
         assert rt.get(run.id).status == "waiting"
         # The refused payload is not remembered: the good one is not a conflict.
@@ -927,7 +928,7 @@ async def test_approver_allow_list(data_dir: Path) -> None:
             await rt.start("workflow:approval", {"key": "k", "approvers": ["ann", "bob"]}, owner=P)
         ).run
         await waiting(rt, run.id)
-        before = dump_store(rt.store)
+        before = dump_store(internals(rt).store)
         for approver in ("eve", None, "", "ANN"):
             with pytest.raises(perdure.PermissionDenied) as info:
                 await rt.resume(run.id, ApprovalDecision(key="k", approved=True, approver=approver))
@@ -935,7 +936,7 @@ async def test_approver_allow_list(data_dir: Path) -> None:
         # A rejection by an outsider is refused just the same.
         with pytest.raises(perdure.PermissionDenied):
             await rt.resume(run.id, ApprovalDecision(key="k", approved=False, approver="eve"))
-        assert dump_store(rt.store) == before
+        assert dump_store(internals(rt).store) == before
         assert rt.get(run.id).status == "waiting"
         await rt.resume(run.id, ApprovalDecision(key="k", approved=False, approver="ann"))
         done = await rt.wait(run.id)
@@ -995,7 +996,7 @@ async def test_racing_approvals_for_a_passivated_run(data_dir: Path, autojump_cl
             run = (await rt.start("workflow:approval", {"key": "k"}, owner=P)).run
             await waiting(rt, run.id)
             await trio.sleep(10)
-            assert rt.supervisor.get(run.id) is None
+            assert internals(rt).supervisor.get(run.id) is None
             outcomes: list[Any] = []
 
             async def decide(approver: str, run_id: str = run.id) -> None:
@@ -1015,7 +1016,7 @@ async def test_racing_approvals_for_a_passivated_run(data_dir: Path, autojump_cl
                 outcomes
             )
             assert (await rt.wait(run.id)).status == "completed"
-        assert len(rt.supervisor) == 0
+        assert len(internals(rt).supervisor) == 0
 
 
 async def test_signals_to_many_runs_concurrently(data_dir: Path) -> None:
@@ -1057,9 +1058,9 @@ async def test_pending_run_is_not_waiting_yet(data_dir: Path) -> None:
         first = (await rt.start("workflow:expect", {"key": "k"}, owner=P)).run
         second = (await rt.start("workflow:tool", {"id": "a"}, owner=P)).run
         assert rt.get(second.id).status == "pending"
-        before = dump_store(rt.store)
+        before = dump_store(internals(rt).store)
         with pytest.raises(perdure.NotWaiting):
             await rt.resume(second.id, ToolResult(tool_call_id="a"))
-        assert dump_store(rt.store) == before
+        assert dump_store(internals(rt).store) == before
         await rt.cancel(second.id)
         await rt.cancel(first.id)

@@ -11,7 +11,7 @@ from helpers.checks import assert_valid_log, dump_store, wait_until
 from helpers.defs import BODY_CALLS, Order
 
 import perdure
-from perdure.storage import Trigger
+from perdure.testing import internals
 
 P1 = perdure.Project("p1")
 P2 = perdure.Project("p2")
@@ -22,8 +22,8 @@ async def start_child(
     rt: perdure.Runtime, parent: perdure.RunRecord, target: str, inp: Any = None
 ) -> perdure.RunRecord:
     """Start a child run the way ``ctx.start_child`` does (parent and root links, R17)."""
-    started = await rt._start(  # the runtime's own child path, without a body around it
-        target, inp, parent.owner, None, None, parent, Trigger(type="child", ref=parent.id)
+    started = await internals(rt).start_child(  # the engine's child path, without a body
+        target, inp, owner=parent.owner, run_id=None, parent=parent
     )
     return started.run
 
@@ -122,11 +122,11 @@ async def test_fifty_concurrent_duplicate_starts_make_one_run(by: str, make_rt: 
         assert BODY_CALLS[rid] == 1
         await assert_valid_log(rt, rid)
         # a later duplicate returns the finished run, unchanged
-        image = dump_store(rt.store)
+        image = dump_store(internals(rt).store)
         again = await rt.start("workflow:emit", {"n": 3}, owner=P1, **kwargs)
         assert again.duplicate and again.run == rt.get(rid)
         assert again.run.status == "completed"
-        assert dump_store(rt.store) == image
+        assert dump_store(internals(rt).store) == image
 
 
 async def test_racing_starts_for_different_targets_one_key(make_rt: Any) -> None:
@@ -157,7 +157,7 @@ async def test_key_and_run_id_reuse_conflicts(make_rt: Any) -> None:
     async with rt:
         a = (await rt.start("workflow:echo", {}, owner=P1, idempotency_key="k")).run
         b = (await rt.start("workflow:echo", {}, owner=P1, run_id="fixed")).run
-        image = dump_store(rt.store)
+        image = dump_store(internals(rt).store)
         with pytest.raises(perdure.IdempotencyConflict) as info:
             await rt.start("task:job", {}, owner=P1, idempotency_key="k")
         assert isinstance(info.value, perdure.InvalidInput)
@@ -169,7 +169,7 @@ async def test_key_and_run_id_reuse_conflicts(make_rt: Any) -> None:
             await rt.start("workflow:echo", {}, owner=P2, run_id="fixed")  # another owner
         with pytest.raises(perdure.IdempotencyConflict):
             await rt.start("agent:chat", {}, owner=C1, run_id="fixed")
-        assert dump_store(rt.store) == image
+        assert dump_store(internals(rt).store) == image
         # keys are scoped by owner: the same key in another project is another run
         other = await rt.start("workflow:echo", {}, owner=P2, idempotency_key="k")
         assert not other.duplicate and other.run.id != a.id
@@ -203,10 +203,8 @@ async def _landscape(rt: perdure.Runtime) -> dict[str, perdure.RunRecord]:
     await rt.wait(runs["kid1"].id)
     await rt.wait(runs["grandkid"].id)
     await add("r1", "workflow:block", {"gate": "r1"}, P1)
-    # two top-level runs hold slots (root, r1); once the finished ones gave theirs back,
-    # cap admission at two so the next top-level run waits in ``pending``
-    await wait_until(lambda: rt._running_top == 2, what="finished runs released their slots")
-    rt.max_running = 2
+    # two top-level runs hold the two slots (root, r1): the next one waits in ``pending``
+    await wait_until(lambda: rt.stats().running == 2, what="finished runs released their slots")
     await add("p1", "workflow:block", {"gate": "p1"}, P2)
     return {name: rt.get(rec.id) for name, rec in runs.items()}
 
@@ -221,7 +219,7 @@ def _names_of(recs: list[perdure.RunRecord], runs: dict[str, perdure.RunRecord])
 
 
 async def test_list_filters(make_rt: Any) -> None:
-    rt = make_rt()
+    rt = make_rt(max_running=2)
     async with rt:
         runs = await _landscape(rt)
         status = {name: rec.status for name, rec in runs.items()}

@@ -25,8 +25,9 @@ from helpers.checks import assert_valid_log, wait_until, wire
 from helpers.defs import new_rt
 
 import perdure
+from perdure import RetryPolicy
 from perdure.agui import TextMessageContentEvent, TextMessageStartEvent
-from perdure.runtime._retry import RetryPolicy
+from perdure.testing import internals
 
 P = perdure.Project("p1")
 
@@ -86,7 +87,7 @@ async def test_sync_and_async_step_functions(data_dir: Path) -> None:
         assert where["sync"] != trio_thread
         assert where["async"] == trio_thread
         assert obj.calls == 1
-        journal = rt.store.journal(started.run.id)
+        journal = internals(rt).store.journal(started.run.id)
         assert [(e.kind, e.name) for e in journal] == [
             ("step", "sync"),
             ("step", "async"),
@@ -169,7 +170,7 @@ async def test_step_misuse_is_refused(data_dir: Path) -> None:
         assert "do not nest" in errors["nested"]
         assert "not inside a step" in errors["sleep"]
         assert set(errors) == {"nested", "sleep", "name0", "name201"}
-        assert [(e.kind, e.name) for e in rt.store.journal(started.run.id)] == [("step", "outer")]
+        assert [(e.kind, e.name) for e in internals(rt).store.journal(started.run.id)] == [("step", "outer")]
 
 
 # -- RetryPolicy unit tests -----------------------------------------------------------------
@@ -326,10 +327,10 @@ async def test_retry_backoff_delays_in_the_log(
             "STEP_STARTED",
             "STEP_FINISHED",
         ]
-        journal = rt.store.journal(started.run.id)
+        journal = internals(rt).store.journal(started.run.id)
         assert [e.kind for e in journal] == ["retry"] * 4 + ["step"]
         assert journal[-1].error is not None and journal[-1].error.code == "STEP_FAILED"
-        assert rt.store.timers() == []
+        assert internals(rt).store.timers() == []
 
 
 async def test_retry_succeeds_on_a_later_attempt(data_dir: Path, autojump_clock: Any) -> None:
@@ -359,7 +360,7 @@ async def test_retry_succeeds_on_a_later_attempt(data_dir: Path, autojump_clock:
         assert rec.completion is not None and rec.completion.result == {"value": "ok"}
         assert len(calls) == 3
         assert 2 * 3.0 * 0.9 <= trio.current_time() - t0 <= 2 * 3.0 * 1.1 + 0.01
-        journal = rt.store.journal(started.run.id)
+        journal = internals(rt).store.journal(started.run.id)
         assert [e.kind for e in journal] == ["retry", "retry", "step"]
         assert msgspec.msgpack.decode(journal[-1].value) == "ok"
         log = await assert_valid_log(rt, started.run.id)
@@ -637,7 +638,7 @@ async def test_unserializable_result_names_the_step(data_dir: Path) -> None:
         assert rec.completion.error.detail["step"] == "make-object"
         assert calls == ["obj"]
         # Nothing unserializable was stored; the failure is recorded, no result.
-        journal = rt.store.journal(a.run.id)
+        journal = internals(rt).store.journal(a.run.id)
         assert [(e.kind, e.name) for e in journal] == [("step", "make-object")]
         assert journal[0].error is not None and journal[0].error.code == "SERIALIZATION_ERROR"
 

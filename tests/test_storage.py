@@ -19,6 +19,7 @@ from helpers.checks import assert_valid_log, dump_store, read_log, snapshot_dir,
 
 import perdure
 from perdure.storage import SCHEMA_VERSION, SchemaInfo, Store
+from perdure.testing import internals
 
 P = perdure.Project("p1")
 HELPER = str(Path(__file__).parent / "helpers" / "store_proc.py")
@@ -66,13 +67,13 @@ async def test_reopen_keeps_every_record_and_event(make_rt: Any, data_dir: Path)
         ids = await _make_history(rt)
         records = {rid: rt.get(rid) for rid in ids}
         logs = {rid: await read_log(rt, rid) for rid in ids}
-        image = dump_store(rt.store)
+        image = dump_store(internals(rt).store)
         listing = rt.list().runs
     assert {rec.status for rec in records.values()} == {"completed", "failed", "cancelled"}
     for _ in range(2):
         again = make_rt()
         async with again:
-            assert dump_store(again.store) == image  # the same bytes, every database
+            assert dump_store(internals(again).store) == image  # the same bytes, every database
             for rid in ids:
                 assert again.get(rid) == records[rid]
                 assert await read_log(again, rid) == logs[rid]
@@ -81,7 +82,7 @@ async def test_reopen_keeps_every_record_and_event(make_rt: Any, data_dir: Path)
             # idempotency keys survive too
             dup = await again.start("workflow:emit", {"n": 5}, owner=P, idempotency_key="k1")
             assert dup.duplicate and dup.run.id == ids[3]
-            assert dump_store(again.store) == image
+            assert dump_store(internals(again).store) == image
 
 
 async def test_new_runs_after_reopen_list_after_old_ones(make_rt: Any) -> None:
@@ -103,13 +104,13 @@ async def test_new_runs_after_reopen_list_after_old_ones(make_rt: Any) -> None:
 
 async def test_schema_stamp_written_once(data_dir: Path) -> None:
     async with perdure.Runtime(data_dir) as rt:
-        with rt.store.read() as txn:
-            raw = txn.get(b"schema", db=rt.store.dbs["meta"])
+        with internals(rt).store.read() as txn:
+            raw = txn.get(b"schema", db=internals(rt).store.dbs["meta"])
     info = msgspec.msgpack.decode(raw, type=SchemaInfo)
     assert info.format == "perdure" and info.version == SCHEMA_VERSION == 2
     async with perdure.Runtime(data_dir) as rt:
-        with rt.store.read() as txn:
-            assert txn.get(b"schema", db=rt.store.dbs["meta"]) == raw  # not re-stamped
+        with internals(rt).store.read() as txn:
+            assert txn.get(b"schema", db=internals(rt).store.dbs["meta"]) == raw  # not re-stamped
 
 
 # -- one writer per directory (R27) -------------------------------------------------------
@@ -318,7 +319,7 @@ async def test_map_grows_past_its_initial_size(make_rt: Any, data_dir: Path) -> 
     pad = "x" * 1000
     ids: list[str] = []
     async with rt:
-        assert rt.store.map_size == initial
+        assert internals(rt).store.map_size == initial
 
         async def one(i: int) -> None:
             run = (await rt.start("task:job", {"i": i, "pad": pad}, owner=P)).run
@@ -329,8 +330,8 @@ async def test_map_grows_past_its_initial_size(make_rt: Any, data_dir: Path) -> 
             async with trio.open_nursery() as nursery:
                 for i in range(batch * 50, batch * 50 + 50):
                     nursery.start_soon(one, i)
-        assert rt.store.map_size > initial
-        assert rt.writer.stats.grows >= 1
+        assert internals(rt).store.map_size > initial
+        assert internals(rt).writer.stats.grows >= 1
     assert len(ids) == 300
     rt2 = make_rt(map_size=initial)
     async with rt2:
@@ -360,7 +361,7 @@ async def test_map_grows_past_its_initial_size(make_rt: Any, data_dir: Path) -> 
 async def test_durability_modes(durability: str, make_rt: Any, data_dir: Path) -> None:
     rt = make_rt(durability=durability)
     async with rt:
-        flags = rt.store.env.flags()
+        flags = internals(rt).store.env.flags()
         assert flags["sync"] is (durability == "sync")
         assert flags["metasync"] is (durability == "sync")
         run = (await rt.start("workflow:emit", {"n": 3}, owner=P)).run
@@ -375,7 +376,7 @@ async def test_durability_modes(durability: str, make_rt: Any, data_dir: Path) -
 async def test_memory_mode_without_a_path(make_rt: Any) -> None:
     rt = make_rt(None, durability="memory")
     async with rt:
-        where = rt.store.path
+        where = internals(rt).store.path
         assert where.is_dir()
         run = (await rt.start("workflow:emit", {"n": 4}, owner=P)).run
         assert (await rt.wait(run.id)).status == "completed"
@@ -423,7 +424,7 @@ async def test_sync_commit_is_durable_before_start_returns(make_rt: Any, data_di
 def test_events_read_from_any_position_across_commit_chunks(tmp_path: Path) -> None:
     """A commit stores its events as one chunk; reads from any id, with any limit,
     see exactly the flat log (a reconnect may resume in the middle of a chunk)."""
-    from perdure.storage import event_op
+    from perdure.agui import CustomEvent, encode_event
 
     store = Store(tmp_path / "data")
     try:
@@ -432,15 +433,13 @@ def test_events_read_from_any_position_across_commit_chunks(tmp_path: Path) -> N
         ops = []
         last = 0
         for size in sizes:
-            chunk = [{"type": "CUSTOM", "name": "e", "value": last + i + 1} for i in range(size)]
+            chunk = [CustomEvent(name="e", value=last + i + 1) for i in range(size)]
             last += size
-            ops.append(event_op(store.dbs, "run-a", last, msgspec.msgpack.encode(chunk)))
-            flat.extend(
-                (last - size + i + 1, msgspec.msgpack.encode(item)) for i, item in enumerate(chunk)
-            )
+            ops.append(store.ops.events("run-a", last, chunk))
+            flat.extend((last - size + i + 1, encode_event(item)) for i, item in enumerate(chunk))
         # another run's chunks around it must never leak in
-        ops.append(event_op(store.dbs, "run-", 1, msgspec.msgpack.encode([{"x": 1}])))
-        ops.append(event_op(store.dbs, "run-b", 1, msgspec.msgpack.encode([{"x": 2}])))
+        ops.append(store.ops.events("run-", 1, [CustomEvent(name="x", value=1)]))
+        ops.append(store.ops.events("run-b", 1, [CustomEvent(name="x", value=2)]))
         with store.env.begin(write=True) as txn:
             for db, key, value in ops:
                 txn.put(key, value, db=db)
@@ -510,7 +509,7 @@ async def main():
         for i in range(300):
             last = (await rt.start("task:pad", {"pad": "x" * 1000}, owner=perdure.Project("p"))).run.id
             await rt.wait(last)
-        print(last, rt.store.map_size, flush=True)
+        print(last, rt.stats().map_size, flush=True)
 trio.run(main)
 """
 

@@ -21,6 +21,7 @@ from helpers.checks import assert_valid_log, wait_until
 from helpers.defs import new_rt
 
 import perdure
+from perdure.testing import internals
 
 P = perdure.Project("p1")
 
@@ -58,15 +59,15 @@ async def test_sleep_is_durable_and_journaled(data_dir: Path, autojump_clock: An
 
     async with rt:
         started = await rt.start("workflow:nap", {}, owner=P)
-        await wait_until(lambda: len(rt.store.journal(started.run.id)) == 1)
+        await wait_until(lambda: len(internals(rt).store.journal(started.run.id)) == 1)
         # While it sleeps, the due time is journaled and a timer record is stored.
-        entry = rt.store.journal(started.run.id)[0]
+        entry = internals(rt).store.journal(started.run.id)[0]
         assert (entry.kind, entry.name) == ("sleep", "sleep")
         due = msgspec.msgpack.decode(entry.value)
         assert due == pytest.approx(seen["before"] + 3600, abs=1e-6)
-        timers = rt.store.timers()
+        timers = internals(rt).store.timers()
         assert [(run_id) for _, run_id, _ in timers] == [started.run.id]
-        assert timers[0][0] == pytest.approx(due, abs=0.001)
+        assert timers[0].due == pytest.approx(due, abs=0.001)
         assert rt.get(started.run.id).status == "running"
 
         rec = await rt.wait(started.run.id)
@@ -74,7 +75,7 @@ async def test_sleep_is_durable_and_journaled(data_dir: Path, autojump_clock: An
         assert seen["after"] >= due
         assert 3600 <= seen["trio_after"] - seen["trio_before"] < 3600.01
         # The timer record is gone once the sleep fired.
-        assert rt.store.timers() == []
+        assert internals(rt).store.timers() == []
         await assert_valid_log(rt, started.run.id)
 
 
@@ -102,8 +103,8 @@ async def test_sleep_zero_and_sleep_until_the_past_return_at_once(
         rec = await rt.wait(started.run.id)
         assert rec.status == "completed"
         assert elapsed == [0.0, 0.0, 0.0, 0.0]
-        assert [e.kind for e in rt.store.journal(started.run.id)] == ["sleep"] * 4
-        assert rt.store.timers() == []
+        assert [e.kind for e in internals(rt).store.journal(started.run.id)] == ["sleep"] * 4
+        assert internals(rt).store.timers() == []
         # Let the timer service see the past-due timers of the finished run before
         # closing (see test_timer_of_a_finished_run_due_at_shutdown for the race).
         await trio.sleep(1)
@@ -151,7 +152,7 @@ async def test_bad_sleeps_are_refused(data_dir: Path, autojump_clock: Any) -> No
         started = await rt.start("workflow:bad", {}, owner=P)
         assert (await rt.wait(started.run.id)).status == "completed"
         assert errors == ["INVALID_INPUT"] * 3
-        assert rt.store.journal(started.run.id) == []
+        assert internals(rt).store.journal(started.run.id) == []
 
 
 # -- sleeps across a restart ----------------------------------------------------------------------
@@ -180,9 +181,9 @@ async def test_sleep_across_restart_fires_once(data_dir: Path, autojump_clock: A
     define_sleeper(rt, wakes)
     async with rt:
         run_id = (await rt.start("workflow:sleeper", {}, owner=P)).run.id
-        await wait_until(lambda: len(rt.store.journal(run_id)) == 2, timeout=10)
+        await wait_until(lambda: len(internals(rt).store.journal(run_id)) == 2, timeout=10)
         await trio.sleep(400)  # mid-sleep
-        due = msgspec.msgpack.decode(rt.store.journal(run_id)[1].value)
+        due = msgspec.msgpack.decode(internals(rt).store.journal(run_id)[1].value)
         assert CALLS["after"] == 0
         assert rt.get(run_id).status == "running"
 
@@ -196,9 +197,9 @@ async def test_sleep_across_restart_fires_once(data_dir: Path, autojump_clock: A
         assert CALLS["before"] == 1 and CALLS["after"] == 1
         assert len(wakes) == 1 and wakes[0] >= due
         assert trio.current_time() - t0 >= 1000
-        journal = rt.store.journal(run_id)
+        journal = internals(rt).store.journal(run_id)
         assert [e.kind for e in journal] == ["step", "sleep", "step"]
-        assert rt.store.timers() == []
+        assert internals(rt).store.timers() == []
         log = await assert_valid_log(rt, run_id)
         assert [e["stepName"] for e in log if e["type"] == "STEP_STARTED"] == ["before", "after"]
 
@@ -228,7 +229,7 @@ async def test_finished_sleep_is_not_slept_again_on_replay(
     async with rt:
         run_id = (await rt.start("workflow:napper", {}, owner=P)).run.id
         await wait_until(lambda: CALLS["gate"] == 1, timeout=1000, step=1.0)
-        assert [e.kind for e in rt.store.journal(run_id)] == ["sleep", "step"]
+        assert [e.kind for e in internals(rt).store.journal(run_id)] == ["sleep", "step"]
     gate_open = True
     rt = new_rt(data_dir, passivate_after=10_000)
     define(rt)
@@ -238,7 +239,7 @@ async def test_finished_sleep_is_not_slept_again_on_replay(
         assert rec.status == "completed"
         assert trio.current_time() - t_reopen < 1.0
         assert CALLS["gate"] == 2 and CALLS["mark"] == 1
-        assert [e.kind for e in rt.store.journal(run_id)] == ["sleep", "step", "step"]
+        assert [e.kind for e in internals(rt).store.journal(run_id)] == ["sleep", "step", "step"]
 
 
 async def test_sleep_across_restart_waits_only_the_remaining_time(
@@ -250,7 +251,7 @@ async def test_sleep_across_restart_waits_only_the_remaining_time(
     define_sleeper(rt, wakes)
     async with rt:
         run_id = (await rt.start("workflow:sleeper", {}, owner=P)).run.id
-        await wait_until(lambda: len(rt.store.journal(run_id)) == 2, timeout=10)
+        await wait_until(lambda: len(internals(rt).store.journal(run_id)) == 2, timeout=10)
         await trio.sleep(400)
     rt = new_rt(data_dir)
     define_sleeper(rt, wakes)
@@ -336,8 +337,8 @@ async def test_run_timeout_of_a_passivated_sleeper(data_dir: Path, autojump_cloc
 
     async with rt:
         started = await rt.start("workflow:oversleeps", {}, owner=P)
-        await wait_until(lambda: rt.supervisor.passivations == 1, timeout=10)
-        assert len(rt.supervisor) == 0
+        await wait_until(lambda: internals(rt).supervisor.passivations == 1, timeout=10)
+        assert len(internals(rt).supervisor) == 0
         rec = await rt.wait(started.run.id)
         assert rec.status == "failed", rec.completion
         assert rec.completion is not None and rec.completion.error is not None
@@ -388,15 +389,13 @@ async def test_timer_of_a_finished_run_due_at_shutdown(autojump_clock: Any) -> N
 
         fired = trio.Event()
         async with rt:
-            on_due = rt.timers._on_due
+            on_due = internals(rt).timers._on_due
 
-            def observed(
-                run_id: str, key: bytes, on_due: Any = on_due, fired: trio.Event = fired
-            ) -> None:
-                on_due(run_id, key)
+            def observed(ref: Any, on_due: Any = on_due, fired: trio.Event = fired) -> None:
+                on_due(ref)
                 fired.set()
 
-            rt.timers._on_due = observed  # type: ignore[method-assign]
+            internals(rt).timers._on_due = observed  # type: ignore[method-assign]
             run_id = (await rt.start("workflow:nap", {}, owner=P)).run.id
             await trio.sleep(1)
             assert (await rt.cancel(run_id)).cancelled  # its sleep timer stays armed

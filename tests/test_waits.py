@@ -25,6 +25,7 @@ from helpers.checks import assert_valid_log, dump_store, interrupts, read_log, w
 
 import perdure
 from perdure import ExternalEvent, InputResponse, ToolResult
+from perdure.testing import internals
 
 P = perdure.Project("p1")
 
@@ -213,7 +214,7 @@ async def test_signal_before_the_deadline_wins(data_dir: Path, autojump_clock: A
         await trio.sleep(60)  # the disarmed deadline never fires afterwards
         assert rt.get(run.id).last_event_id == done.last_event_id
         assert "perdure.wait_expired" not in customs(await assert_valid_log(rt, run.id))
-        assert rt.store.timers() == []
+        assert internals(rt).store.timers() == []
 
 
 async def test_signal_at_the_deadline_is_not_waiting(data_dir: Path, autojump_clock: Any) -> None:
@@ -223,7 +224,7 @@ async def test_signal_at_the_deadline_is_not_waiting(data_dir: Path, autojump_cl
         run = (await rt.start("workflow:timeout_handled", {"timeout": 30}, owner=P)).run
         rec = await waiting(rt, run.id)
         deadline = rec.waiting.waits[0].deadline
-        await trio.sleep_until(rt.trio_time(deadline))
+        await trio.sleep_until(internals(rt).trio_time(deadline))
         with pytest.raises(perdure.NotWaiting):
             await rt.resume(run.id, ExternalEvent(name="e", payload="at the deadline"))
         rec = await waiting(rt, run.id)
@@ -264,13 +265,13 @@ async def test_timeout_of_a_passivated_run(data_dir: Path, autojump_clock: Any) 
         run = (await rt.start("workflow:timeout_handled", {"timeout": 100}, owner=P)).run
         await waiting(rt, run.id)
         await trio.sleep(50)
-        assert len(rt.supervisor) == 0
+        assert len(internals(rt).supervisor) == 0
         await trio.sleep(51)
         rec = await waiting(rt, run.id)
         assert rec.waiting.waits[0].key == "after"
         assert COUNTS[f"body:{run.id}"] == 2
         await trio.sleep(10)
-        assert len(rt.supervisor) == 0
+        assert len(internals(rt).supervisor) == 0
         await rt.resume(run.id, InputResponse(key="after", value=1))
         assert (await rt.wait(run.id)).completion.result["expired"] is True
         assert COUNTS[f"body:{run.id}"] == 3
@@ -285,7 +286,7 @@ async def test_deadline_survives_a_restart(data_dir: Path, autojump_clock: Any) 
     rt2 = make(data_dir)
     async with rt2:
         assert rt2.recovered["waiting"] == 1
-        assert len(rt2.supervisor) == 0
+        assert len(internals(rt2).supervisor) == 0
         assert rt2.get(run.id).status == "waiting"
         await trio.sleep(60)
         done = await rt2.wait(run.id)
@@ -371,7 +372,7 @@ async def test_partial_resume_across_passivation_and_restart(
         run = (await rt.start("workflow:parallel", {"ids": ["a", "b"]}, owner=P)).run
         await waiting(rt, run.id, 2)
         await trio.sleep(10)
-        assert len(rt.supervisor) == 0
+        assert len(internals(rt).supervisor) == 0
         await rt.resume(run.id, ToolResult(tool_call_id="a", content=1))
         await waiting(rt, run.id, 1)
     rt2 = make(data_dir)
@@ -456,10 +457,10 @@ async def test_signal_to_a_passivated_run(data_dir: Path, autojump_clock: Any) -
     async with rt:
         run = (await rt.start("workflow:step_then_wait", {}, owner=P)).run
         await waiting(rt, run.id)
-        assert len(rt.supervisor) == 1
+        assert len(internals(rt).supervisor) == 1
         await trio.sleep(6)
-        assert len(rt.supervisor) == 0
-        assert rt.supervisor.get(run.id) is None
+        assert len(internals(rt).supervisor) == 0
+        assert internals(rt).supervisor.get(run.id) is None
         assert rt.get(run.id).status == "waiting"
         log_before = await read_log(rt, run.id)
         resumed = await rt.resume(run.id, ToolResult(tool_call_id="tc1", content="late"))
@@ -478,7 +479,7 @@ async def test_signal_to_a_passivated_run(data_dir: Path, autojump_clock: Any) -
             "STEP_FINISHED",
             "RUN_FINISHED",
         ]
-        await wait_until(lambda: len(rt.supervisor) == 0, what="actor stopped")
+        await wait_until(lambda: len(internals(rt).supervisor) == 0, what="actor stopped")
 
 
 async def test_passivated_run_answers_r12_without_running_its_body(
@@ -490,13 +491,13 @@ async def test_passivated_run_answers_r12_without_running_its_body(
         run = (await rt.start("workflow:step_then_wait", {}, owner=P)).run
         await waiting(rt, run.id)
         await trio.sleep(6)
-        assert len(rt.supervisor) == 0
-        before = dump_store(rt.store)
+        assert len(internals(rt).supervisor) == 0
+        before = dump_store(internals(rt).store)
         with pytest.raises(perdure.NotWaiting):
             await rt.resume(run.id, ToolResult(tool_call_id="other", content=1))
         with pytest.raises(perdure.InvalidSignal):
             await rt.resume(run.id, ToolResult(tool_call_id="tc1", content=object()))
-        assert dump_store(rt.store) == before
+        assert dump_store(internals(rt).store) == before
         assert rt.get(run.id).status == "waiting"
         await rt.resume(run.id, ToolResult(tool_call_id="tc1", content=1))
         assert (await rt.wait(run.id)).status == "completed"
@@ -510,7 +511,7 @@ async def test_a_sequence_of_waits_each_passivated(data_dir: Path, autojump_cloc
             rec = await waiting(rt, run.id)
             assert rec.waiting.waits[0].slot == f"event:e{i}#1"
             await trio.sleep(6)
-            assert len(rt.supervisor) == 0
+            assert len(internals(rt).supervisor) == 0
             await rt.resume(run.id, ExternalEvent(name=f"e{i}", payload=i * 10))
         done = await rt.wait(run.id)
         assert done.completion.result == [0, 10, 20, 30]
@@ -527,13 +528,13 @@ async def test_many_waiting_runs_need_no_actors(data_dir: Path, autojump_clock: 
         for run_id in runs:
             await waiting(rt, run_id)
         await trio.sleep(2)
-        assert len(rt.supervisor) == 0
+        assert len(internals(rt).supervisor) == 0
         async with trio.open_nursery() as nursery:
             for run_id in runs:
                 nursery.start_soon(rt.resume, run_id, ExternalEvent(name="e0", payload=run_id))
         for run_id in runs:
             assert (await rt.wait(run_id)).completion.result == [run_id]
-        await wait_until(lambda: len(rt.supervisor) == 0, what="all actors stopped")
+        await wait_until(lambda: len(internals(rt).supervisor) == 0, what="all actors stopped")
 
 
 # -- durability and restarts (R11, R26) -------------------------------------------------------------
@@ -587,7 +588,7 @@ async def test_resume_across_a_process_restart(data_dir: Path) -> None:
         assert rt2.recovered["running"] == 0
         # It stays passive: no actor, no replay, until a signal comes.
         await trio.sleep(0.05)
-        assert len(rt2.supervisor) == 0
+        assert len(internals(rt2).supervisor) == 0
         assert COUNTS[f"body:{run.id}"] == 1
         again = rt2.get(run.id)
         assert again.status == "waiting"
@@ -655,7 +656,7 @@ async def test_signals_racing_passivation_never_strand_a_run(data_dir: Path) -> 
                     rec = rt.get(run_id)
                     if rec.status == "waiting" and rec.waiting.waits[0].key == f"e{i}":
                         break
-                    if rec.status == "running" and rt.supervisor.get(run_id) is None:
+                    if rec.status == "running" and internals(rt).supervisor.get(run_id) is None:
                         now = trio.current_time()
                         orphan_since = orphan_since or now
                         if now - orphan_since > 0.5:

@@ -6,7 +6,7 @@ from ._context import AgentContext, ChildHandle, RunContext
 from ._definitions import Definition, RestartPolicy
 from ._host import Host
 from ._lifecycle import STATUSES, TERMINAL, TRANSITIONS, check_transition
-from ._results import Cancelled, Page, RunEvent, Started
+from ._results import Cancelled, Page, RunEvent, RuntimeStats, Started
 from ._retry import RetryPolicy
 from ._runtime import Runtime
 from ._signals import (
@@ -39,6 +39,7 @@ __all__ = [
     "RunContext",
     "RunEvent",
     "Runtime",
+    "RuntimeStats",
     "Signal",
     "Started",
     "ToolResult",

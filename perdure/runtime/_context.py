@@ -52,8 +52,8 @@ from ._steps import run_step
 from ._waits import WaitSpec, open_wait, open_waits
 
 if TYPE_CHECKING:
+    from ._engine_port import EnginePort
     from ._run_actor import RunActor
-    from ._runtime import Runtime
 
 __all__ = ["AgentContext", "ChildHandle", "RunContext", "make_context"]
 
@@ -108,11 +108,18 @@ class RunContext:
     @property
     def replaying(self) -> bool:
         """True while the body re-runs actions the journal already recorded."""
-        return self._actor.replaying
+        return self._actor.journal.replaying
 
     def now(self) -> float:
-        """The runtime's clock (seconds since the epoch; virtual under a MockClock)."""
-        return self._actor.rt.now()
+        """The run's clock: replay-stable, like Temporal's ``workflow.now()``.
+
+        Seconds since the epoch at the body's last journaled action (a step's or an
+        emit's commit, a signal's arrival, the end of a durable sleep; the run's start
+        before any). It does not move between journaled actions, and a replay sees
+        exactly the values the first execution saw. For a live reading of the wall
+        clock, read it inside a step.
+        """
+        return self._actor.journal.time
 
     # -- events -------------------------------------------------------------------------------
 
@@ -133,9 +140,9 @@ class RunContext:
             return
         name = type(events[0]).__struct_config__.tag
         assert isinstance(name, str)
-        if actor.recorded("emit", name) is not None:
+        if actor.journal.take("emit", name) is not None:
             return  # logged (and checked) the first time; the log already holds them
-        await actor.record(JournalEntry("emit", name), self._check_events(events))
+        await actor.record("emit", name, events=self._check_events(events))
 
     async def flush(self) -> None:
         """Inside a step: commit the events emitted so far, so followers see them live.
@@ -161,10 +168,17 @@ class RunContext:
         timeout: float | None = None,
         inactivity_timeout: float | None = None,
         result_type: Any = Any,
+        inline: bool | None = None,
     ) -> Any:
         """Run ``fn(*args)`` at least once and record its result exactly once (R6).
 
-        ``fn`` may be ``async`` or a plain function (run in a worker thread). Once a
+        ``fn`` may be ``async`` or a plain function. A plain function runs in a worker
+        thread, so it may block (file or network I/O, CPU work that releases the GIL);
+        with ``inline=True`` (or the definition's ``inline_steps=True``) it runs on the
+        trio thread instead, without the thread hop: right for quick, non-blocking
+        functions, wrong for anything that blocks (it would stall every run). Under a
+        ``MockClock`` plain functions always run inline, so virtual time stays
+        deterministic. Once a
         result is recorded the step never runs again: replay returns the recorded
         value (decoded as msgpack builtins, or as ``result_type``). Asking for a
         different step name at a recorded position raises
@@ -184,7 +198,14 @@ class RunContext:
             timeout=timeout,
             inactivity_timeout=inactivity_timeout,
             result_type=result_type,
+            inline=self._inline(inline),
         )
+
+    def _inline(self, inline: bool | None) -> bool:
+        if inline is not None:
+            return inline
+        definition = self._actor.definition
+        return definition is not None and definition.inline_steps
 
     def heartbeat(self) -> None:
         """Tell the running step it is alive (feeds ``inactivity_timeout``).
@@ -197,7 +218,7 @@ class RunContext:
         try:
             trio.lowlevel.current_task()
         except RuntimeError:
-            trio.from_thread.run_sync(step.heartbeat, trio_token=self._actor.rt.token)
+            trio.from_thread.run_sync(step.heartbeat, trio_token=self._actor.engine.token)
         else:
             step.heartbeat()
 
@@ -217,20 +238,20 @@ class RunContext:
         actor = self._actor
         if actor.step is not None:
             raise InvalidInput("durable sleeps belong in the body, not inside a step")
-        position = actor.jpos
-        timer_name = f"sleep:{position}"
-        entry = actor.recorded("sleep", "sleep")
+        journal = actor.journal
+        timer_name = f"sleep:{journal.pos}"
+        entry = journal.take("sleep", "sleep")
         if entry is not None:
             due = msgspec.msgpack.decode(entry.value, type=float)
-            if actor.replaying:
+            if journal.replaying:
+                journal.advance_time(due)
                 return  # a later journal entry proves this sleep already fired
-            key = actor.timer_key(due, timer_name)
+            ref = actor.timer(due, timer_name)
         else:
             due = due_at()
-            op = actor.arm_timer(due, timer_name)
-            key = op[1]
-            await actor.record(JournalEntry("sleep", "sleep", value=_encode(due)), extra_ops=[op])
-        await actor.sleep_until(due, key)
+            ref, op = actor.arm_timer(due, timer_name)
+            await actor.record("sleep", "sleep", _encode(due), extra_ops=[op])
+        await actor.sleep_until(due, ref)
 
     async def custom(self, name: str, value: Any = None) -> None:
         """Log a ``CUSTOM`` event (progress, data for the UI …)."""
@@ -379,12 +400,12 @@ class RunContext:
         _check_key(key)
         actor = self._actor
         name = f"{reason or '*'}:{key}"
-        if actor.recorded("expect", name) is not None:
+        if actor.journal.take("expect", name) is not None:
             return
         new = msgspec.structs.replace(actor.rec, expected=[*actor.rec.expected, name])
-        actor.journal.append(JournalEntry("expect", name))
-        actor.jpos = len(actor.journal)
-        await actor.persist(new, journal=[JournalEntry("expect", name)])
+        entry = JournalEntry("expect", name, at=actor.engine.now())
+        actor.journal.append(entry)
+        await actor.persist(new, journal=[entry])
 
     async def _wait(
         self,
@@ -430,20 +451,21 @@ class RunContext:
         actor = self._actor
         if actor.step is not None:
             raise InvalidInput("child runs are started from the body, not inside a step")
-        entry = actor.recorded("child", target)
+        entry = actor.journal.take("child", target)
         if entry is not None:
-            return ChildHandle(actor.rt, entry.value.decode())
-        child_id = run_id or uuid.uuid5(uuid.NAMESPACE_URL, f"{actor.rec.id}/{actor.jpos}").hex
-        actor.has_children = True
-        started = await actor.rt.start_run(
+            return ChildHandle(actor.engine, entry.value.decode())
+        position = actor.journal.pos
+        child_id = run_id or uuid.uuid5(uuid.NAMESPACE_URL, f"{actor.rec.id}/{position}").hex
+        actor.journal.has_children = True  # a cancel racing the start must find the child
+        started = await actor.engine.start_child(
             target,
             input,
             owner=owner if owner is not None else actor.rec.owner,
             run_id=child_id,
             parent=actor.rec,
         )
-        await actor.record(JournalEntry("child", target, value=started.run.id.encode()))
-        return ChildHandle(actor.rt, started.run.id)
+        await actor.record("child", target, started.run.id.encode())
+        return ChildHandle(actor.engine, started.run.id)
 
     # -- completion metadata ------------------------------------------------------------------
 
@@ -475,10 +497,8 @@ class AgentContext(RunContext):
         self, text: str, *, role: str = "assistant", message_id: str | None = None
     ) -> str:
         """Log one whole text message (start, content, end); returns its message id."""
-        mid = (
-            message_id
-            or f"msg_{uuid.uuid5(uuid.NAMESPACE_URL, f'{self.run_id}/{self._actor.jpos}').hex}"
-        )
+        position = self._actor.journal.pos
+        mid = message_id or f"msg_{uuid.uuid5(uuid.NAMESPACE_URL, f'{self.run_id}/{position}').hex}"
         await self.emit(
             TextMessageStartEvent(message_id=mid, role=role),  # type: ignore[arg-type]
             TextMessageContentEvent(message_id=mid, delta=text),
@@ -501,14 +521,14 @@ class AgentContext(RunContext):
 class ChildHandle:
     """A child run started with :meth:`RunContext.start_child`."""
 
-    def __init__(self, rt: Runtime, run_id: str) -> None:
-        self._rt = rt
+    def __init__(self, engine: EnginePort, run_id: str) -> None:
+        self._engine = engine
         self.run_id = run_id
 
     async def result(self) -> Any:
         """Wait for the child; its result, or :class:`~perdure.ChildFailed` /
         :class:`~perdure.ChildCancelled`."""
-        rec = await self._rt.wait(self.run_id)
+        rec = await self._engine.wait_run(self.run_id)
         completion = rec.completion
         assert completion is not None
         if rec.status == "completed":

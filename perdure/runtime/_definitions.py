@@ -77,6 +77,8 @@ class Definition:
     input_type: Any
     timeout: float | None = None
     restart: RestartPolicy | None = None
+    inline_steps: bool = False
+    """Plain step functions run on the trio thread (no worker-thread hop)."""
 
     @property
     def target(self) -> str:
@@ -134,6 +136,7 @@ class Registry:
         input_type: Any = None,
         timeout: float | None = None,
         restart: RestartPolicy | None = None,
+        inline_steps: bool = False,
     ) -> Definition:
         if not isinstance(name, str) or not _NAME.fullmatch(name):
             raise InvalidInput(f"definition name must match {_NAME.pattern} (got {name!r})")
@@ -150,6 +153,7 @@ class Registry:
             input_type=input_type,
             timeout=timeout,
             restart=restart,
+            inline_steps=bool(inline_steps),
         )
         if definition.target in self._defs:
             raise InvalidInput(f"{definition.target} is already registered")

@@ -19,6 +19,7 @@ Run bodies stay ``async def``: they run on the runtime's trio thread.
 
 from __future__ import annotations
 
+import builtins
 import functools
 import os
 import threading
@@ -32,8 +33,9 @@ from perdure._errors import PerdureError
 from perdure.storage import Owner, RunRecord
 
 from ._definitions import Body
-from ._results import Cancelled, Page, RunEvent, Started
+from ._results import Cancelled, Page, RunEvent, RuntimeStats, Started
 from ._runtime import Runtime
+from ._signals import ExternalEvent, Resumed, Signal
 
 __all__ = ["Host"]
 
@@ -159,6 +161,22 @@ class Host:
     def cancel(self, run_id: str, reason: str = "cancelled") -> Cancelled:
         """Blocking :meth:`Runtime.cancel`."""
         return self._call(self.runtime.cancel, run_id, reason)
+
+    def resume(self, run_id: str, signal: Signal) -> Resumed:
+        """Blocking :meth:`Runtime.resume`."""
+        return self._call(self.runtime.resume, run_id, signal)
+
+    def publish(self, event: ExternalEvent, *, owner: Owner) -> builtins.list[str]:
+        """Blocking :meth:`Runtime.publish`."""
+        return self._call(self.runtime.publish, event, owner=owner)
+
+    def now(self) -> float:
+        """Blocking :meth:`Runtime.now`."""
+        return self._call_sync(self.runtime.now)
+
+    def stats(self) -> RuntimeStats:
+        """Blocking :meth:`Runtime.stats`."""
+        return self._call_sync(self.runtime.stats)
 
     def events(self, run_id: str, after: int = 0, *, follow: bool = True) -> Iterator[RunEvent]:
         """Blocking iterator over :meth:`Runtime.events`."""

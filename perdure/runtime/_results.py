@@ -10,7 +10,15 @@ from perdure._errors import InvalidInput
 from perdure.agui import Event, event_to_json
 from perdure.storage import STATUSES, RunRecord
 
-__all__ = ["Cancelled", "Page", "RunEvent", "Started", "check_statuses", "parse_cursor"]
+__all__ = [
+    "Cancelled",
+    "Page",
+    "RunEvent",
+    "RuntimeStats",
+    "Started",
+    "check_statuses",
+    "parse_cursor",
+]
 
 
 class Started(msgspec.Struct, frozen=True):
@@ -32,6 +40,25 @@ class Page(msgspec.Struct, frozen=True):
 
     runs: list[RunRecord]
     next_cursor: str | None = None
+
+
+class RuntimeStats(msgspec.Struct, frozen=True):
+    """Counters of an open runtime (``rt.stats()``), for monitoring and benchmarks.
+
+    ``txns`` write transactions (one flush each in ``sync`` mode), ``batches`` commits
+    grouped into them, ``records`` LMDB puts and deletes; ``live_actors`` runs with an
+    actor in memory, ``passivations`` actors stopped to save memory so far, ``running``
+    top-level bodies holding a ``max_running`` slot (0 without a cap).
+    """
+
+    txns: int
+    batches: int
+    records: int
+    map_grows: int
+    map_size: int
+    live_actors: int
+    passivations: int
+    running: int
 
 
 class RunEvent(msgspec.Struct, frozen=True):

@@ -1,20 +1,29 @@
 """The run actor: one trio task per live run, owning its state machine.
 
-The actor holds the run's *staged* record: every change is applied to it
-synchronously (so concurrent activity inside one run — the body emitting while a
-cancel arrives — is ordered) and submitted to the writer in that order. The
-writer commits a run's batches in submission order, so the stored record always
-equals a prefix of the staged history. Readers outside the actor only read the
-store and therefore only see committed state (R20).
+The actor holds the run's *staged* record: every change is computed from values
+(:mod:`._lifecycle` for status changes), applied to the staged record synchronously
+(so concurrent activity inside one run — the body emitting while a cancel arrives —
+is ordered) and submitted to the writer in that order. The writer commits a run's
+batches in submission order, so the stored record always equals a prefix of the
+staged history. If a commit fails, every later batch of the run fails with it (they
+share a :class:`~perdure.storage.Chain`) and the actor rolls its memory back to what
+is stored, so event ids stay gap-free and the run can go on or fail cleanly (R32).
+Readers outside the actor only read the store and therefore only see committed state
+(R20).
 
 The user body runs in the actor's main task inside its own cancel scope. Messages
-(cancellation, later signals and timers) arrive in the mailbox and are handled
-one at a time while the body runs.
+(cancellation, signals) arrive in the mailbox and are handled one at a time while the
+body runs.
 
-Replay: the body is re-run from the start on every activation; each journaled
-action (``emit``, ``step`` …) first consults the journal and returns the
-recorded outcome without acting again while the cursor is behind the journal's
-end (R6). Asking for a different action than the one recorded raises
+Phases (:data:`Phase`): ``serving`` actors only answer messages (administration mode,
+or a run activated just to take a cancel or a signal); ``live`` ones run or will run
+the body; ``finalizing`` is set once the terminal commit is being written and
+``ended`` once it is durable. Nothing is written after ``ended``.
+
+Replay: the body is re-run from the start on every activation; each journaled action
+(``emit``, ``step`` …) first consults the :class:`~._journal.Journal` and returns the
+recorded outcome without acting again while the cursor is behind the journal's end
+(R6). Asking for a different action than the one recorded raises
 :class:`NonDeterminismError` (R7).
 """
 
@@ -23,157 +32,127 @@ from __future__ import annotations
 import logging
 import traceback
 from collections.abc import Callable, Coroutine, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
 import trio
 
-from perdure._errors import NonDeterminismError, PerdureError, RunNotActive, SerializationError
+from perdure._errors import PerdureError, RunNotActive, SerializationError, StorageError
 from perdure.actors import Actor, LazyEvent
-from perdure.agui import (
-    CustomEvent,
-    Event,
-    OpenItems,
-    RunErrorEvent,
-    RunFinishedCancelledOutcome,
-    RunFinishedEvent,
-    RunStartedEvent,
-    decode_event,
-    encode_events,
-)
+from perdure.agui import CustomEvent, Event, OpenItems, decode_event
 from perdure.storage import (
-    CancelRequest,
-    Completion,
+    Chain,
     ErrorInfo,
     JournalEntry,
     Op,
     RunRecord,
+    Status,
+    TimerRef,
     TokenUsage,
-    event_op,
-    journal_op,
-    keys,
-    record_ops,
 )
 
 from ._context import make_context
 from ._definitions import to_plain
-from ._lifecycle import check_transition
+from ._journal import Journal
+from ._lifecycle import begin, finish, request_cancel, run_started, thread_id
 from ._signals import Signal
 from ._steps import StepBuffer
-from ._timers import timer_key
 from ._waits import WaitFuture, accept_signal
 
 if TYPE_CHECKING:
-    from ._runtime import Runtime
+    from ._engine_port import EnginePort
 
-__all__ = ["CancelMsg", "RunActor", "RunMessage", "SignalMsg"]
+__all__ = ["CancelMsg", "Phase", "RunActor", "RunMessage", "SignalMsg"]
 
 log = logging.getLogger("perdure.run")
 
-_encode_journal = msgspec.msgpack.Encoder().encode
-_KEYED_KINDS = frozenset({"signal", "buffered", "void"})
-"""Journal kinds found by slot, not position: when a signal arrives is not replayable."""
-_MAX_ERROR_MESSAGE = 8192
-"""Error messages are cut here so a RUN_ERROR stays far below the event cap (R19)."""
+Phase = Literal["serving", "live", "finalizing", "ended"]
+"""Where an actor is in its life (see the module docstring)."""
+
 _NEVER_RESTART = frozenset({"NON_DETERMINISM", "RUN_TIMEOUT", "SERIALIZATION_ERROR"})
 
 
 class RunMessage:
-    """Base of the messages a run actor handles."""
+    """Base of the messages a run actor handles; ``done`` is set once it is handled."""
 
-    __slots__ = ()
+    __slots__ = ("done", "error")
+
+    def __init__(self) -> None:
+        self.done = trio.Event()
+        self.error: PerdureError | None = None
 
 
 class CancelMsg(RunMessage):
-    """Cancel the run (R15); ``done`` is set once it is terminal."""
+    """Cancel the run (R15); ``cancelled`` is False if it had already ended."""
 
-    __slots__ = ("cancelled", "done", "reason")
+    __slots__ = ("cancelled", "reason")
 
     def __init__(self, reason: str) -> None:
+        super().__init__()
         self.reason = reason
-        self.done = trio.Event()
         self.cancelled = False
 
 
 class SignalMsg(RunMessage):
     """Deliver a resume signal (R12); ``done`` is set once it is stored or refused."""
 
-    __slots__ = ("done", "duplicate", "error", "key", "signal")
+    __slots__ = ("duplicate", "key", "signal")
 
     def __init__(self, signal: Signal, key: str) -> None:
+        super().__init__()
         self.signal = signal
         self.key = key
-        self.done = trio.Event()
         self.duplicate = False
-        self.error: PerdureError | None = None
 
 
 class RunActor(Actor[RunMessage]):
-    """Owns one run: its record, its body task, its journal cursor, its open items."""
+    """Owns one run: its record, its body task, its journal, its open items."""
 
     __slots__ = (
         "body_done",
         "body_scope",
-        "counted",
+        "chain",
         "definition",
+        "engine",
         "final_commit",
-        "finalized",
         "finish_reason",
-        "fresh",
         "futures",
-        "has_children",
         "journal",
-        "jpos",
         "model",
         "open",
+        "parked_on",
         "pending_ops",
+        "phase",
         "preloaded_events",
         "provider",
         "rec",
-        "rt",
-        "signal_count",
-        "signals",
-        "start_body",
         "step",
-        "tail_entry",
+        "top_level",
         "usage",
-        "wait_counts",
     )
 
     def __init__(
         self,
-        rt: Runtime,
+        engine: EnginePort,
         rec: RunRecord,
         journal: list[JournalEntry],
         *,
-        start_body: bool = True,
-        fresh: bool = False,
+        serve_only: bool = False,
         events: list[bytes] | None = None,
     ) -> None:
         super().__init__(rec.id)
-        self.start_body = start_body
-        self.fresh = fresh
-        self.counted = False
-        self.rt = rt
+        self.engine = engine
         self.rec = rec
+        self.phase: Phase = "serving" if serve_only else "live"
+        self.top_level = rec.parent_id is None
         # None when the target is not registered in this process: such an actor can
         # still be cancelled or answer for its record, but it cannot run the body.
-        self.definition = rt.registry.get(rec.target)
-        self.journal = [e for e in journal if e.kind not in _KEYED_KINDS]
-        self.jpos = 0
-        self.signals: dict[str, JournalEntry] = {}
-        self.signal_count: dict[str, int] = {}
-        for entry in journal:
-            if entry.kind in _KEYED_KINDS:
-                self.add_signal(entry)
-        self.wait_counts: dict[str, int] = {}
+        self.definition = engine.definition(rec.target)
+        self.journal = Journal(rec.id, journal, rec.started_at or rec.created_at)
         self.futures: dict[str, WaitFuture] = {}
-        self.has_children = any(e.kind == "child" for e in self.journal)
-        self.tail_entry: JournalEntry | None = journal[-1] if journal else None
         self.open = OpenItems()
         self.body_done = LazyEvent()  # awaited only by a cancel within its grace period
         self.body_scope: trio.CancelScope | None = None
-        self.finalized = False
         self.final_commit = LazyEvent()  # awaited only by a second finalize
         self.usage: list[TokenUsage] = []
         self.model: str | None = None
@@ -181,7 +160,10 @@ class RunActor(Actor[RunMessage]):
         self.finish_reason: str | None = None
         self.step: StepBuffer | None = None
         self.pending_ops: list[Op] = []
+        self.parked_on: TimerRef | None = None
+        """The stored timer that wakes the body while it is parked: re-armed if we stop."""
         self.preloaded_events = events
+        self.chain = Chain()
 
     @property
     def deadline(self) -> float | None:
@@ -191,11 +173,15 @@ class RunActor(Actor[RunMessage]):
             return None
         return self.rec.started_at + timeout
 
+    @property
+    def ended(self) -> bool:
+        """The terminal commit has started: nothing else may be written."""
+        return self.phase == "finalizing" or self.phase == "ended"
+
     # -- persistence --------------------------------------------------------------------------
 
     def thread_id(self) -> str:
-        owner = self.rec.owner
-        return owner.id if self.rec.kind == "agent" else self.rec.root_id
+        return thread_id(self.rec)
 
     async def persist(
         self,
@@ -209,37 +195,36 @@ class RunActor(Actor[RunMessage]):
 
         Returns once durable; followers are notified after the acknowledgement.
         ``queued`` runs as soon as the batch is in the writer's queue: whatever the
-        run commits after that cannot become durable without this batch.
+        run commits after that cannot become durable without this batch. If the commit
+        fails, the actor's memory is rolled back to the stored state and the error
+        (a :class:`~perdure.StorageError`) is raised.
         """
-        if self.final_commit.is_set():
+        if self.phase == "ended":
             # An abandoned body (past its cancel grace) may still try to act: the run
             # is terminal and its log closed, so nothing more is written (R1, R19).
             raise RunNotActive(f"run {self.rec.id} has ended", run_id=self.rec.id)
+        engine = self.engine
         old = self.rec
         base = old if new is None else new
-        dbs = self.rt.store.dbs
+        build = engine.ops
         run_id = old.id
         ops = list(extra_ops)
         if self.pending_ops:
             ops.extend(self.pending_ops)
-            self.pending_ops = []
         event_id = old.last_event_id
-        now_ms = int(self.rt.now() * 1000)
+        now_ms = int(engine.now() * 1000)
+        stamped: list[Event] = []
         if events:
-            stamped: list[Event] = []
-            observe = self.open.observe
             for event in events:
                 if event.timestamp is None:
                     event = msgspec.structs.replace(event, timestamp=now_ms)
-                observe(event)
                 stamped.append(event)
             event_id += len(stamped)
-            ops.append(event_op(dbs, run_id, event_id, encode_events(stamped)))
+            ops.append(build.events(run_id, event_id, stamped))
         position = base.journal_len
         for entry in journal:
-            ops.append(journal_op(dbs, run_id, position, _encode_journal(entry)))
+            ops.append(build.journal(run_id, position, entry))
             position += 1
-            self.tail_entry = entry
         if new is None:
             # Only events or journal entries: the stored record is left alone (readers
             # derive its counters from the key ranges), which keeps a step's commit small.
@@ -248,110 +233,131 @@ class RunActor(Actor[RunMessage]):
             rec = msgspec.structs.replace(
                 base, last_event_id=event_id, journal_len=position, updated_at=now_ms / 1000
             )
-            ops.extend(record_ops(dbs, old, rec))
+            ops.extend(build.save_run(old, rec))
+        chain = self.chain
+        writer = engine.writer
+        pending = writer.submit(ops, chain)
+        # Submitted: apply to memory (a failure below rolls it all back).
+        self.pending_ops = []
         self.rec = rec
-        writer = self.rt.writer
-        pending = writer.submit(ops)
+        observe = self.open.observe
+        for event in stamped:
+            observe(event)
+        if journal:
+            self.journal.tail = journal[-1]
         if queued is not None:
             queued()
-        await writer.wait(pending)
-        self.rt.hub.notify(run_id, rec if rec.terminal else None)
+        try:
+            await writer.wait(pending)
+        except StorageError:
+            if chain is self.chain:
+                self.rollback()
+            raise
+        engine.hub.notify(run_id, rec if rec.terminal else None)
 
-    # -- journal cursor (replay) --------------------------------------------------------------
-
-    @property
-    def replaying(self) -> bool:
-        return self.jpos < len(self.journal)
-
-    def recorded(self, kind: str, name: str) -> JournalEntry | None:
-        """The recorded entry at the cursor (advancing it), or None past the journal's end."""
-        if self.jpos >= len(self.journal):
-            return None
-        entry = self.journal[self.jpos]
-        if entry.kind != kind or entry.name != name:
-            raise NonDeterminismError(
-                f"run {self.rec.id}: replay asked for {kind} {name!r} at position {self.jpos}, "
-                f"but the journal recorded {entry.kind} {entry.name!r}",
-                run_id=self.rec.id,
-                position=self.jpos,
-                expected={"kind": entry.kind, "name": entry.name},
-                got={"kind": kind, "name": name},
-            )
-        self.jpos += 1
-        return entry
-
-    def add_signal(self, entry: JournalEntry) -> None:
-        """Index a keyed entry by its slot (``reason:key#n``); ``void`` removes one."""
-        if entry.kind == "void":
-            self.signals.pop(entry.name, None)
+    def rollback(self) -> None:
+        """Back to what is stored, after a failed commit (R32); a new chain starts."""
+        rec, entries = self.engine.stored_state(self.rec.id)
+        self.chain = Chain()
+        self.pending_ops = []
+        if rec is None:
             return
-        self.signals[entry.name] = entry
-        ns, _, n = entry.name.rpartition("#")
-        self.signal_count[ns] = max(self.signal_count.get(ns, 0), int(n))
-
-    def latest_signal(self, ns: str) -> JournalEntry | None:
-        count = self.signal_count.get(ns)
-        return None if count is None else self.signals.get(f"{ns}#{count}")
-
-    def peek(self) -> JournalEntry | None:
-        """The recorded entry at the cursor without consuming it."""
-        return self.journal[self.jpos] if self.jpos < len(self.journal) else None
+        consumed = self.journal.pos
+        wait_counts = self.journal.wait_counts
+        journal = Journal(rec.id, entries, self.journal.time)
+        journal.pos = min(consumed, len(journal.entries))
+        journal.wait_counts = wait_counts
+        self.journal = journal
+        self.rec = rec
+        self.open = OpenItems()
+        for raw in self.engine.stored_events(rec.id):
+            self.open.observe(decode_event(raw))
+        log.warning("run %s: a commit failed; in-memory state rolled back to the store", rec.id)
 
     def record(
-        self, entry: JournalEntry, events: Sequence[Event] = (), extra_ops: Sequence[Op] = ()
+        self,
+        kind: str,
+        name: str,
+        value: bytes = b"",
+        error: ErrorInfo | None = None,
+        events: Sequence[Event] = (),
+        extra_ops: Sequence[Op] = (),
     ) -> Coroutine[Any, Any, None]:
-        """Journal ``entry`` with its events in one commit; the cursor moves past it.
+        """Journal a new positional entry with its events in one commit.
 
         Returns the commit to await: ``persist`` itself, without a wrapper frame on a
         path every step takes.
         """
+        entry = JournalEntry(kind, name, value, error, self.engine.now())
         self.journal.append(entry)
-        self.jpos = len(self.journal)
-        return self.persist(events=events, journal=[entry], extra_ops=extra_ops)
+        return self.persist(events=events, journal=(entry,), extra_ops=extra_ops)
 
     # -- timers -------------------------------------------------------------------------------
 
-    def arm_timer(self, due: float, name: str) -> Op:
-        """Arm a durable wake-up for ``due``; returns the op that stores it.
+    def timer(self, due: float, name: str) -> TimerRef:
+        return TimerRef.at(self.rec.id, due, name)
+
+    def arm_timer(self, due: float, name: str) -> tuple[TimerRef, Op]:
+        """Arm a durable wake-up for ``due``; returns it and the op that stores it.
 
         The stored timer is removed with the run's next commit after it fired.
         """
-        return self.rt.arm_timer(self.rec.id, due, name)
+        ref = TimerRef.at(self.rec.id, due, name)
+        return ref, self.engine.arm_timer(ref)
 
     def deadline_timer(self, started_at: float) -> list[Op]:
         """The stored timer that wakes a passive run when its run timeout passes."""
         timeout = self.definition.timeout if self.definition is not None else None
-        return [] if timeout is None else [self.arm_timer(started_at + timeout, "deadline")]
+        if timeout is None:
+            return []
+        return [self.engine.arm_timer(TimerRef.at(self.rec.id, started_at + timeout, "deadline"))]
 
-    def timer_key(self, due: float, name: str) -> bytes:
-        return timer_key(self.rec.id, due, name)
+    async def sleep_until(self, due: float, ref: TimerRef | None = None) -> None:
+        """Sleep on the runtime clock; long sleeps passivate the actor (R14).
 
-    async def sleep_until(self, due: float, timer_key: bytes | None = None) -> None:
-        """Sleep on the runtime clock; long sleeps passivate the actor (R14)."""
-        delay = due - self.rt.now()
+        A sleeping body holds no ``max_running`` slot; it takes one again before it
+        goes on.
+        """
+        engine = self.engine
+        delay = due - engine.now()
         if delay > 0:
+            supervisor = engine.supervisor
+            run_id = self.rec.id
             # Only a sleep backed by a stored timer may be passivated: the timer is
             # what wakes the run again.
-            if timer_key is not None:
-                self.rt.supervisor.mark_idle(self.rec.id)
-                if delay >= self.rt.passivate_after:
-                    self.rt.supervisor.passivate(self.rec.id)
+            if ref is not None:
+                supervisor.mark_idle(run_id)
+                if delay >= engine.passivate_after:
+                    supervisor.passivate(run_id)
+            if self.top_level:
+                engine.admission.release(run_id)
+            # Left set if the sleep is cancelled: on_stop then re-arms the timer.
+            self.parked_on = ref
             try:
-                await trio.sleep_until(self.rt.trio_time(due))
+                await trio.sleep_until(engine.trio_time(due))
             finally:
-                self.rt.supervisor.mark_busy(self.rec.id)
-        if timer_key is not None:
-            self.pending_ops.append((self.rt.store.dbs["timers"], timer_key, None))
+                supervisor.mark_busy(run_id)
+            self.parked_on = None
+            if self.top_level:
+                await engine.admission.acquire(run_id)
+        if ref is not None:
+            self.pending_ops.append(self.engine.ops.disarm_timer(ref))
+        self.journal.advance_time(due)
 
     # -- lifecycle ----------------------------------------------------------------------------
 
     async def on_start(self) -> None:
-        if self.rec.last_event_id and not self.fresh:
-            self._rebuild_open_items()
+        if self.rec.last_event_id:
+            raws = self.preloaded_events
+            if raws is None:
+                raws = self.engine.stored_events(self.rec.id)
+            for raw in raws:
+                self.open.observe(decode_event(raw))
+        self.preloaded_events = None
 
     async def run(self) -> None:
         """Run the body (replaying its journal), or only serve messages if told so."""
-        if not self.start_body:
+        if self.phase == "serving":
             await trio.sleep_forever()  # a cancel or signal stops the actor
         if self.definition is None:
             # Left exactly as stored: a later process that registers the target runs it.
@@ -360,48 +366,43 @@ class RunActor(Actor[RunMessage]):
             )
             self.stop()
             return
+        if self.top_level:
+            await self.engine.admission.acquire(self.rec.id)
         rec = self.rec
         if rec.status == "pending":
-            check_transition(rec.id, "pending", "running")
-            now = self.rt.now()
-            started = msgspec.structs.replace(rec, status="running", started_at=now)
-            await self.persist(
-                started, [self.run_started_event()], extra_ops=self.deadline_timer(now)
-            )
+            now = self.engine.now()
+            change = begin(rec, now)
+            await self.persist(change.record, change.events, extra_ops=self.deadline_timer(now))
         elif self.open:
             await self._abort_open_attempt()
         await self._body_main()
 
     async def on_receive(self, message: RunMessage) -> None:
-        if isinstance(message, CancelMsg):
-            await self._on_cancel(message)
-        elif isinstance(message, SignalMsg):
-            try:
+        try:
+            if isinstance(message, CancelMsg):
+                await self._on_cancel(message)
+            elif isinstance(message, SignalMsg):
                 message.duplicate = await accept_signal(self, message.signal, message.key)
-            except PerdureError as exc:
-                message.error = exc
+        except PerdureError as exc:
+            message.error = exc
+        finally:
             message.done.set()
-            if not self.start_body and not self.finalized:
+            if isinstance(message, SignalMsg) and self.phase == "serving":
                 self.stop()  # activated only to answer for a terminal run
 
     def on_stop(self) -> None:
-        self.rt.actor_stopped(self)
+        # Passivated while parked on a timer: the timer service may already have fired
+        # it (a live run wakes itself, so the service ignored it); arm it again so the
+        # passive run is woken.
+        if self.parked_on is not None and self.phase == "live":
+            self.engine.timers.arm(self.parked_on)
+        self.engine.actor_stopped(self)
 
     def on_failure(self, exc: BaseException) -> None:
         log.error("run actor %s failed", self.actor_id, exc_info=exc)
 
-    def run_started_event(self) -> RunStartedEvent:
-        return RunStartedEvent(
-            thread_id=self.thread_id(), run_id=self.rec.id, parent_run_id=self.rec.parent_id
-        )
-
-    def _rebuild_open_items(self) -> None:
-        raws = self.preloaded_events
-        self.preloaded_events = None
-        if raws is None:
-            raws = [raw for _, raw in self.rt.store.events(self.rec.id)]
-        for raw in raws:
-            self.open.observe(decode_event(raw))
+    def run_started_event(self) -> Event:
+        return run_started(self.rec)
 
     async def _abort_open_attempt(self) -> None:
         """R21: close what a crashed attempt left open, mark it, then replay."""
@@ -418,7 +419,7 @@ class RunActor(Actor[RunMessage]):
     # -- the body -----------------------------------------------------------------------------
 
     async def _body_main(self) -> None:
-        if self.finalized:
+        if self.ended:
             self.body_done.set()
             return
         while True:
@@ -430,25 +431,22 @@ class RunActor(Actor[RunMessage]):
         await self.finalize(status, result, error)
         self.body_done.set()
 
-    async def _run_body_once(self) -> tuple[str, Any, ErrorInfo | None]:
+    async def _run_body_once(self) -> tuple[Status, Any, ErrorInfo | None]:
         definition = self.definition
         assert definition is not None
-        if self.deadline is not None and self.rt.now() >= self.deadline:
+        engine = self.engine
+        if self.deadline is not None and engine.now() >= self.deadline:
             # Re-activated past its timeout (it was passivated, or the process was down).
             return "failed", None, _timeout_error(definition.timeout)
         ctx = make_context(self)
         try:
             typed = definition.decode_input(self.rec.input)
-            if self.rec.kind == "agent":
-                typed = msgspec.structs.replace(
-                    typed, thread_id=self.thread_id(), run_id=self.rec.id
-                )
             with trio.CancelScope() as scope:
                 self.body_scope = scope
                 if self.rec.cancel is not None:
                     scope.cancel()
                 elif self.deadline is not None:
-                    scope.deadline = self.rt.trio_time(self.deadline)
+                    scope.deadline = engine.trio_time(self.deadline)
                 value = await definition.fn(ctx, typed)
                 return "completed", to_plain(value, f"result of {self.rec.target}"), None
             if self.rec.cancel is not None:
@@ -486,100 +484,61 @@ class RunActor(Actor[RunMessage]):
         policy = self.definition.restart if self.definition is not None else None
         if policy is None or error.code in _NEVER_RESTART:
             return False
-        now = self.rt.now()
+        now = self.engine.now()
         recent = [t for t in self.rec.restarts if t > now - policy.period]
         if len(recent) >= policy.max_restarts:
             return False
         delay = policy.backoff * 2 ** len(recent)
         ops: list[Op] = []
         rec = msgspec.structs.replace(self.rec, restarts=[*recent, now])
-        tail = self.tail_entry
+        tail = self.journal.tail
         if tail is not None and tail.kind == "step" and tail.error is not None:
             position = rec.journal_len - 1
-            ops.append((self.rt.store.dbs["journal"], keys.journal_key(rec.id, position), None))
+            ops.append(self.engine.ops.drop_journal(rec.id, position))
             rec = msgspec.structs.replace(rec, journal_len=position)
-            if self.journal and self.journal[-1] is tail:
-                self.journal.pop()
-            self.tail_entry = None
+            self.journal.drop_last(tail)
         marker = CustomEvent(
             name="perdure.restart",
             value={"restart": len(recent) + 1, "delay": delay, "error": msgspec.to_builtins(error)},
         )
         await self.persist(rec, [*self.open.closing_cut_step(), marker], extra_ops=ops)
         await trio.sleep(delay)
-        self.jpos = 0
-        self.wait_counts.clear()
+        self.journal.rewind()
         self.usage.clear()  # the re-run body reports its usage again
         return self.rec.cancel is None
 
     async def finalize(
-        self, status: str, result: Any = None, error: ErrorInfo | None = None
+        self, status: Status, result: Any = None, error: ErrorInfo | None = None
     ) -> None:
         """Write completion, terminal status and terminal event in one batch (R3).
 
         Exactly once: a second caller (the cancel handler racing the body's own
         end) waits until the first one's commit is durable.
         """
-        if self.finalized:
+        if self.ended:
             await self.final_commit.wait()
             return
-        self.finalized = True
-        if self.has_children:
+        self.phase = "finalizing"
+        engine = self.engine
+        if self.journal.has_children:
             # A parent never ends while a child it owns is still running (R15).
-            await self.rt.cancel_children(self.rec.id, f"parent run {status}")
-        rec = self.rec
-        events: list[Event] = []
-        if rec.last_event_id == 0 or rec.status == "waiting":
-            events.append(self.run_started_event())
-        if rec.status == "waiting" and status != "cancelled":
-            check_transition(rec.id, "waiting", "running")
-            rec = msgspec.structs.replace(rec, status="running")
-        check_transition(rec.id, rec.status, status)
-        events.extend(self.open.closing_events())
-        usage = list(self.usage)
-        if status == "completed":
-            events.append(
-                RunFinishedEvent(
-                    thread_id=self.thread_id(), run_id=rec.id, result=result, usage=usage or None
-                )
-            )
-        elif status == "cancelled":
-            events.append(
-                RunFinishedEvent(
-                    thread_id=self.thread_id(),
-                    run_id=rec.id,
-                    outcome=RunFinishedCancelledOutcome(),
-                    usage=usage or None,
-                )
-            )
-        else:
-            assert error is not None
-            if len(error.message) > _MAX_ERROR_MESSAGE:
-                error = ErrorInfo(
-                    error.code, error.message[:_MAX_ERROR_MESSAGE] + " [truncated]", error.detail
-                )
-            events.append(
-                RunErrorEvent(message=error.message, code=error.code, usage=usage or None)
-            )
-        completion = Completion(
-            status=status,  # type: ignore[arg-type]  # checked by check_transition above
+            await engine.cancel_children(self.rec.id, f"parent run {status}")
+        change = finish(
+            self.rec,
+            status,
             result=result,
             error=error,
-            usage=usage,
+            usage=self.usage,
             model=self.model,
             provider=self.provider,
             finish_reason=self.finish_reason,
+            closing=self.open.closing_events(),
+            now=engine.now(),
         )
-        done = msgspec.structs.replace(
-            rec,
-            status=status,
-            completion=completion,
-            waiting=None,
-            finished_at=self.rt.now(),
-        )
-        await self.persist(done, events)
+        await self.persist(change.record, change.events)
+        self.phase = "ended"
         self.final_commit.set()
-        self.rt.run_finished(self)
+        engine.run_finished(self)
         if trio.lowlevel.current_task() is self.main_task:
             # The body's own end: run() is returning, so there is nothing to cancel
             # (and cancelling a scope is far from free on this path).
@@ -590,12 +549,10 @@ class RunActor(Actor[RunMessage]):
     # -- cancellation -------------------------------------------------------------------------
 
     async def _on_cancel(self, message: CancelMsg) -> None:
-        if self.finalized or self.rec.terminal:
-            message.done.set()
+        if self.ended or self.rec.terminal:
             return
         await self._finish_cancel(message.reason)
         message.cancelled = True
-        message.done.set()
 
     async def _finish_cancel(self, reason: str) -> None:
         """Persist the request, cancel descendants (deepest first), stop the body (R15, R16).
@@ -604,18 +561,18 @@ class RunActor(Actor[RunMessage]):
         raises ``ChildCancelled``) still ends ``cancelled``, and a crash mid-cancel
         finishes the cancellation on recovery.
         """
+        engine = self.engine
         if self.rec.cancel is None:
-            request = CancelRequest(reason=reason, requested_at=self.rt.now())
-            await self.persist(msgspec.structs.replace(self.rec, cancel=request))
-        await self.rt.cancel_children(self.rec.id, reason)
+            await self.persist(request_cancel(self.rec, reason, engine.now()))
+        await engine.cancel_children(self.rec.id, reason)
         scope = self.body_scope
         if scope is None:
             await self.finalize("cancelled")
             return
         scope.cancel()
-        with trio.move_on_after(self.rt.cancel_grace):
+        with trio.move_on_after(engine.cancel_grace):
             await self.body_done.wait()
-        if not self.finalized:
+        if not self.ended:
             log.warning("run %s: body ignored cancellation past the grace period", self.rec.id)
             await self.finalize("cancelled")
 

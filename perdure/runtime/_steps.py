@@ -54,10 +54,20 @@ class StepBuffer:
     on the first emit: most steps emit nothing and should not pay for it.
     """
 
-    __slots__ = ("_open", "_run_open", "before", "events", "inactivity", "name", "watchdog")
+    __slots__ = (
+        "_open",
+        "_run_open",
+        "before",
+        "events",
+        "inactivity",
+        "name",
+        "task",
+        "watchdog",
+    )
 
     def __init__(self, name: str, inactivity: float | None, run_open: OpenItems) -> None:
         self.name = name
+        self.task = trio.lowlevel.current_task()
         self._run_open = run_open
         self._open: OpenItems | None = None
         self.before: frozenset[tuple[str, str]] = frozenset()
@@ -108,30 +118,41 @@ async def run_step(
     timeout: float | None,
     inactivity_timeout: float | None,
     result_type: Any,
+    inline: bool,
 ) -> Any:
     if not isinstance(name, str) or not 1 <= len(name) <= 200:
         raise PerdureError("step name must be a string of 1-200 characters")
     if actor.step is not None:
+        current = actor.step
+        if current.task is trio.lowlevel.current_task():
+            raise PerdureError(
+                f"step {name!r} was called from inside step {current.name!r}: steps do not nest"
+            )
         raise PerdureError(
-            f"step {name!r} started inside step {actor.step.name!r}: steps do not nest"
+            f"step {name!r} was called while step {current.name!r} of the same run is still "
+            "running (from another task): the steps of one run must be awaited one after "
+            "another"
         )
     policy = retry or _DEFAULT_POLICY
     attempt, due = 1, None
-    while (entry := actor.peek()) is not None and entry.kind == "retry" and entry.name == name:
-        actor.jpos += 1
+    journal = actor.journal
+    while (entry := journal.peek()) is not None and entry.kind == "retry" and entry.name == name:
+        journal.skip()
         info = msgspec.msgpack.decode(entry.value, type=_Retry)
         attempt, due = info.attempt + 1, info.due
-    recorded = actor.recorded("step", name)
+    recorded = journal.take("step", name)
     if recorded is not None:
         return _replayed(recorded, name, result_type)
     if due is not None:
         # The backoff's timer was stored with its retry entry; keys are deterministic.
-        await actor.sleep_until(due, actor.timer_key(due, f"retry:{name}:{attempt - 1}"))
+        await actor.sleep_until(due, actor.timer(due, f"retry:{name}:{attempt - 1}"))
+    # Under virtual time a worker thread would let the clock jump while it runs.
+    inline = inline or actor.engine.virtual_time
     while True:
         buffer = StepBuffer(name, inactivity_timeout, actor.open)
         actor.step = buffer
         try:
-            value = await _attempt(fn, args, timeout, buffer)
+            value = await _attempt(fn, args, timeout, buffer, inline)
             failure: Exception | None = None
         except Exception as exc:
             failure = exc
@@ -147,49 +168,60 @@ async def run_step(
                     f"step {name!r} returned a value that cannot be stored: {exc}", step=name
                 )
             else:
-                await actor.record(
-                    JournalEntry("step", name, value=encoded), [*buffer.events, *closing]
-                )
+                await actor.record("step", name, encoded, None, [*buffer.events, *closing])
                 return result
         error = _error_info(failure, name, attempt)
         if policy.should_retry(attempt, failure):
-            due = actor.rt.now() + policy.delay(attempt)
+            due = actor.engine.now() + policy.delay(attempt)
             marker = CustomEvent(
                 name="perdure.step_retry",
                 value={"step": name, "attempt": attempt, "due": due, "error": error.message},
             )
-            retry_entry = JournalEntry("retry", name, value=_encode(_Retry(attempt, due, error)))
-            timer = actor.arm_timer(due, f"retry:{name}:{attempt}")
-            await actor.record(retry_entry, [*buffer.events, *closing, marker], extra_ops=[timer])
-            await actor.sleep_until(due, timer[1])
+            ref, timer = actor.arm_timer(due, f"retry:{name}:{attempt}")
+            await actor.record(
+                "retry",
+                name,
+                _encode(_Retry(attempt, due, error)),
+                None,
+                [*buffer.events, *closing, marker],
+                [timer],
+            )
+            await actor.sleep_until(due, ref)
             attempt += 1
             continue
-        await actor.record(JournalEntry("step", name, error=error), [*buffer.events, *closing])
+        await actor.record("step", name, b"", error, [*buffer.events, *closing])
         raise _as_exception(error)
 
 
 async def _attempt(
-    fn: Callable[..., Any], args: tuple[Any, ...], timeout: float | None, buffer: StepBuffer
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    timeout: float | None,
+    buffer: StepBuffer,
+    inline: bool,
 ) -> Any:
     # Cancel scopes are the dearest thing on this path: open them only when asked for.
     if buffer.inactivity is None:
         if timeout is None:
-            return await _call(fn, args)
+            return await _call(fn, args, inline)
         with trio.fail_after(timeout):
-            return await _call(fn, args)
+            return await _call(fn, args, inline)
     with trio.CancelScope() as watchdog:
         buffer.watchdog = watchdog
         buffer.heartbeat()
         if timeout is None:
-            return await _call(fn, args)
+            return await _call(fn, args, inline)
         with trio.fail_after(timeout):
-            return await _call(fn, args)
+            return await _call(fn, args, inline)
     raise StepTimeout(f"no heartbeat for {buffer.inactivity} s")
 
 
-async def _call(fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+async def _call(fn: Callable[..., Any], args: tuple[Any, ...], inline: bool) -> Any:
     if _is_async(fn):
         return await fn(*args)
+    if inline:
+        # On the trio thread: no thread hop, but the function must not block.
+        return fn(*args)
     return await trio.to_thread.run_sync(functools.partial(fn, *args), abandon_on_cancel=True)
 
 

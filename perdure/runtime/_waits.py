@@ -32,16 +32,10 @@ from perdure._errors import (
     SignalConflict,
     WaitExpired,
 )
-from perdure.agui import (
-    CustomEvent,
-    Event,
-    RunFinishedEvent,
-    RunFinishedInterruptOutcome,
-    ToolCallResultEvent,
-)
-from perdure.storage import ErrorInfo, JournalEntry, Wait, Waiting
+from perdure.agui import CustomEvent, Event, ToolCallResultEvent
+from perdure.storage import ErrorInfo, JournalEntry, Wait
 
-from ._lifecycle import check_transition
+from ._lifecycle import enter_waiting, leave_wait
 from ._signals import (
     ApprovalDecision,
     ExternalEvent,
@@ -83,14 +77,6 @@ def signal_outcome(entry: JournalEntry) -> Signal:
     return decode_signal(entry.value)
 
 
-def _interrupt(actor: RunActor, waits: list[Wait]) -> RunFinishedEvent:
-    return RunFinishedEvent(
-        thread_id=actor.thread_id(),
-        run_id=actor.rec.id,
-        outcome=RunFinishedInterruptOutcome(interrupts=[interrupt_for(w) for w in waits]),
-    )
-
-
 class WaitSpec(msgspec.Struct, frozen=True):
     """What the body asks to wait on."""
 
@@ -108,20 +94,16 @@ async def open_waits(actor: RunActor, specs: list[WaitSpec], timeout: float | No
     tool calls). If one expires, the others of the call are closed too and
     :class:`WaitExpired` is raised.
     """
-    slots: list[str] = []
-    for spec in specs:
-        ns = wait_key(spec.reason, spec.key)
-        n = actor.wait_counts.get(ns, 0) + 1
-        actor.wait_counts[ns] = n
-        slots.append(f"{ns}#{n}")
+    journal = actor.journal
+    slots = [journal.next_slot(wait_key(spec.reason, spec.key)) for spec in specs]
     futures: dict[str, WaitFuture] = {}
     voided: list[JournalEntry] = []
     for spec, slot in zip(specs, slots, strict=True):
-        entry = actor.signals.get(slot)
+        entry = journal.slot(slot)
         if entry is not None and entry.kind == "buffered" and not _fits(entry, spec, slot):
             # An early signal is checked when its wait opens, against that wait's
             # schema and approvers (R12, R13); one that fails is void, not applied.
-            voided.append(JournalEntry("void", slot))
+            voided.append(JournalEntry("void", slot, at=actor.engine.now()))
             entry = None
         future = futures[slot] = WaitFuture()
         if entry is not None:
@@ -129,7 +111,7 @@ async def open_waits(actor: RunActor, specs: list[WaitSpec], timeout: float | No
         else:
             actor.futures[slot] = future
     for entry in voided:
-        actor.add_signal(entry)
+        journal.add_keyed(entry)
     try:
         mine = await _open_new_waits(actor, specs, slots, futures, voided, timeout)
         if mine:
@@ -139,6 +121,8 @@ async def open_waits(actor: RunActor, specs: list[WaitSpec], timeout: float | No
         for slot in slots:
             entry = futures[slot].entry
             assert entry is not None
+            if entry.at is not None:
+                journal.advance_time(entry.at)
             try:
                 outcomes.append(signal_outcome(entry))
             except WaitExpired as exc:
@@ -169,7 +153,7 @@ async def _open_new_waits(
     open_slots = {w.slot for w in waits}
     mine: list[Wait] = []
     added: list[Wait] = []
-    deadline = actor.rt.now() + timeout if timeout is not None else None
+    deadline = actor.engine.now() + timeout if timeout is not None else None
     for spec, slot in zip(specs, slots, strict=True):
         if futures[slot].done.is_set():
             continue
@@ -189,22 +173,11 @@ async def _open_new_waits(
         mine.append(wait)
     if added:
         waits.extend(added)
-        events: list[Event] = []
-        if rec.status == "waiting":
-            events.append(actor.run_started_event())
-        else:
-            check_transition(rec.id, rec.status, "waiting")
-        events.extend(actor.open.closing_events())
-        events.append(_interrupt(actor, waits))
-        taken = {wait_key(w.reason, w.key) for w in added} | {f"*:{w.key}" for w in added}
-        new = msgspec.structs.replace(
-            rec,
-            status="waiting",
-            waiting=Waiting(reason=waits[0].reason, waits=waits),
-            expected=[e for e in rec.expected if e not in taken],
+        change = enter_waiting(
+            rec, waits, added, [interrupt_for(w) for w in waits], actor.open.closing_events()
         )
-        extra = [actor.arm_timer(w.deadline, w.slot) for w in added if w.deadline is not None]
-        await actor.persist(new, events, journal=voided, extra_ops=extra)
+        extra = [actor.arm_timer(w.deadline, w.slot)[1] for w in added if w.deadline is not None]
+        await actor.persist(change.record, change.events, journal=voided, extra_ops=extra)
     elif voided:
         await actor.persist(journal=voided)
     return mine
@@ -226,49 +199,72 @@ async def open_wait(
 
 
 async def _block(actor: RunActor, futures: list[WaitFuture], waits: list[Wait]) -> None:
-    rt = actor.rt
-    idle_since = rt.now()
-    rt.supervisor.mark_idle(actor.rec.id)
+    """Park the body until every future is resolved, its wait expires, or it is cancelled.
+
+    A parked body holds no ``max_running`` slot; it takes one again before it goes on
+    (before it records an expiry, too).
+    """
+    rt = actor.engine
+    run_id = actor.rec.id
+    rt.supervisor.mark_idle(run_id)
+    if actor.top_level:
+        rt.admission.release(run_id)
     try:
-        while not all(f.done.is_set() for f in futures):
-            pending = [w for w, f in zip(waits, futures, strict=True) if not f.done.is_set()]
-            deadline = min(
-                (w.deadline for w in pending if w.deadline is not None), default=math.inf
-            )
-            passivate_at = idle_since + rt.passivate_after
-            with trio.move_on_at(rt.trio_time(min(deadline, passivate_at))):
-                for future in futures:
-                    await future.done.wait()
-            if all(f.done.is_set() for f in futures):
-                return
-            if rt.now() >= deadline:
-                # One expiry ends the whole call: close its other waits as expired too.
-                for wait in pending:
-                    await expire(actor, wait)
-                return
-            # Idle past the threshold: free the actor; the signal, the deadline
-            # timer or a cancellation re-activates the run by replay (R14).
-            if rt.supervisor.passivate(actor.rec.id):
-                await trio.sleep_forever()
-            idle_since = rt.now()  # refused (a message is in flight): stay live, retry later
-            rt.supervisor.mark_idle(actor.rec.id)
+        expired = await _park(actor, futures, waits)
     finally:
-        rt.supervisor.mark_busy(actor.rec.id)
+        rt.supervisor.mark_busy(run_id)
+    if actor.top_level:
+        await rt.admission.acquire(run_id)
+    # One expiry ends the whole call: close its other waits as expired too.
+    for wait in expired:
+        await expire(actor, wait)
+
+
+async def _park(actor: RunActor, futures: list[WaitFuture], waits: list[Wait]) -> list[Wait]:
+    """Wait for the futures; the waits left unanswered if a deadline passed first."""
+    rt = actor.engine
+    run_id = actor.rec.id
+    idle_since = rt.now()
+    while not all(f.done.is_set() for f in futures):
+        pending = [w for w, f in zip(waits, futures, strict=True) if not f.done.is_set()]
+        timed = [w for w in pending if w.deadline is not None]
+        nearest = min(timed, key=lambda w: w.deadline or 0.0, default=None)
+        deadline = math.inf if nearest is None or nearest.deadline is None else nearest.deadline
+        if nearest is not None:
+            # Left set if the wait is cancelled (the LRU passivated the actor): on_stop
+            # then re-arms the deadline's timer, which the timer service may have fired.
+            actor.parked_on = actor.timer(deadline, nearest.slot)
+        with trio.move_on_at(rt.trio_time(min(deadline, idle_since + rt.passivate_after))):
+            for future in futures:
+                await future.done.wait()
+        actor.parked_on = None
+        if all(f.done.is_set() for f in futures):
+            return []
+        if rt.now() >= deadline:
+            return pending
+        # Idle past the threshold: free the actor; the signal, the deadline timer or a
+        # cancellation re-activates the run by replay (R14).
+        if rt.supervisor.passivate(run_id):
+            await trio.sleep_forever()  # cancelled by the stop
+        idle_since = rt.now()  # refused (a message is in flight): stay live, retry later
+        rt.supervisor.mark_idle(run_id)
+    return []
 
 
 async def expire(actor: RunActor, wait: Wait) -> None:
     """Close a wait whose deadline passed; the body then raises :class:`WaitExpired`."""
-    if wait.slot in actor.signals:
+    recorded = actor.journal.slot(wait.slot)
+    if recorded is not None:
         future = actor.futures.get(wait.slot)
         if future is not None and not future.done.is_set():
-            future.resolve(actor.signals[wait.slot])
+            future.resolve(recorded)
         return
     error = ErrorInfo(
         "WAIT_EXPIRED",
         f"{wait.reason} wait {wait.key!r} expired before its signal arrived",
         {"key": wait.key, "reason": wait.reason, "deadline": wait.deadline},
     )
-    entry = JournalEntry("signal", wait.slot, error=error)
+    entry = JournalEntry("signal", wait.slot, error=error, at=actor.engine.now())
     marker = CustomEvent(
         name="perdure.wait_expired", value={"key": wait.key, "reason": wait.reason}
     )
@@ -280,21 +276,12 @@ async def _close_wait(
 ) -> None:
     rec = actor.rec
     assert rec.waiting is not None
-    remaining = [w for w in rec.waiting.waits if w.slot != wait.slot]
-    events: list[Event] = [actor.run_started_event(), *result]
-    if remaining:
-        events.append(_interrupt(actor, remaining))
-        new = msgspec.structs.replace(
-            rec, waiting=Waiting(reason=remaining[0].reason, waits=remaining)
-        )
-    else:
-        check_transition(rec.id, rec.status, "running")
-        new = msgspec.structs.replace(rec, status="running", waiting=None)
-    actor.add_signal(entry)
+    remaining = [interrupt_for(w) for w in rec.waiting.waits if w.slot != wait.slot]
+    change = leave_wait(rec, wait.slot, result, remaining)
+    actor.journal.add_keyed(entry)
     extra = []
     if wait.deadline is not None:
-        timer = actor.timer_key(wait.deadline, wait.slot)
-        extra.append((actor.rt.store.dbs["timers"], timer, None))
+        extra.append(actor.engine.ops.disarm_timer(actor.timer(wait.deadline, wait.slot)))
 
     def wake_body() -> None:
         # The body may go on as soon as the signal is queued: its next commit is
@@ -304,7 +291,9 @@ async def _close_wait(
         if future is not None:
             future.resolve(entry)
 
-    await actor.persist(new, events, journal=[entry], extra_ops=extra, queued=wake_body)
+    await actor.persist(
+        change.record, change.events, journal=[entry], extra_ops=extra, queued=wake_body
+    )
 
 
 def _result_events(signal: Signal) -> list[Event]:
@@ -334,8 +323,8 @@ def _result_events(signal: Signal) -> list[Event]:
 async def accept_signal(actor: RunActor, signal: Signal, ns: str) -> bool:
     """Apply every R12/R13 rule; store the signal. Returns ``duplicate``."""
     rec = actor.rec
-    latest = actor.latest_signal(ns)
-    if rec.terminal or actor.finalized:
+    latest = actor.journal.latest(ns)
+    if rec.terminal or actor.ended:
         if latest is not None and latest.error is None:
             if same_signal(decode_signal(latest.value), signal):
                 return True
@@ -362,11 +351,13 @@ async def accept_signal(actor: RunActor, signal: Signal, ns: str) -> bool:
     waits = rec.waiting.waits if rec.waiting is not None else []
     wait = next((w for w in waits if wait_key(w.reason, w.key) == ns), None)
     if wait is not None:
-        if wait.deadline is not None and actor.rt.now() >= wait.deadline:
+        if wait.deadline is not None and actor.engine.now() >= wait.deadline:
             await expire(actor, wait)
             raise NotWaiting(f"the wait for {ns!r} expired", run_id=rec.id, key=ns)
         check_signal(signal, wait)
-        entry = JournalEntry("signal", wait.slot, value=encode_signal(signal))
+        entry = JournalEntry(
+            "signal", wait.slot, value=encode_signal(signal), at=actor.engine.now()
+        )
         await _close_wait(actor, wait, entry, _result_events(signal))
         return False
     if latest is not None and latest.error is None:
@@ -377,9 +368,9 @@ async def accept_signal(actor: RunActor, signal: Signal, ns: str) -> bool:
                 f"run {rec.id} already took a different signal for {ns!r}", run_id=rec.id, key=ns
             )
     if _expected(rec.expected, ns):
-        slot = f"{ns}#{actor.signal_count.get(ns, 0) + 1}"
-        entry = JournalEntry("buffered", slot, value=encode_signal(signal))
-        actor.add_signal(entry)
+        slot = actor.journal.next_buffer_slot(ns)
+        entry = JournalEntry("buffered", slot, value=encode_signal(signal), at=actor.engine.now())
+        actor.journal.add_keyed(entry)
         # While the run shows an interrupt, AG-UI allows no event but RUN_STARTED.
         marker = (
             []

@@ -4,12 +4,12 @@ This layer speaks records and keys, never run behaviour; it imports nothing from
 ``perdure.runtime`` or ``perdure.actors``.
 """
 
-from . import _keys as keys
-from ._indexes import event_op, journal_op, record_ops
 from ._lock import DirectoryLock, Holder, read_holder
+from ._ops import Op, Ops, TimerRef
 from ._records import (
     SCHEMA_VERSION,
     STATUSES,
+    TERMINAL,
     CancelRequest,
     Completion,
     Conversation,
@@ -28,13 +28,15 @@ from ._records import (
     owner_key,
 )
 from ._store import DEFAULT_MAP_SIZE, Durability, RunState, Store
-from ._writer import Op, Writer, WriterStats
+from ._writer import Chain, Writer, WriterStats
 
 __all__ = [
     "DEFAULT_MAP_SIZE",
     "SCHEMA_VERSION",
     "STATUSES",
+    "TERMINAL",
     "CancelRequest",
+    "Chain",
     "Completion",
     "Conversation",
     "DirectoryLock",
@@ -44,6 +46,7 @@ __all__ = [
     "JournalEntry",
     "Kind",
     "Op",
+    "Ops",
     "Owner",
     "Project",
     "RunRecord",
@@ -51,16 +54,13 @@ __all__ = [
     "SchemaInfo",
     "Status",
     "Store",
+    "TimerRef",
     "TokenUsage",
     "Trigger",
     "Wait",
     "Waiting",
     "Writer",
     "WriterStats",
-    "event_op",
-    "journal_op",
-    "keys",
     "owner_key",
     "read_holder",
-    "record_ops",
 ]

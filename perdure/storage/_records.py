@@ -17,6 +17,7 @@ from perdure.agui import TokenUsage
 __all__ = [
     "SCHEMA_VERSION",
     "STATUSES",
+    "TERMINAL",
     "CancelRequest",
     "Completion",
     "Conversation",
@@ -41,6 +42,8 @@ SCHEMA_VERSION = 2
 Status = Literal["pending", "running", "waiting", "completed", "failed", "cancelled"]
 STATUSES: tuple[Status, ...] = get_args(Status)
 """Every run status, in lifecycle order."""
+TERMINAL: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
+"""The statuses a run never leaves (R1): the one definition of "terminal"."""
 Kind = Literal["agent", "workflow", "job"]
 
 
@@ -148,20 +151,22 @@ class RunRecord(msgspec.Struct, gc=False, omit_defaults=True):
     @property
     def terminal(self) -> bool:
         """Whether the run has ended; a terminal run never changes again."""
-        return self.status in ("completed", "failed", "cancelled")
+        return self.status in TERMINAL
 
 
 class JournalEntry(msgspec.Struct, gc=False, array_like=True, omit_defaults=True):
     """One recorded body action (a step result, an emit, a timer …), replayed in order.
 
     ``value`` holds the msgpack encoding of the recorded result so replay decodes it
-    lazily, only when the body reaches that position.
+    lazily, only when the body reaches that position. ``at`` is the runtime clock when
+    the entry was recorded: replay hands it back so the body's clock is replay-stable.
     """
 
     kind: str
     name: str
     value: bytes = b""
     error: ErrorInfo | None = None
+    at: float | None = None
 
 
 class SchemaInfo(msgspec.Struct, gc=False):

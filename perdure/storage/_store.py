@@ -30,6 +30,7 @@ from perdure._errors import CorruptStore, ForeignDirectory, SchemaTooNew, Storag
 
 from ._keys import (
     DB_NAMES,
+    IDX_CANCELLING,
     IDX_KIND,
     IDX_OWNER,
     IDX_PARENT,
@@ -41,6 +42,7 @@ from ._keys import (
     seq_of_index_key,
 )
 from ._lock import LOCK_FILE, DirectoryLock
+from ._ops import Ops, TimerRef
 from ._records import (
     SCHEMA_VERSION,
     STATUSES,
@@ -145,6 +147,7 @@ class Store:
                 }
             else:
                 self._create_databases()
+            self.ops = Ops(self.dbs)
         except BaseException:
             self._release()
             raise
@@ -380,7 +383,22 @@ class Store:
                 for _, value in _prefixed(txn.cursor(db=self.dbs["journal"]), prefix)
             ]
 
-    def scan_index(
+    def children(self, run_id: str) -> list[str]:
+        """Ids of every child run of ``run_id`` (its direct children), oldest first."""
+        out: list[str] = []
+        after = 0
+        while page := self._scan_index(IDX_PARENT, run_id, after, 10_000):
+            out.extend(child for _, child in page)
+            after = page[-1][0]
+        return out
+
+    def owner_runs(
+        self, owner: Owner, after_seq: int = 0, limit: int = 1000
+    ) -> list[tuple[int, str]]:
+        """``(seq, run_id)`` of runs owned by ``owner`` created after ``after_seq``, ascending."""
+        return self._scan_index(IDX_OWNER, owner_key(owner), after_seq, limit)
+
+    def _scan_index(
         self, family: bytes, value: str = "", after_seq: int = 0, limit: int = 100
     ) -> list[tuple[int, str]]:
         """``(seq, run_id)`` pairs of one index value, ascending, ``seq > after_seq``."""
@@ -397,15 +415,10 @@ class Store:
                 out.append((seq_of_index_key(key), bytes(run_id).decode()))
         return out
 
-    def timers(self) -> list[tuple[float, str, bytes]]:
-        """Every stored timer as ``(due, run_id, key)``, earliest first."""
-        out: list[tuple[float, str, bytes]] = []
+    def timers(self) -> list[TimerRef]:
+        """Every stored timer, earliest first."""
         with self.read() as txn:
-            for key, _ in txn.cursor(db=self.dbs["timers"]):
-                raw = bytes(key)
-                run_id = raw[8:].split(b"\0", 1)[0].decode()
-                out.append((int.from_bytes(raw[:8], "big") / 1000, run_id, raw))
-        return out
+            return [TimerRef.parse(bytes(key)) for key, _ in txn.cursor(db=self.dbs["timers"])]
 
     def query_runs(
         self,
@@ -476,7 +489,7 @@ class Store:
         merged: list[tuple[int, str]] = []
         for family, value in sources:
             if family:
-                merged.extend(self.scan_index(family, value, after_seq, limit))
+                merged.extend(self._scan_index(family, value, after_seq, limit))
                 continue
             rec = self.get_run(value)
             if rec is not None and rec.seq > after_seq:
@@ -503,14 +516,16 @@ class Store:
             return int(txn.stat(self.dbs["waiting"])["entries"])
 
     def iter_run_states(
-        self, status: str | None = None, family: bytes | None = None, per_txn: int = 512
+        self, status: str | None = None, *, cancelling: bool = False, per_txn: int = 512
     ) -> Iterator[RunState]:
         """Like :meth:`iter_runs`, with each run's journal and raw events (for recovery).
+
+        ``cancelling=True`` reads the runs with a cancellation in flight instead.
 
         One read transaction per ``per_txn`` runs instead of three per run: recovery
         loads all of this for every in-flight run anyway.
         """
-        sources = self._sources(status, family)
+        sources = self._sources(status, IDX_CANCELLING if cancelling else None)
         runs_db, journal_db, events_db = (self.dbs[n] for n in ("runs", "journal", "events"))
         after = 0
         while True:
@@ -548,11 +563,9 @@ class Store:
             return [(IDX_STATUS, status)]
         return [(IDX_STATUS, s) for s in STATUSES]
 
-    def iter_runs(
-        self, status: str | None = None, family: bytes | None = None
-    ) -> Iterator[RunRecord]:
-        """Run records of one status, one valueless index family, or all, in creation order."""
-        sources = self._sources(status, family)
+    def iter_runs(self, status: str | None = None) -> Iterator[RunRecord]:
+        """Run records of one status, or all, in creation order."""
+        sources = self._sources(status, None)
         after = 0
         while True:
             page = self._scan_merged(sources, after, 1000)

@@ -24,8 +24,12 @@ out together in the next transaction, so throughput grows with the number of
 runs in flight while a lone run still pays one flush.
 
 A batch is atomic: its operations all commit or none do. A batch never shares
-fate with another: if a grouped transaction fails for a reason other than a full
-map, the batches are retried one by one so only the faulty one reports the error.
+fate with an unrelated one: if a grouped transaction fails for a reason other than a
+full map, the batches are retried one by one so only the faulty one reports the error.
+Batches of one :class:`Chain` (one run) do share fate: each was computed on top of the
+ones before it, so once a batch of a chain fails, every later batch of that chain
+fails too, without being written, until its owner starts a new chain (R32: event ids
+stay gap-free and the run's memory can roll back to what is stored).
 """
 
 from __future__ import annotations
@@ -42,12 +46,10 @@ import trio
 
 from perdure._errors import StorageError
 
+from ._ops import Op
 from ._store import Store
 
-__all__ = ["Op", "Writer", "WriterStats"]
-
-Op = tuple[Any, bytes, bytes | None]
-"""``(database handle, key, value)``; a ``None`` value deletes the key."""
+__all__ = ["Chain", "Writer", "WriterStats"]
 
 _FLUSH = object()
 
@@ -64,6 +66,19 @@ class WriterStats:
         self.grows = 0
 
 
+class Chain:
+    """Batches that depend on each other (one run's): a failure fails every later one.
+
+    ``failed`` is set by the writer thread and read by both threads; a plain attribute
+    is enough under the GIL, and the owner replaces a failed chain rather than reset it.
+    """
+
+    __slots__ = ("failed",)
+
+    def __init__(self) -> None:
+        self.failed = False
+
+
 class _Pending:
     """One submitted batch and the trio task parked until it is durable.
 
@@ -72,10 +87,11 @@ class _Pending:
     nor a shielded cancel scope (both showed up in profiles of the hot path).
     """
 
-    __slots__ = ("done", "error", "ops", "task")
+    __slots__ = ("chain", "done", "error", "ops", "task")
 
-    def __init__(self, ops: Sequence[Op]) -> None:
+    def __init__(self, ops: Sequence[Op], chain: Chain | None) -> None:
         self.ops = ops
+        self.chain = chain
         self.task: trio.lowlevel.Task | None = None
         self.done = False
         self.error: BaseException | None = None
@@ -138,16 +154,16 @@ class Writer:
             trio.lowlevel.add_instrument(self._instrument)
         self.stats = WriterStats()
 
-    async def commit(self, ops: Sequence[Op]) -> None:
+    async def commit(self, ops: Sequence[Op], chain: Chain | None = None) -> None:
         """Apply ``ops`` atomically and return once they are durable.
 
         The wait is shielded: once submitted, a batch commits whether or not the
         caller is cancelled, so callers' in-memory state never runs ahead of or
         behind what is stored.
         """
-        await self.wait(self.submit(ops))
+        await self.wait(self.submit(ops, chain))
 
-    def submit(self, ops: Sequence[Op]) -> _Pending:
+    def submit(self, ops: Sequence[Op], chain: Chain | None = None) -> _Pending:
         """Queue ``ops``; they commit after everything queued before them.
 
         Batches commit in submission order, so a later batch is never durable
@@ -155,7 +171,7 @@ class Writer:
         """
         if self._closed:
             raise StorageError("the writer is closed")
-        pending = _Pending(ops)
+        pending = _Pending(ops, chain)
         # Lock-free hand-off (a mutex here convoyed with the writer thread on the
         # GIL): deque.append/popleft are atomic. Every batch appended before
         # ``_post`` clears ``_dirty`` is in the queue when its flush request goes
@@ -209,23 +225,37 @@ class Writer:
             batch.append(queue.popleft())
         if not batch:
             return
-        try:
-            self._write(batch)
-        except Exception:
-            for pending in batch:
-                try:
-                    self._write([pending])
-                except Exception as exc:
-                    pending.error = (
-                        exc
-                        if isinstance(exc, StorageError)
-                        else StorageError(f"write failed: {exc}", error=type(exc).__name__)
-                    )
+        if any(p.chain is not None and p.chain.failed for p in batch):
+            self._write_one_by_one(batch)
+        else:
+            try:
+                self._write(batch)
+            except Exception:
+                self._write_one_by_one(batch)
         if self.inline:
             _wake(batch)
             return
         with contextlib.suppress(trio.RunFinishedError):
             self._token.run_sync_soon(_wake, batch)
+
+    def _write_one_by_one(self, batch: Sequence[_Pending]) -> None:
+        for pending in batch:
+            chain = pending.chain
+            if chain is not None and chain.failed:
+                pending.error = StorageError(
+                    "not written: an earlier write of the same run failed", error="ChainFailed"
+                )
+                continue
+            try:
+                self._write([pending])
+            except Exception as exc:
+                if chain is not None:
+                    chain.failed = True
+                pending.error = (
+                    exc
+                    if isinstance(exc, StorageError)
+                    else StorageError(f"write failed: {exc}", error=type(exc).__name__)
+                )
 
     def _write(self, batch: Sequence[_Pending]) -> None:
         env = self._store.env

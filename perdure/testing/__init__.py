@@ -4,6 +4,8 @@
   client verifier (``@ag-ui/client`` ``verifyEvents``), for wire-shaped event dicts.
 - :func:`run_log`: a run's whole committed log as AG-UI wire dicts.
 - :func:`assert_valid_log`: a run's log is a valid, complete AG-UI stream at every prefix.
+- :func:`internals`: the engine behind an open runtime (store, supervisor, writer,
+  timers), for tests that check what the public API cannot show. Not a stable API.
 - :class:`MockClock`: trio's virtual clock. Under
   ``trio.run(main, clock=MockClock(autojump_threshold=0))`` every perdure timer,
   retry backoff and timeout runs in virtual time, and the runtime commits on the
@@ -26,10 +28,23 @@ __all__ = [
     "EventVerifier",
     "MockClock",
     "assert_valid_log",
+    "internals",
     "run_log",
     "verify_events",
     "verify_prefixes",
 ]
+
+
+def internals(rt: Runtime) -> Any:
+    """The engine of an open runtime: ``.store``, ``.supervisor``, ``.writer``, ``.timers`` …
+
+    For tests of perdure itself and of hosts that must look under the public API;
+    its shape follows the implementation and may change in any release.
+    """
+    engine = rt._engine
+    if engine is None:
+        raise RuntimeError("the runtime is not open")
+    return engine
 
 
 async def run_log(rt: Runtime, run_id: str, after: int = 0) -> list[dict[str, Any]]:

@@ -1,0 +1,89 @@
+"""What a run actor needs from the engine around it, as a ``Protocol``.
+
+The run actor, its context, steps and waits depend on this port, never on
+:class:`~perdure.Runtime` (the public facade) nor on the engine's other parts. It is
+small on purpose: a handful of shared services (the writer, the op builders, the
+change hub, the supervisor, admission) and the few engine operations that cross run
+boundaries (children, timers, wake-ups of parents).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    import trio
+
+    from perdure.actors import Supervisor
+    from perdure.storage import JournalEntry, Op, Ops, Owner, RunRecord, TimerRef, Writer
+
+    from ._admission import Admission
+    from ._definitions import Definition
+    from ._hub import ChangeHub
+    from ._results import Started
+    from ._run_actor import RunActor, RunMessage
+    from ._timers import TimerService
+
+__all__ = ["EnginePort"]
+
+
+class EnginePort(Protocol):
+    """The engine as a run actor sees it."""
+
+    ops: Ops
+    writer: Writer
+    hub: ChangeHub
+    supervisor: Supervisor[RunMessage]
+    admission: Admission
+    timers: TimerService
+    token: trio.lowlevel.TrioToken
+    passivate_after: float
+    cancel_grace: float
+    virtual_time: bool
+    """Under a MockClock: sync steps run on the trio thread so virtual time cannot race them."""
+
+    def now(self) -> float:
+        """Wall time on the runtime's clock."""
+        ...
+
+    def trio_time(self, when: float) -> float:
+        """The trio clock reading at which wall time ``when`` arrives."""
+        ...
+
+    def definition(self, target: str) -> Definition | None:
+        """The registered definition of ``target`` in this process, if any."""
+        ...
+
+    def arm_timer(self, ref: TimerRef) -> Op:
+        """Arm a durable wake-up; returns the op that stores it (commit it with the run)."""
+        ...
+
+    def stored_events(self, run_id: str) -> list[bytes]:
+        """Every committed event of a run, encoded (to rebuild what its log left open)."""
+        ...
+
+    def stored_state(self, run_id: str) -> tuple[RunRecord | None, list[JournalEntry]]:
+        """The run's committed record and journal (a failed commit rolls back to them)."""
+        ...
+
+    async def start_child(
+        self, target: str, input: Any, *, owner: Owner, run_id: str | None, parent: RunRecord
+    ) -> Started:
+        """Start a child run of ``parent`` (R17)."""
+        ...
+
+    async def cancel_children(self, run_id: str, reason: str) -> None:
+        """Cancel every non-terminal child of ``run_id``, each deepest first (R15)."""
+        ...
+
+    async def wait_run(self, run_id: str) -> RunRecord:
+        """The run's terminal record, once it has one."""
+        ...
+
+    def run_finished(self, actor: RunActor) -> None:
+        """The actor's run committed its terminal record."""
+        ...
+
+    def actor_stopped(self, actor: RunActor) -> None:
+        """The actor stopped (ended, passivated or closed)."""
+        ...

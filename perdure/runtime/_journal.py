@@ -1,0 +1,190 @@
+"""A run's journal: what its body recorded, and the replay cursor over it (R6, R7).
+
+Two kinds of entries live in one stored sequence (``journal`` database, by position):
+
+- **Positional** entries (:data:`POSITIONAL`: steps, retries, emits, sleeps, child
+  starts, expects, patch markers) are recorded in the order the body performs them.
+  A replayed body asks for them in the same order; the cursor hands back the entry at
+  its position, and asking for a different kind or name there is non-determinism
+  (:class:`~perdure.NonDeterminismError`, R7).
+- **Keyed** entries (:data:`KEYED`: signals, buffered early signals, voided signals)
+  are found by *slot*, never by position: when a signal arrives is decided outside the
+  body and cannot be replayed, so the cursor skips them. A slot is ``reason:key#n``,
+  the n-th wait the body opened on that key; the body numbers its waits as it opens
+  them (:meth:`Journal.next_slot`), deterministically, so replay finds the same slots.
+
+Concurrent actions journal by key, the same way signals do. Within one body, the order
+in which *concurrent* tasks reach their journaled calls is up to trio's scheduler (it
+deliberately varies it), so positions cannot identify them. A step started
+concurrently with others is therefore recorded as a keyed entry whose slot is its
+name and occurrence (``step:NAME#n``: the n-th call of a step with that name): the
+name is chosen by the code, so the same call finds the same slot on replay whichever
+finished first. Step graphs use the node path as the name, which is unique by
+construction. Non-determinism stays detectable: a replayed body that asks for a slot
+whose recorded entry has a different kind, or that leaves recorded slots unasked when
+it ends, is still caught, and the sequential parts of the body keep their positions.
+
+Time is journaled too: every entry carries ``at``, the runtime clock when it was
+recorded, and :attr:`Journal.time` is the latest ``at`` the body has consumed (plus
+the due times of durable sleeps it slept through). ``ctx.now()`` reads it, so the time
+a body sees is the same on every replay, as Temporal's ``workflow.now()`` is.
+"""
+
+from __future__ import annotations
+
+from typing import Final, Literal, get_args
+
+from perdure._errors import NonDeterminismError
+from perdure.storage import JournalEntry
+
+__all__ = ["KEYED", "POSITIONAL", "EntryKind", "Journal"]
+
+EntryKind = Literal[
+    "step", "retry", "emit", "sleep", "child", "expect", "patch", "signal", "buffered", "void"
+]
+"""Every kind of journal entry (the ``kind`` field of a stored :class:`JournalEntry`)."""
+
+KEYED: Final[frozenset[str]] = frozenset({"signal", "buffered", "void"})
+"""Kinds found by slot, not position: when a signal arrives is not replayable."""
+
+POSITIONAL: Final[frozenset[str]] = frozenset(get_args(EntryKind)) - KEYED
+"""Kinds found at the replay cursor, in the order the body recorded them."""
+
+
+class Journal:
+    """The recorded entries of one run and where its (re)running body has got to.
+
+    ``entries`` are the positional entries in order; ``pos`` is the cursor (entries
+    before it have been handed back to the body). ``slots`` maps a slot to its keyed
+    entry; ``void`` entries remove one.
+    """
+
+    __slots__ = (
+        "entries",
+        "has_children",
+        "pos",
+        "run_id",
+        "slot_count",
+        "slots",
+        "tail",
+        "time",
+        "wait_counts",
+    )
+
+    def __init__(self, run_id: str, stored: list[JournalEntry], start_time: float) -> None:
+        self.run_id = run_id
+        self.entries: list[JournalEntry] = []
+        self.slots: dict[str, JournalEntry] = {}
+        self.slot_count: dict[str, int] = {}
+        self.wait_counts: dict[str, int] = {}
+        self.has_children = False
+        self.pos = 0
+        self.time = start_time
+        self.tail: JournalEntry | None = stored[-1] if stored else None
+        """The last entry stored (any kind): a restart drops it if it is a failed step."""
+        for entry in stored:
+            if entry.kind in KEYED:
+                self.add_keyed(entry)
+            else:
+                self.entries.append(entry)
+                if entry.kind == "child":
+                    self.has_children = True
+
+    # -- the cursor -------------------------------------------------------------------------
+
+    @property
+    def replaying(self) -> bool:
+        """Whether the cursor is still behind the last recorded positional entry."""
+        return self.pos < len(self.entries)
+
+    def take(self, kind: str, name: str) -> JournalEntry | None:
+        """The recorded entry at the cursor (moving past it), or ``None`` past the end.
+
+        Raises :class:`~perdure.NonDeterminismError` if the entry recorded there is
+        not a ``kind`` named ``name``.
+        """
+        if self.pos >= len(self.entries):
+            return None
+        entry = self.entries[self.pos]
+        if entry.kind != kind or entry.name != name:
+            raise NonDeterminismError(
+                f"run {self.run_id}: replay asked for {kind} {name!r} at position {self.pos}, "
+                f"but the journal recorded {entry.kind} {entry.name!r}",
+                run_id=self.run_id,
+                position=self.pos,
+                expected={"kind": entry.kind, "name": entry.name},
+                got={"kind": kind, "name": name},
+            )
+        self.pos += 1
+        if entry.at is not None and entry.at > self.time:
+            self.time = entry.at
+        return entry
+
+    def peek(self) -> JournalEntry | None:
+        """The recorded entry at the cursor, without consuming it."""
+        return self.entries[self.pos] if self.pos < len(self.entries) else None
+
+    def skip(self) -> None:
+        """Consume the entry :meth:`peek` returned."""
+        entry = self.entries[self.pos]
+        self.pos += 1
+        if entry.at is not None and entry.at > self.time:
+            self.time = entry.at
+
+    def append(self, entry: JournalEntry) -> None:
+        """Record a new positional entry; the cursor moves past it."""
+        self.entries.append(entry)
+        self.pos = len(self.entries)
+        if entry.kind == "child":
+            self.has_children = True
+        if entry.at is not None and entry.at > self.time:
+            self.time = entry.at
+
+    def advance_time(self, when: float) -> None:
+        """The body has seen time ``when`` pass (a durable sleep or a signal's arrival)."""
+        if when > self.time:
+            self.time = when
+
+    def rewind(self) -> None:
+        """Back to the start, for a restart of the body (R18): everything replays."""
+        self.pos = 0
+        self.wait_counts.clear()
+
+    def drop_last(self, entry: JournalEntry) -> None:
+        """Forget ``entry`` if it is the last positional one (a restart drops a failed step)."""
+        if self.entries and self.entries[-1] is entry:
+            self.entries.pop()
+            self.pos = min(self.pos, len(self.entries))
+        if self.tail is entry:
+            self.tail = None
+
+    # -- keyed entries --------------------------------------------------------------------
+
+    def next_slot(self, ns: str) -> str:
+        """The slot of the body's next wait on namespaced key ``ns`` (``ns#n``)."""
+        n = self.wait_counts.get(ns, 0) + 1
+        self.wait_counts[ns] = n
+        return f"{ns}#{n}"
+
+    def add_keyed(self, entry: JournalEntry) -> None:
+        """Index a keyed entry by its slot; a ``void`` entry removes the slot's entry."""
+        if entry.kind == "void":
+            self.slots.pop(entry.name, None)
+            return
+        self.slots[entry.name] = entry
+        ns, _, n = entry.name.rpartition("#")
+        count = int(n)
+        if count > self.slot_count.get(ns, 0):
+            self.slot_count[ns] = count
+
+    def slot(self, slot: str) -> JournalEntry | None:
+        return self.slots.get(slot)
+
+    def latest(self, ns: str) -> JournalEntry | None:
+        """The entry of the highest slot recorded for namespaced key ``ns``."""
+        count = self.slot_count.get(ns)
+        return None if count is None else self.slots.get(f"{ns}#{count}")
+
+    def next_buffer_slot(self, ns: str) -> str:
+        """The slot an early (buffered) signal for ``ns`` takes: after every recorded one."""
+        return f"{ns}#{self.slot_count.get(ns, 0) + 1}"
