@@ -195,11 +195,14 @@ class AgentInput(_Wire, frozen=True, kw_only=True):
     """Input of an agent run, shaped like AG-UI ``RunAgentInput``.
 
     ``thread_id`` and ``run_id`` default to ``""`` so that ``AgentInput(messages=[...])``
-    works; the runtime fills them in (``msgspec.structs.replace``) before the input is
-    echoed on ``RUN_STARTED``. ``thread_id``, ``run_id``, ``messages``, ``tools`` and
-    ``context`` are always encoded (the wire requires them); the other fields are
-    omitted while ``None``. Messages, tools, context and resume entries are wire-shaped
-    dicts (camelCase keys), e.g. ``{"id": "m1", "role": "user", "content": "hi"}`` and
+    works. The runtime sets them to the run's conversation id and run id when the run
+    starts, whatever the caller passed: the stored input and what the body receives
+    always name the run itself. The input is not echoed on ``RUN_STARTED`` (its
+    message history could exceed the event cap; ``rt.get(run_id).input`` has it).
+    ``thread_id``, ``run_id``, ``messages``, ``tools`` and ``context`` are always
+    encoded (the wire requires them); the other fields are omitted while ``None``.
+    Messages, tools, context and resume entries are wire-shaped dicts (camelCase keys),
+    e.g. ``{"id": "m1", "role": "user", "content": "hi"}`` and
     ``{"interruptId": "i1", "status": "resolved", "payload": ...}``.
     """
 

@@ -452,23 +452,8 @@ class RunActor(Actor[RunMessage]):
             if self.rec.cancel is not None:
                 return "cancelled", None, None
             return "failed", None, _timeout_error(definition.timeout)
-        except SerializationError as exc:
-            return "failed", None, ErrorInfo(exc.code, exc.message, exc.detail)
-        except PerdureError as exc:
-            return "failed", None, ErrorInfo(exc.code, exc.message, _plain_detail(exc.detail))
-        except Exception as exc:
-            return (
-                "failed",
-                None,
-                ErrorInfo(
-                    "UNHANDLED_EXCEPTION",
-                    f"{type(exc).__name__}: {exc}",
-                    {
-                        "type": type(exc).__name__,
-                        "traceback": traceback.format_exc(limit=20)[-4000:],
-                    },
-                ),
-            )
+        except Exception as raised:
+            return "failed", None, _error_of(raised)
         finally:
             self.body_scope = None
 
@@ -575,6 +560,35 @@ class RunActor(Actor[RunMessage]):
         if not self.ended:
             log.warning("run %s: body ignored cancellation past the grace period", self.rec.id)
             await self.finalize("cancelled")
+
+
+def _error_of(raised: Exception) -> ErrorInfo:
+    """The recorded error of a body that raised ``raised``.
+
+    A nursery in the body wraps what its tasks raised in an ``ExceptionGroup``; a group
+    of one is reported as the exception inside it, so the run's error says what
+    happened instead of "Exceptions from Trio nursery".
+    """
+    exc: BaseException = raised
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    if isinstance(exc, SerializationError):
+        return ErrorInfo(exc.code, exc.message, exc.detail)
+    if isinstance(exc, PerdureError):
+        return ErrorInfo(exc.code, exc.message, _plain_detail(exc.detail))
+    if isinstance(exc, BaseExceptionGroup):
+        message = "; ".join(f"{type(e).__name__}: {e}" for e in exc.exceptions[:10])
+        message = f"{type(exc).__name__}: {message}"
+    else:
+        message = f"{type(exc).__name__}: {exc}"
+    return ErrorInfo(
+        "UNHANDLED_EXCEPTION",
+        message,
+        {
+            "type": type(exc).__name__,
+            "traceback": "".join(traceback.format_exception(raised, limit=20))[-4000:],
+        },
+    )
 
 
 def _timeout_error(timeout: float | None) -> ErrorInfo:
