@@ -316,6 +316,16 @@ def test_february_29_fires_in_leap_years_only() -> None:
     assert first("0 0 31 1,2 *", n=2) == ["2026-01-31T00:00Z", "2027-01-31T00:00Z"]
 
 
+def test_the_sparsest_accepted_schedule_still_fires() -> None:
+    # "*/7" on day-of-week is {0, 7}: Sunday; the leading '*' makes both day fields
+    # required. Feb 29 on a Sunday: gaps of 28 years, 40 across 2100.
+    spec = CronSpec("0 0 29 2 */7")
+    leap_sundays = [y for y in range(2026, 2300) if (y % 4 == 0 and (y % 100 != 0 or y % 400 == 0)) and date(y, 2, 29).weekday() == 6]
+    assert leap_sundays[:4] == [2032, 2060, 2088, 2128]
+    got = next_fires(spec, t("2026-01-01T00:00Z"), 4)
+    assert isos(got) == [f"{y}-02-29T00:00Z" for y in leap_sundays[:4]]
+
+
 @pytest.mark.parametrize("expr", ["0 0 30 2 *", "0 0 31 2 *", "0 0 30,31 2 *", "0 0 31 4,6,9,11 *", "0 0 30-31/5 FEB *"])
 def test_never_firing_expressions_are_refused(expr: str) -> None:
     started = time.perf_counter()

@@ -408,8 +408,8 @@ def fires_between(spec: CronSpec, after_utc: float, until_utc: float,
 def _newest(spec: CronSpec, after: float, until: float, keep: int) -> list[float]:
     # The newest ``keep`` fires in (after, until] when there are too many to list:
     # look back over windows that double until one holds ``keep`` fires (or reaches
-    # ``after``). Only forward walks are used; cronsim's reverse walk misses fires in
-    # the second pass of a repeated hour.
+    # ``after``). Only forward walks are used: cronsim's reverse walk, started in the
+    # second pass of a repeated hour, misses that hour's first-pass fire.
     width = 3600.0 * keep
     while True:
         low = max(after, until - width)
