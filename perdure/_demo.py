@@ -38,7 +38,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from perdure._errors import ForeignDirectory, InvalidInput
+from perdure._errors import ForeignDirectory, InvalidInput, PerdureError
 from perdure.agui import AgentInput
 from perdure.runtime import AgentContext, RunContext, Runtime
 from perdure.storage import Conversation, DirectoryLock, Durability, Owner, Project, RunRecord
@@ -47,6 +47,7 @@ __all__ = [
     "DEFAULT_CONCURRENCY",
     "DEFAULT_DIR",
     "DEFAULT_RUNS",
+    "DirectoryNotEmpty",
     "DriveResult",
     "Job",
     "demo_job",
@@ -180,6 +181,53 @@ async def drive(
     return result
 
 
+# -- the data directory ----------------------------------------------------------------------
+
+
+class DirectoryNotEmpty(PerdureError):
+    """The demo's directory already holds a store and neither --force nor --keep was given."""
+
+    code = "DIRECTORY_NOT_EMPTY"
+    http_status = 409
+
+
+def prepare_directory(path: Path, *, force: bool, keep: bool, retry: Callable[[str], str]) -> None:
+    """Make ``path`` ready for the demo without ever destroying data by surprise.
+
+    A missing or empty directory is used as is. A directory holding anything but a
+    perdure store is refused, even with ``force``. A perdure store is added to with
+    ``keep``, wiped with ``force``, and otherwise refused with
+    :class:`DirectoryNotEmpty`, whose message spells out the commands to type
+    (``retry(flag)`` renders the demo's own command line with that flag).
+    """
+    if not path.exists():
+        return
+    if not path.is_dir():
+        raise ForeignDirectory(f"{path} exists and is not a directory", path=str(path))
+    entries = set(os.listdir(path))
+    if not entries:
+        return
+    foreign = sorted(entries - _OWN_FILES)
+    if foreign:
+        raise ForeignDirectory(
+            f"refusing to use {path}: it is not a perdure data directory "
+            f"(it holds {', '.join(foreign[:5])})",
+            path=str(path),
+        )
+    if keep:
+        return
+    if not force:
+        raise DirectoryNotEmpty(
+            f"{path} already holds a perdure store, and the demo never deletes one unasked.\n"
+            f"  to wipe it and run the demo again:  {retry('--force')}\n"
+            f"  to add this demo's runs to it:      {retry('--keep')}\n"
+            f"  or pick a new directory:            perdure demo --dir "
+            f"{shlex.quote(str(path) + '-2')}",
+            path=str(path),
+        )
+    wipe_store_dir(path)
+
+
 # -- the demo --------------------------------------------------------------------------------
 
 
@@ -209,15 +257,24 @@ def run_demo(
     concurrency: int = DEFAULT_CONCURRENCY,
     durability: Durability = "sync",
     keep: bool = False,
+    force: bool = False,
     console: Console | None = None,
 ) -> int:
-    """Run the demo; returns the process exit code (0 when every run completed)."""
+    """Run the demo; returns the process exit code (0 when every run completed).
+
+    An existing store in ``directory`` is wiped only with ``force`` and added to
+    with ``keep``; otherwise :class:`DirectoryNotEmpty` says what to type.
+    """
     if runs < 1 or concurrency < 1:
         raise InvalidInput("--runs and --concurrency must be at least 1")
+    if keep and force:
+        raise InvalidInput("--keep and --force exclude each other")
     console = console or Console()
     path = Path(directory)
-    if not keep:
-        wipe_store_dir(path)
+    again = "perdure demo"
+    if str(directory) != DEFAULT_DIR:
+        again += f" --dir {shlex.quote(str(path))}"
+    prepare_directory(path, force=force, keep=keep, retry=lambda flag: f"{again} {flag}")
     rt = Runtime(path, durability=durability)
     register_demo(rt)
     console.print(

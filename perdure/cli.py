@@ -6,7 +6,7 @@
     perdure runs show   ID [--dir D] [--json]
     perdure runs events ID [--dir D] [--after N] [--follow] [--json]
     perdure runs cancel ID [--dir D] [--reason R] [--timeout S] [--json]
-    perdure demo  [--dir D] [--runs N] [--concurrency C] [--durability sync|process|memory] [--keep]
+    perdure demo  [--dir D] [--force|--keep] [--durability sync|process|memory] [--runs N] ...
     perdure bench [ARGS...]        # bench/throughput.py (``--quick``, ``--json OUT`` ...)
 
 Reading commands (``list``, ``show``, ``events``) open the data directory
@@ -208,7 +208,8 @@ def _build_parser() -> _Parser:
         "--dir",
         default=_demo.DEFAULT_DIR,
         metavar="D",
-        help=f"data directory, wiped first unless --keep (default {_demo.DEFAULT_DIR})",
+        help=f"data directory (default {_demo.DEFAULT_DIR}); one that already holds a store "
+        "needs --force (wipe it) or --keep (add to it)",
     )
     p.add_argument(
         "--runs",
@@ -231,7 +232,9 @@ def _build_parser() -> _Parser:
         help="sync (default): every commit flushed; process: no fsync; memory: "
         "no fsync either (the data still goes to --dir)",
     )
-    p.add_argument("--keep", action="store_true", help="do not wipe the directory first")
+    reuse = p.add_mutually_exclusive_group()
+    reuse.add_argument("--force", action="store_true", help="wipe an existing store first")
+    reuse.add_argument("--keep", action="store_true", help="add to an existing store")
     p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser(
@@ -590,6 +593,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         concurrency=cast(int, args.concurrency),
         durability=args.durability,
         keep=bool(args.keep),
+        force=bool(args.force),
         console=Console(file=sys.stdout, highlight=False),
     )
 

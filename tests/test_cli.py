@@ -674,8 +674,8 @@ def test_demo_completes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert len(runs) == 60
     assert {r["kind"] for r in runs} == {"agent", "workflow", "job"}
     assert {r["status"] for r in runs} == {"completed"}
-    # A second demo wipes the directory first; --keep adds to it.
-    code, _, _ = _run(argv, capsys)
+    # A second demo wipes the directory only with --force; --keep adds to it.
+    code, _, _ = _run([*argv, "--force"], capsys)
     assert code == 0
     code, _, _ = _run([*argv, "--keep"], capsys)
     assert code == 0
