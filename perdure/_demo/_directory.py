@@ -47,15 +47,17 @@ def perdure_command() -> str:
     return f"{shlex.quote(sys.executable)} -m perdure.cli"
 
 
-def prepare_directory(path: Path, *, force: bool, keep: bool, retry: Callable[[str], str]) -> None:
+def prepare_directory(
+    path: Path, *, force: bool, keep: bool, retry: Callable[[str, str], str]
+) -> None:
     """Make ``path`` ready for the demo without ever destroying data by surprise.
 
     A missing or empty directory is used as is. A directory holding anything but a
     perdure store is refused (:class:`~perdure.ForeignDirectory`), even with
     ``force``. A perdure store is added to with ``keep``, wiped with ``force``, and
     otherwise refused with :class:`DirectoryNotEmpty`, whose message spells out
-    the commands to type (``retry(flags)`` renders the demo's own command line with
-    those flags).
+    the commands to type (``retry(flags, directory)`` renders the demo's own command
+    line with those flags, on that directory).
     """
     if not path.exists():
         return
@@ -74,12 +76,16 @@ def prepare_directory(path: Path, *, force: bool, keep: bool, retry: Callable[[s
     if keep:
         return
     if not force:
+        choices = [
+            (retry("--force", str(path)), "wipe it and run the demo again"),
+            (retry("--keep", str(path)), "add this demo's runs to it"),
+            (retry("", f"{path}-2"), "use a new directory"),
+        ]
+        width = max(len(command) for command, _ in choices)
         raise DirectoryNotEmpty(
             f"{path} already holds a perdure store ({_count_runs(path)}); the demo never "
             "deletes one unasked. Type one of:\n"
-            f"  {retry('--force')}    # wipe it and run the demo again\n"
-            f"  {retry('--keep')}    # add this demo's runs to it\n"
-            f"  {retry('--dir ' + shlex.quote(str(path) + '-2'))}    # use a new directory",
+            + "\n".join(f"  {command:<{width}}  # {what}" for command, what in choices),
             path=str(path),
         )
     wipe_store_dir(path)

@@ -74,8 +74,12 @@ def run_demo(
     console = console or Console()
     path = Path(directory)
     prog = perdure_command()
-    again = _demo_command(prog, directory, sizes, durability)
-    prepare_directory(path, force=force, keep=keep, retry=lambda flag: f"{again} {flag}")
+    prepare_directory(
+        path,
+        force=force,
+        keep=keep,
+        retry=lambda flag, where: _demo_command(prog, where, sizes, durability, flag),
+    )
     report = Report(console)
     console.print(
         f"[bold]perdure demo[/]: durable agent, workflow and job runs in "
@@ -226,9 +230,9 @@ def _short(text: str, limit: int = 70) -> str:
 
 
 def _demo_command(
-    prog: str, directory: str | os.PathLike[str], sizes: Sizes, durability: str
+    prog: str, directory: str | os.PathLike[str], sizes: Sizes, durability: str, flag: str
 ) -> str:
-    """The demo's own command line, for the messages that tell the user what to type."""
+    """The demo's command line with ``flag``, for messages that tell the user what to type."""
     parts = [prog, "demo"]
     if str(directory) != DEFAULT_DIR:
         parts += ["--dir", shlex.quote(str(directory))]
@@ -239,4 +243,4 @@ def _demo_command(
         value = getattr(sizes, name)
         if value != getattr(default, name):
             parts += [f"--{name.replace('_', '-')}", str(value)]
-    return " ".join(parts)
+    return " ".join([*parts, flag] if flag else parts)
