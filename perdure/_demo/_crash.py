@@ -90,14 +90,14 @@ _LIVE = ("pending", "running", "waiting")
 
 async def kill_worker(crash: Crash, report: Report) -> None:
     """Launch the worker on the directory and SIGKILL it mid-run."""
-    report.section(
-        5,
-        f"Crash recovery: a worker process runs {crash.runs:,} ingest runs "
-        f"({len(INGEST_STEPS)} steps and a {INGEST_SLEEP} s durable sleep each) "
-        "and is killed with SIGKILL",
-    )
+    report.section(5, "Crash recovery: a worker process killed with SIGKILL mid-run")
     total = crash.runs * len(INGEST_STEPS)
     kill_after = max(1, int(total * KILL_AT))
+    report.say(
+        f"  The demo closed the directory; a worker process opens it and starts {crash.runs:,} "
+        f"runs of {len(INGEST_STEPS)} steps around a {INGEST_SLEEP} s durable sleep. It is "
+        f"killed once {kill_after:,} of the {total:,} steps are acknowledged."
+    )
     command = [
         sys.executable,
         "-m",
