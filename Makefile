@@ -20,7 +20,7 @@ $(NODE_VERIFIER): tests/agui_node/package.json tests/agui_node/package-lock.json
 	else echo "npm not found: tests against the official AG-UI verifier will be skipped"; fi
 
 demo: $(STAMP)
-	$(BIN)/perdure demo
+	$(BIN)/perdure demo --force
 
 # With npm present the official AG-UI verifier is required, not skipped.
 test: $(STAMP) $(NODE_VERIFIER)

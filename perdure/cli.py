@@ -6,7 +6,7 @@
     perdure runs show   ID [--dir D] [--json]
     perdure runs events ID [--dir D] [--after N] [--follow] [--json]
     perdure runs cancel ID [--dir D] [--reason R] [--timeout S] [--json]
-    perdure demo  [--dir D] [--runs N] [--concurrency C] [--durability sync|process|memory] [--keep]
+    perdure demo  [--dir D] [--force|--keep] [--durability D] [--runs N] [--agents N] ...
     perdure bench [ARGS...]        # bench/throughput.py (``--quick``, ``--json OUT`` ...)
 
 Reading commands (``list``, ``show``, ``events``) open the data directory
@@ -203,27 +203,20 @@ def _build_parser() -> _Parser:
     )
     p.set_defaults(func=_cmd_cancel)
 
-    p = sub.add_parser("demo", help="run the demo workload and print throughput")
+    p = sub.add_parser(
+        "demo",
+        help="show the product: throughput, waits and signals, run trees, timers, crash recovery",
+    )
     p.add_argument(
         "--dir",
         default=_demo.DEFAULT_DIR,
         metavar="D",
-        help=f"data directory, wiped first unless --keep (default {_demo.DEFAULT_DIR})",
+        help=f"data directory (default {_demo.DEFAULT_DIR}); one that already holds a store "
+        "needs --force (wipe it) or --keep (add to it)",
     )
-    p.add_argument(
-        "--runs",
-        type=int,
-        default=_demo.DEFAULT_RUNS,
-        metavar="N",
-        help=f"runs to start (default {_demo.DEFAULT_RUNS})",
-    )
-    p.add_argument(
-        "--concurrency",
-        type=int,
-        default=_demo.DEFAULT_CONCURRENCY,
-        metavar="C",
-        help=f"runs in flight (default {_demo.DEFAULT_CONCURRENCY})",
-    )
+    reuse = p.add_mutually_exclusive_group()
+    reuse.add_argument("--force", action="store_true", help="wipe an existing store first")
+    reuse.add_argument("--keep", action="store_true", help="add to an existing store")
     p.add_argument(
         "--durability",
         choices=("sync", "process", "memory"),
@@ -231,7 +224,24 @@ def _build_parser() -> _Parser:
         help="sync (default): every commit flushed; process: no fsync; memory: "
         "no fsync either (the data still goes to --dir)",
     )
-    p.add_argument("--keep", action="store_true", help="do not wipe the directory first")
+    sizes = _demo.Sizes()
+    for flag, metavar, what in (
+        ("runs", "N", "short runs in the throughput section"),
+        ("concurrency", "C", "of those in flight at once"),
+        ("agents", "N", "agents waiting on tools and approvals"),
+        ("trees", "N", f"order trees of {_demo.TREE_SIZE} runs each"),
+        ("timers", "N", "runs sleeping on durable timers"),
+        ("crash_runs", "N", "runs of the worker process that gets killed"),
+    ):
+        default = getattr(sizes, flag)
+        p.add_argument(
+            f"--{flag.replace('_', '-')}",
+            dest=flag,
+            type=int,
+            default=default,
+            metavar=metavar,
+            help=f"{what} (default {default})",
+        )
     p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser(
@@ -584,12 +594,15 @@ def _report_cancel(args: argparse.Namespace, cancelled: bool, rec: RunRecord) ->
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    sizes = _demo.Sizes(
+        **{name: cast(int, getattr(args, name)) for name in _demo.Sizes.__dataclass_fields__}
+    )
     return _demo.run_demo(
         cast(str, args.dir),
-        runs=cast(int, args.runs),
-        concurrency=cast(int, args.concurrency),
+        sizes=sizes,
         durability=args.durability,
         keep=bool(args.keep),
+        force=bool(args.force),
         console=Console(file=sys.stdout, highlight=False),
     )
 

@@ -656,61 +656,7 @@ def test_reads_beside_the_owning_process(
     assert lines[-1]["event"]["result"] == {"went": True}
 
 
-# -- demo and bench ----------------------------------------------------------------------------
-
-
-def test_demo_completes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    directory = tmp_path / "demo"
-    argv = ["demo", "--dir", str(directory), "--runs", "60", "--concurrency", "20",
-            "--durability", "memory"]
-    code, out, err = _run(argv, capsys)
-    assert code == 0, out + err
-    assert "OK: all 60 runs completed" in out
-    assert "per second" in out and "records committed" in out and "LMDB commits" in out
-    assert f"perdure runs list --dir {directory}" in out
-    code, out, _ = _run(["runs", "list", "--dir", str(directory), "--json", "--limit", "100"],
-                        capsys)
-    runs = json.loads(out)["runs"]
-    assert len(runs) == 60
-    assert {r["kind"] for r in runs} == {"agent", "workflow", "job"}
-    assert {r["status"] for r in runs} == {"completed"}
-    # A second demo wipes the directory first; --keep adds to it.
-    code, _, _ = _run(argv, capsys)
-    assert code == 0
-    code, _, _ = _run([*argv, "--keep"], capsys)
-    assert code == 0
-    code, out, _ = _run(["runs", "list", "--dir", str(directory), "--json", "--limit", "1000"],
-                        capsys)
-    assert len(json.loads(out)["runs"]) == 120
-
-
-def test_demo_never_wipes_a_foreign_directory(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    (tmp_path / "precious.txt").write_text("keep me")
-    code, _, err = _run(["demo", "--dir", str(tmp_path), "--runs", "3"], capsys)
-    assert code == 2 and err.startswith("error: FOREIGN_DIRECTORY: ")
-    assert (tmp_path / "precious.txt").read_text() == "keep me"
-
-
-def test_demo_module_validates_runs(tmp_path: Path) -> None:
-    from perdure import _demo
-
-    rt = perdure.Runtime(None, durability="memory")
-    _demo.register_demo(rt)
-
-    async def go() -> _demo.DriveResult:
-        async with rt:
-            return await _demo.drive(rt, _demo.demo_job, 30, 7)
-
-    result = trio.run(go)
-    assert result.runs == 30
-    assert sum(result.by_kind_status.values()) == 30
-    assert set(result.by_kind_status) == {
-        ("agent", "completed"), ("workflow", "completed"), ("job", "completed")
-    }
-    assert result.events == 10 * (6 + 5 + 2)  # agent, workflow, job logs
-    assert result.records > 0 and result.txns > 0
+# -- bench ----------------------------------------------------------------------------
 
 
 def test_bench_quick(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
