@@ -1,8 +1,11 @@
 """perdure side of ``bench/vs_peers.py`` (runs in its own process).
 
-The workflow: three durable steps, each an ``async`` function returning a small dict;
-every step result is journaled and flushed (``durability="sync"``) or committed
-without fsync (``"process"``) before the body continues.
+The workflow: three durable steps, each returning a small dict; every step result is
+journaled and flushed (``durability="sync"``) or committed without fsync
+(``"process"``) before the body continues. ``--config DURABILITY[:STEPS]`` picks how
+the step functions run: ``async`` (default: ``async def``), ``thread`` (plain
+functions, each in a worker thread) or ``inline`` (plain functions on the trio thread,
+``ctx.step(..., inline=True)``).
 
 Modes:
   bench    sequential latency (start -> wait, one run at a time), then throughput with
@@ -45,18 +48,26 @@ async def _step(x: int) -> dict[str, int]:
     return step_value(x)
 
 
+def _sync_step(x: int) -> dict[str, int]:
+    return step_value(x)
+
+
 def make_runtime(
     path: str,
     durability: str,
-    step_b: Callable[[int], Awaitable[dict[str, int]]] = _step,
+    step_b: Callable[[int], Awaitable[dict[str, int]]] | None = None,
+    steps: str = "async",
 ) -> perdure.Runtime:
     rt = perdure.Runtime(path, durability=durability)  # type: ignore[arg-type]
+    plain = steps != "async"
+    fn: Any = _sync_step if plain else _step
+    inline = steps == "inline"
 
     @rt.workflow("three")
     async def three(ctx: perdure.RunContext, inp: dict[str, Any]) -> dict[str, Any]:
-        a = await ctx.step("a", _step, 1)
-        b = await ctx.step("b", step_b, 2)
-        c = await ctx.step("c", _step, 3)
+        a = await ctx.step("a", fn, 1, inline=inline)
+        b = await ctx.step("b", step_b or fn, 2, inline=inline)
+        c = await ctx.step("c", fn, 3, inline=inline)
         return {"a": a, "b": b, "c": c}
 
     return rt
@@ -107,11 +118,12 @@ async def _one(rt: perdure.Runtime, i: int) -> perdure.RunRecord:
     return rec
 
 
-async def bench(path: str, durability: str, spec: dict[str, Any]) -> dict[str, Any]:
-    rt = make_runtime(path, durability)
+async def bench(path: str, config: str, spec: dict[str, Any]) -> dict[str, Any]:
+    durability, _, steps = config.partition(":")
+    rt = make_runtime(path, durability, steps=steps or "async")
     out: dict[str, Any] = {
         "system": "perdure",
-        "config": durability,
+        "config": config,
         "version": perdure.__version__,
         "throughput": {},
     }
@@ -126,7 +138,7 @@ async def bench(path: str, durability: str, spec: dict[str, Any]) -> dict[str, A
             if i == 0:
                 _check(rec)
         out["seq"] = latency_summary(lat)
-        say(f"perdure {durability}: seq p50 {out['seq']['p50_ms']:.2f} ms")
+        say(f"perdure {config}: seq p50 {out['seq']['p50_ms']:.2f} ms")
 
         for level_s, total in spec["levels"].items():
             level = int(level_s)
@@ -148,7 +160,7 @@ async def bench(path: str, durability: str, spec: dict[str, Any]) -> dict[str, A
             r = rate(total, clock.elapsed(), min(level, total))
             r["failed"] = failures
             out["throughput"][level_s] = r
-            say(f"perdure {durability}: {level} in flight -> {r['runs_per_s']:.0f} runs/s")
+            say(f"perdure {config}: {level} in flight -> {r['runs_per_s']:.0f} runs/s")
     return out
 
 

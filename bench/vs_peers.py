@@ -78,6 +78,7 @@ TARGETS = {
     "dbos_ratio": 50.0,  # x DBOS throughput
     "p50_ms": 3.0,  # single-run p50
     "recovery": 5_000.0,  # runs/s
+    "inline_ratio": 0.9,  # inline sync steps: at least 90% of async steps' runs/s
 }
 
 
@@ -103,6 +104,22 @@ SYSTEMS = (
         "process",
         "perdure\nprocess",
         "process crash (no fsync)",
+        False,
+    ),
+    System(
+        "perdure-sync-thread",
+        "perdure",
+        "sync:thread",
+        "perdure sync\nsync steps",
+        "power loss (fsync); plain step functions in worker threads",
+        False,
+    ),
+    System(
+        "perdure-sync-inline",
+        "perdure",
+        "sync:inline",
+        "perdure sync\ninline steps",
+        "power loss (fsync); plain step functions inline (inline=True)",
         False,
     ),
     System(
@@ -383,6 +400,17 @@ def report(
             f"{fmt_ratio(d_ratio)} ({fmt_ratio(w_ratio)})",
             d_ratio,
             TARGETS["dbos_ratio"],
+            True,
+        )
+    )
+    inline_ratio = ratio(tput(results.get("perdure-sync-inline"), "1000"), t1000)
+    checks.append(
+        (
+            "inline sync steps within 10% of async steps (1000 in flight; threads in brackets)",
+            f"{fmt_ratio(inline_ratio)} ("
+            f"{fmt_ratio(ratio(tput(results.get('perdure-sync-thread'), '1000'), t1000))})",
+            inline_ratio,
+            TARGETS["inline_ratio"],
             True,
         )
     )

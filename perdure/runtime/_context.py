@@ -198,14 +198,8 @@ class RunContext:
             timeout=timeout,
             inactivity_timeout=inactivity_timeout,
             result_type=result_type,
-            inline=self._inline(inline),
+            inline=inline,
         )
-
-    def _inline(self, inline: bool | None) -> bool:
-        if inline is not None:
-            return inline
-        definition = self._actor.definition
-        return definition is not None and definition.inline_steps
 
     def heartbeat(self) -> None:
         """Tell the running step it is alive (feeds ``inactivity_timeout``).

@@ -178,7 +178,8 @@ class Engine:
         return await wait_run(self, run_id)
 
     def run_finished(self, actor: RunActor) -> None:
-        wake_parent(self, actor)
+        if not actor.top_level:
+            wake_parent(self, actor)
 
     def actor_stopped(self, actor: RunActor) -> None:
         if actor.top_level:

@@ -115,10 +115,19 @@ def _interrupt(rec: RunRecord, interrupts: list[Interrupt]) -> RunFinishedEvent:
 
 
 def begin(rec: RunRecord, now: float) -> Change:
-    """``pending -> running``: the body may start; the log opens with ``RUN_STARTED``."""
+    """``pending -> running``: the body may start; the log opens with ``RUN_STARTED``.
+
+    The event carries its timestamp already, so a start can be committed as it is.
+    """
     check_transition(rec.id, rec.status, "running")
     started = msgspec.structs.replace(rec, status="running", started_at=now)
-    return Change(started, [run_started(started)])
+    event = RunStartedEvent(
+        thread_id=thread_id(rec),
+        run_id=rec.id,
+        parent_run_id=rec.parent_id,
+        timestamp=int(now * 1000),
+    )
+    return Change(started, [event])
 
 
 def enter_waiting(

@@ -190,6 +190,7 @@ class RunActor(Actor[RunMessage]):
         journal: Sequence[JournalEntry] = (),
         extra_ops: Sequence[Op] = (),
         queued: Callable[[], None] | None = None,
+        now: float | None = None,
     ) -> None:
         """Stage ``new`` (or the current record) plus events and journal entries, commit.
 
@@ -212,7 +213,7 @@ class RunActor(Actor[RunMessage]):
         if self.pending_ops:
             ops.extend(self.pending_ops)
         event_id = old.last_event_id
-        now_ms = int(engine.now() * 1000)
+        now_ms = int((engine.now() if now is None else now) * 1000)
         stamped: list[Event] = []
         if events:
             for event in events:
@@ -288,9 +289,10 @@ class RunActor(Actor[RunMessage]):
         Returns the commit to await: ``persist`` itself, without a wrapper frame on a
         path every step takes.
         """
-        entry = JournalEntry(kind, name, value, error, self.engine.now())
+        now = self.engine.now()
+        entry = JournalEntry(kind, name, value, error, now)
         self.journal.append(entry)
-        return self.persist(events=events, journal=(entry,), extra_ops=extra_ops)
+        return self.persist(events=events, journal=(entry,), extra_ops=extra_ops, now=now)
 
     # -- timers -------------------------------------------------------------------------------
 
@@ -366,8 +368,9 @@ class RunActor(Actor[RunMessage]):
             )
             self.stop()
             return
-        if self.top_level:
-            await self.engine.admission.acquire(self.rec.id)
+        admission = self.engine.admission
+        if self.top_level and admission.limit is not None:
+            await admission.acquire(self.rec.id)
         rec = self.rec
         if rec.status == "pending":
             now = self.engine.now()
@@ -419,7 +422,7 @@ class RunActor(Actor[RunMessage]):
     # -- the body -----------------------------------------------------------------------------
 
     async def _body_main(self) -> None:
-        if self.ended:
+        if self.phase == "finalizing" or self.phase == "ended":
             self.body_done.set()
             return
         while True:
@@ -500,7 +503,7 @@ class RunActor(Actor[RunMessage]):
         Exactly once: a second caller (the cancel handler racing the body's own
         end) waits until the first one's commit is durable.
         """
-        if self.ended:
+        if self.phase == "finalizing" or self.phase == "ended":
             await self.final_commit.wait()
             return
         self.phase = "finalizing"

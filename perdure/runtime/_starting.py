@@ -133,7 +133,11 @@ class Starter:
         engine = self._engine
         now = engine.now()
         rid = run_id or new_run_id()
-        if isinstance(typed, AgentInput) and (typed.thread_id, typed.run_id) != (owner.id, rid):
+        if (
+            definition.kind == "agent"
+            and isinstance(typed, AgentInput)
+            and (typed.thread_id, typed.run_id) != (owner.id, rid)
+        ):
             # The run's identity is the owner and the run id: what the body sees and what
             # is stored say the same, whatever the caller put in threadId/runId.
             plain = to_plain(
@@ -142,6 +146,8 @@ class Starter:
             )
         seq = engine.next_seq
         engine.next_seq += 1
+        admission = engine.admission
+        admit = engine.recover and (parent is not None or admission.try_reserve(rid))
         rec = RunRecord(
             id=rid,
             seq=seq,
@@ -156,15 +162,13 @@ class Starter:
             parent_id=parent.id if parent is not None else None,
             trigger=trigger,
             idempotency_key=idempotency_key,
+            last_event_id=1 if admit else 0,  # the RUN_STARTED committed with it
         )
-        admission = engine.admission
-        admit = engine.recover and (parent is not None or admission.try_reserve(rid))
         ops = []
         if admit:
             change = begin(rec, now)
-            rec = msgspec.structs.replace(change.record, last_event_id=1)
-            stamped = [msgspec.structs.replace(e, timestamp=int(now * 1000)) for e in change.events]
-            ops.append(engine.ops.events(rid, 1, stamped))
+            rec = change.record
+            ops.append(engine.ops.events(rid, 1, change.events))
             if definition.timeout is not None:
                 ops.append(engine.arm_timer(TimerRef.at(rid, now + definition.timeout, "deadline")))
         ops.extend(engine.ops.save_run(None, rec))

@@ -118,7 +118,7 @@ async def run_step(
     timeout: float | None,
     inactivity_timeout: float | None,
     result_type: Any,
-    inline: bool,
+    inline: bool | None,
 ) -> Any:
     if not isinstance(name, str) or not 1 <= len(name) <= 200:
         raise PerdureError("step name must be a string of 1-200 characters")
@@ -146,6 +146,9 @@ async def run_step(
     if due is not None:
         # The backoff's timer was stored with its retry entry; keys are deterministic.
         await actor.sleep_until(due, actor.timer(due, f"retry:{name}:{attempt - 1}"))
+    if inline is None:
+        definition = actor.definition
+        inline = definition is not None and definition.inline_steps
     # Under virtual time a worker thread would let the clock jump while it runs.
     inline = inline or actor.engine.virtual_time
     while True:
