@@ -51,6 +51,7 @@ from perdure.runtime import (
     ToolResult,
     signal_from_resume,
 )
+from perdure.runtime import AsyncioHost as AsyncioHost
 from perdure.storage import (
     Completion,
     Conversation,

@@ -2,6 +2,7 @@
 
 from perdure.agui import AgentInput
 
+from ._asyncio_host import AsyncioHost as AsyncioHost
 from ._context import AgentContext, ChildHandle, RunContext
 from ._definitions import Definition, RestartPolicy
 from ._host import Host
