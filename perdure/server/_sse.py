@@ -15,9 +15,13 @@ so a client catching up on a long log gets few large writes, not one per event.
 While nothing comes it sends a heartbeat comment (``: ping``) every
 ``heartbeat`` seconds, which keeps proxies from closing an idle stream and lets
 the server notice a dead peer. A client whose socket takes no data for
-``stall_timeout`` seconds is too far behind: it is dropped (the connection is
-closed), and it loses nothing, because it reconnects with ``Last-Event-ID`` and
-reads the rest from the log.
+``stall_timeout`` seconds is too far behind: its stream is ended there (the
+response completes), so it holds no stream state while it lags, and it loses
+nothing, because it reconnects with ``Last-Event-ID`` and reads the rest from the
+log at its own pace. (Hypercorn shields its socket writes from cancellation, so a
+stalled write cannot be cut short: the stream ends when that write completes or
+the connection dies. A stalled client holds at most ``buffer`` frames and one
+write, never anything of the run's.)
 
 A third task watches for the client's disconnect, and the stream also ends when
 the server shuts down (``closing``): in both cases the reader is closed at once,
@@ -161,10 +165,14 @@ class SSEResponse(Response):
     async def _read(self, sender: MemoryObjectSendStream[bytes]) -> None:
         async with sender, aclosing(self.frames) as frames:  # type: ignore[type-var]
             async for chunk in frames:
-                await sender.send(chunk)
+                try:
+                    await sender.send(chunk)
+                except anyio.BrokenResourceError:
+                    return  # the writer has ended the stream
+
 
     async def _write(self, receiver: MemoryObjectReceiveStream[bytes], send: Send) -> bool:
-        """Send frames until the reader is done; ``True`` if it ended, ``False`` if dropped."""
+        """Send frames until the reader is done or the client falls too far behind."""
         options = self.options
         heartbeat = options.heartbeat if options.heartbeat > 0 else math.inf
         async with receiver:
@@ -191,14 +199,19 @@ class SSEResponse(Response):
                         chunks.append(chunk)
                         size += len(chunk)
                 body = b"".join(chunks)
-                with anyio.move_on_after(options.stall_timeout) as scope:
+                started = anyio.current_time()
+                with anyio.move_on_after(options.stall_timeout):
                     await send({"type": "http.response.body", "body": body, "more_body": True})
-                if scope.cancelled_caught:
+                if anyio.current_time() - started >= options.stall_timeout:
+                    # Too far behind. A server may shield its socket writes (hypercorn
+                    # does), so this is noticed once the write is done or cut: the
+                    # stream then ends and the client reconnects with Last-Event-ID.
                     log.info(
-                        "perdure.server: dropped an SSE client that took no data for %.0f s",
+                        "perdure.server: ended the stream of an SSE client that took no "
+                        "data for %.1f s",
                         options.stall_timeout,
                     )
-                    return False
+                    return True
                 if done:
                     return True
 
