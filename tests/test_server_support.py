@@ -7,10 +7,15 @@ trio run, bound to a free loopback port) and yields a real ``httpx`` client.
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -208,17 +213,97 @@ def agent_input(thread: str, run: str, text: str = "hi", **extra: Any) -> dict[s
     }
 
 
+TESTS = Path(__file__).resolve().parent
+SERVED_MODULE = """\
+import os
+from test_server_support import make_runtime
+
+rt = make_runtime(os.environ["PERDURE_TEST_DIR"])
+"""
+
+
+@dataclass
+class ServerProcess:
+    """``perdure serve`` in a process of its own."""
+
+    proc: subprocess.Popen[str]
+    url: str
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(15)
+
+
+def perdure_cli(
+    *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """Run the ``perdure`` command line (this interpreter) and wait for it."""
+    return subprocess.run(
+        [sys.executable, "-m", "perdure.cli", *args],
+        cwd=cwd,
+        env=cli_env(env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def cli_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(TESTS), env.get("PYTHONPATH", "")])
+    env.pop("PERDURE_TOKEN", None)
+    env.update(extra or {})
+    return env
+
+
+def spawn_server(
+    workdir: Path,
+    data_dir: Path,
+    *args: str,
+    env: dict[str, str] | None = None,
+    write_module: bool = True,
+) -> ServerProcess:
+    """``perdure serve served_app:rt --port 0`` over ``data_dir``, once it listens."""
+    if write_module:
+        (workdir / "served_app.py").write_text(SERVED_MODULE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "perdure.cli", "serve", "served_app:rt", "--port", "0", *args],
+        cwd=workdir,
+        env=cli_env({"PERDURE_TEST_DIR": str(data_dir), **(env or {})}),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if not line.startswith("perdure: serving "):
+        proc.kill()
+        raise AssertionError(
+            f"server did not start: {line!r} {proc.stderr.read() if proc.stderr else ''}"
+        )
+    return ServerProcess(proc, line.split()[2])
+
+
 __all__ = [
+    "SERVED_MODULE",
     "P",
     "SSEOptions",
     "Served",
+    "ServerProcess",
     "Stream",
     "agent_input",
+    "cli_env",
     "full_log",
     "make_runtime",
+    "perdure_cli",
     "read_sse",
     "register_agents",
     "served",
+    "spawn_server",
     "tool_call_id",
     "wait_status",
 ]

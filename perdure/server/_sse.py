@@ -170,7 +170,6 @@ class SSEResponse(Response):
                 except anyio.BrokenResourceError:
                     return  # the writer has ended the stream
 
-
     async def _write(self, receiver: MemoryObjectReceiveStream[bytes], send: Send) -> bool:
         """Send frames until the reader is done or the client falls too far behind."""
         options = self.options
