@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import json
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -207,3 +208,56 @@ def test_parity_fails_when_the_runtime_gains_a_method(monkeypatch: pytest.Monkey
     monkeypatch.setattr(perdure.Runtime, "frobnicate", frobnicate, raising=False)
     unclassified, _ = parity_gaps(perdure.AsyncioHost)
     assert unclassified == {"frobnicate"}
+
+
+# -- the example: an asyncio web app with the perdure API mounted next to its own routes ----
+
+
+def test_the_asyncio_web_app_example(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    import httpx
+    from helpers.checks import check_store_logs
+
+    script = Path(__file__).resolve().parent.parent / "examples" / "starlette_asyncio_host.py"
+    data = tmp_path / "data"
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(data), "--serve", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.startswith("serving "), proc.stderr.read() if proc.stderr else line
+        with httpx.Client(base_url=line.split()[1], timeout=20) as client:
+            assert client.get("/hello").json() == {"hello": "from the asyncio app"}
+            run_id = client.post("/orders", json={"qty": 2}).json()["run_id"]
+            assert client.get("/perdure/health").json()["status"] == "ok"
+            waiting = client.get(f"/perdure/runs/{run_id}/wait", params={"timeout": 5})
+            assert waiting.status_code == 202 and waiting.json()["status"] == "waiting"
+            with client.stream(
+                "GET", f"/perdure/runs/{run_id}/events", headers={"Accept": "text/event-stream"}
+            ) as stream:
+                types = [
+                    json.loads(text[5:])["type"]
+                    for text in stream.iter_lines()
+                    if text.startswith("data:")
+                ]
+            assert types[0] == "RUN_STARTED" and types[-1] == "RUN_FINISHED"
+            decision = {"type": "approval", "key": "ship", "approved": False, "approver": "bob"}
+            r = client.post(f"/perdure/runs/{run_id}/resume", json=decision)
+            assert r.json()["duplicate"] is False
+            done = client.get(f"/perdure/runs/{run_id}/wait").json()
+            assert done["completion"]["result"] == {"total": 24, "shipped": False}
+            page = client.get("/perdure/runs", params={"owner": "project:shop"}).json()
+            assert [run["id"] for run in page["runs"]] == [run_id]
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert check_store_logs(data) == []
