@@ -211,7 +211,9 @@ class _LogModel:
 
     def _reasoning_content(self) -> None:
         mid = self.pick(self.reasoning)
-        self.emit(ReasoningMessageContentEvent(message_id=mid, delta=self.draw(st.text(max_size=3))))
+        self.emit(
+            ReasoningMessageContentEvent(message_id=mid, delta=self.draw(st.text(max_size=3)))
+        )
 
     def _reasoning_end(self) -> None:
         mid = self.pick(self.reasoning)
@@ -277,9 +279,7 @@ class _LogModel:
         self.emit(MessagesSnapshotEvent(messages=messages))
 
     def _finish(self) -> None:
-        self.emit(
-            RunFinishedEvent(thread_id="t", run_id="r", outcome=RunFinishedSuccessOutcome())
-        )
+        self.emit(RunFinishedEvent(thread_id="t", run_id="r", outcome=RunFinishedSuccessOutcome()))
         self.in_run = False
 
     def _interrupt(self) -> None:

@@ -397,9 +397,7 @@ class LogFolder:
         ]
         by_id = {m.get("id"): m for m in incoming if isinstance(m, dict)}
         has_activity = any(isinstance(m, dict) and m.get("role") == "activity" for m in incoming)
-        has_reasoning = any(
-            isinstance(m, dict) and m.get("role") == "reasoning" for m in incoming
-        )
+        has_reasoning = any(isinstance(m, dict) and m.get("role") == "reasoning" for m in incoming)
 
         def kept(m: JSONObject) -> bool:
             # Like the client: a snapshot without activity (reasoning) messages leaves the
