@@ -167,7 +167,7 @@ async def test_http_level_errors_and_capabilities(data_dir: Path) -> None:
         r = await s.client.post("/agents/assistant", json=agent_input("bad thread!", "r"))
         assert r.status_code == 400
         # A run id already used by another thread or agent: 409, nothing started.
-        await post_agent(s, "slow", agent_input("t-a", "shared"))
+        await read_sse(s.client, "POST", "/agents/slow", json=agent_input("t-a", "shared"), limit=2)
         r = await s.client.post("/agents/assistant", json=agent_input("t-b", "shared"))
         assert r.status_code == 409 and r.json()["code"] == "IDEMPOTENCY_CONFLICT"
         await rt.cancel("shared")

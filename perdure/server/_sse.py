@@ -164,11 +164,16 @@ class SSEResponse(Response):
 
     async def _read(self, sender: MemoryObjectSendStream[bytes]) -> None:
         async with sender, aclosing(self.frames) as frames:  # type: ignore[type-var]
-            async for chunk in frames:
-                try:
-                    await sender.send(chunk)
-                except anyio.BrokenResourceError:
-                    return  # the writer has ended the stream
+            try:
+                async for chunk in frames:
+                    try:
+                        await sender.send(chunk)
+                    except anyio.BrokenResourceError:
+                        return  # the writer has ended the stream
+            except Exception:
+                # The response has started: the only answer left is to end the stream.
+                # What was sent is committed; the client reconnects with Last-Event-ID.
+                log.exception("perdure.server: an event stream failed; ending it")
 
     async def _write(self, receiver: MemoryObjectReceiveStream[bytes], send: Send) -> bool:
         """Send frames until the reader is done or the client falls too far behind."""
