@@ -6,6 +6,9 @@
     perdure runs show   ID [--dir D] [--json]
     perdure runs events ID [--dir D] [--after N] [--follow] [--json]
     perdure runs cancel ID [--dir D] [--reason R] [--timeout S] [--json]
+    perdure runs resume ID (--tool-result ID JSON | --approve K | --reject K | --event N JSON
+                            | --input K JSON) [--url URL | --dir D] [--json]
+    perdure serve MODULE:ATTR [--host H] [--port P] [--token T]    # perdure.server
     perdure demo  [--dir D] [--force|--keep] [--durability D] [--runs N] [--agents N] ...
     perdure bench [ARGS...]        # bench/throughput.py (``--quick``, ``--json OUT`` ...)
 
@@ -53,6 +56,7 @@ from perdure.agui import (
 )
 from perdure.runtime import STATUSES, Runtime
 from perdure.runtime._results import check_statuses, parse_cursor
+from perdure.server import _cli as _server_cli
 from perdure.storage import (
     Conversation,
     Owner,
@@ -202,6 +206,8 @@ def _build_parser() -> _Parser:
         "--json", action="store_true", help='print {"cancelled": bool, "run": ...} as JSON'
     )
     p.set_defaults(func=_cmd_cancel)
+    _server_cli.add_runs_resume(runs_sub, add_dir)
+    _server_cli.add_serve(sub)
 
     p = sub.add_parser(
         "demo",

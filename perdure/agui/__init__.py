@@ -8,6 +8,9 @@
 - The stream grammar: :class:`OpenItems` tracks what a log has opened and not closed.
 - The verifier: :func:`verify_events`/:func:`verify_prefixes`, a port of the official
   ``@ag-ui/client`` ``verifyEvents``.
+- The snapshot (R22): :func:`fold_events` folds a log into a :class:`LogSnapshot`
+  (messages, state, open tool calls, open interrupts); :func:`prelude_events` lets a
+  client join a log mid-segment.
 
 This package depends on nothing else in perdure.
 """
@@ -77,6 +80,12 @@ from ._events import (
 from ._grammar import (
     OpenItems,
 )
+from ._snapshot import (
+    LogFolder,
+    LogSnapshot,
+    fold_events,
+    prelude_events,
+)
 from ._split import (
     split_text_content,
     split_tool_call_args,
@@ -103,6 +112,8 @@ __all__ = [
     "EventTypeName",
     "EventVerifier",
     "Interrupt",
+    "LogFolder",
+    "LogSnapshot",
     "MessagesSnapshotEvent",
     "OpenItems",
     "RawEvent",
@@ -149,7 +160,9 @@ __all__ = [
     "event_from_json",
     "event_to_json",
     "event_type",
+    "fold_events",
     "is_terminal_event",
+    "prelude_events",
     "split_text_content",
     "split_tool_call_args",
     "verify_events",

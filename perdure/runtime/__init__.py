@@ -2,11 +2,12 @@
 
 from perdure.agui import AgentInput
 
+from ._asyncio_host import AsyncioHost
 from ._context import AgentContext, ChildHandle, RunContext
 from ._definitions import Definition, RestartPolicy
 from ._host import Host
 from ._lifecycle import STATUSES, TERMINAL, TRANSITIONS, check_transition
-from ._results import Cancelled, Page, RunEvent, RuntimeStats, Started
+from ._results import Cancelled, Page, RunEvent, RuntimeStats, Started, TargetInfo
 from ._retry import RetryPolicy
 from ._runtime import Runtime
 from ._signals import (
@@ -26,6 +27,7 @@ __all__ = [
     "AgentContext",
     "AgentInput",
     "ApprovalDecision",
+    "AsyncioHost",
     "Cancelled",
     "ChildHandle",
     "Definition",
@@ -42,6 +44,7 @@ __all__ = [
     "RuntimeStats",
     "Signal",
     "Started",
+    "TargetInfo",
     "ToolResult",
     "check_transition",
     "signal_from_resume",

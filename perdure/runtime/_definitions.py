@@ -79,6 +79,7 @@ class Definition:
     restart: RestartPolicy | None = None
     inline_steps: bool = False
     """Plain step functions run on the trio thread (no worker-thread hop)."""
+    description: str | None = None
 
     @property
     def target(self) -> str:
@@ -147,6 +148,7 @@ class Registry:
             if kind == "agent" and input_type is Any:
                 input_type = AgentInput  # agent input is AG-UI RunAgentInput-shaped
         definition = Definition(
+            description=inspect.getdoc(fn),
             kind=kind,
             name=name,
             fn=fn,

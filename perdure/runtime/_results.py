@@ -16,6 +16,7 @@ __all__ = [
     "RunEvent",
     "RuntimeStats",
     "Started",
+    "TargetInfo",
     "check_statuses",
     "parse_cursor",
 ]
@@ -40,6 +41,20 @@ class Page(msgspec.Struct, frozen=True):
 
     runs: list[RunRecord]
     next_cursor: str | None = None
+
+
+class TargetInfo(msgspec.Struct, frozen=True, omit_defaults=True):
+    """A registered definition, as ``rt.targets()`` lists it."""
+
+    target: str
+    kind: str
+    name: str
+    description: str | None = None
+    timeout: float | None = None
+    input_schema: dict[str, Any] | None = None
+    output_schema: dict[str, Any] | None = None
+    max_attempts: int | None = None
+    version: int | None = None
 
 
 class RuntimeStats(msgspec.Struct, frozen=True):

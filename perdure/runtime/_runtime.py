@@ -27,6 +27,7 @@ from ._results import (
     RunEvent,
     RuntimeStats,
     Started,
+    TargetInfo,
     check_statuses,
     parse_cursor,
 )
@@ -249,6 +250,22 @@ class Runtime:
             live_actors=len(engine.supervisor),
             passivations=engine.supervisor.passivations,
             running=engine.admission.running,
+        )
+
+    def targets(self) -> builtins.list[TargetInfo]:
+        """Every registered definition (agents, workflows, tasks), sorted by target."""
+        return sorted(
+            (
+                TargetInfo(
+                    target=d.target,
+                    kind=d.kind,
+                    name=d.name,
+                    description=d.description,
+                    timeout=d.timeout,
+                )
+                for d in self._registry
+            ),
+            key=lambda info: info.target,
         )
 
     # -- starting runs ------------------------------------------------------------------------

@@ -1,0 +1,324 @@
+"""The Runtime API awaitable from asyncio programs (R36).
+
+``AsyncioHost`` runs a :class:`Runtime` and its trio loop in a thread of its own
+and forwards every call to it. From the asyncio side each call is an ordinary
+awaitable and ``events`` an async iterator::
+
+    host = perdure.AsyncioHost("data/")
+
+    @host.workflow("greet")
+    async def greet(ctx: perdure.RunContext, inp: dict) -> dict:  # runs on trio
+        return {"hello": inp["name"]}
+
+    async def main() -> None:
+        async with host:
+            started = await host.start("workflow:greet", {"name": "ann"},
+                                       owner=perdure.Project("p1"))
+            async for event in host.events(started.run.id):
+                print(event.type)
+            print((await host.wait(started.run.id)).completion)
+
+    asyncio.run(main())
+
+Run bodies stay trio code: they run on the runtime's thread, like every actor.
+
+How a call crosses. The asyncio side never blocks a thread: the call is handed to
+the trio thread (``TrioToken.run_sync_soon``), runs there as a task of the host's
+nursery, and its outcome comes back through ``loop.call_soon_threadsafe`` into an
+asyncio future. Cancelling the awaiting asyncio task cancels that trio task. One
+crossing costs about what a thread hop costs (~0.15-0.2 ms, ``anchors.md``).
+
+Which calls are forwarded is one table, :data:`RUNTIME_SURFACE`: every public
+callable of :class:`Runtime` is forwarded, and the table says how: awaited,
+synchronous, streamed, or a definition decorator. A test enumerates ``Runtime``'s public
+methods against it, so a method added to the Runtime without a row here fails
+the suite instead of silently missing from the hosts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import contextlib
+import functools
+import os
+import threading
+from collections.abc import AsyncIterator, Callable
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar
+
+import outcome
+import trio
+
+from perdure._errors import PerdureError
+
+from ._definitions import Body
+from ._runtime import Runtime
+
+if TYPE_CHECKING:
+    from perdure.storage import Owner, RunRecord
+
+    from ._results import Cancelled, Page, RunEvent, RuntimeStats, Started, TargetInfo
+    from ._signals import ExternalEvent, Resumed, Signal
+
+__all__ = ["RUNTIME_SURFACE", "AsyncioHost"]
+
+T = TypeVar("T")
+F = TypeVar("F", bound=Body)
+
+Forwarding = Literal["await", "sync", "stream", "define"]
+
+RUNTIME_SURFACE: Final[dict[str, Forwarding]] = {
+    # Definitions: decorators applied before opening, on the caller's thread.
+    "agent": "define",
+    "workflow": "define",
+    "task": "define",
+    # The API. "await": a coroutine run on the trio thread; "sync": a plain call run on
+    # the trio thread (it reads state the trio thread owns); "stream": an async generator.
+    "start": "await",
+    "wait": "await",
+    "resume": "await",
+    "publish": "await",
+    "cancel": "await",
+    "get": "sync",
+    "list": "sync",
+    "now": "sync",
+    "stats": "sync",
+    "targets": "sync",
+    "events": "stream",
+}
+"""How each public callable of :class:`Runtime` reaches a host (see the module doc)."""
+
+
+def _settle(future: asyncio.Future[Any], result: outcome.Outcome[Any]) -> None:
+    if not future.done():
+        if isinstance(result, outcome.Error) and isinstance(result.error, trio.Cancelled):
+            future.set_exception(PerdureError("the AsyncioHost closed during the call"))
+        elif isinstance(result, outcome.Error):
+            future.set_exception(result.error)
+        else:
+            future.set_result(result.unwrap())
+
+
+class AsyncioHost:
+    """The Runtime API, awaitable, for asyncio programs. Use as ``async with host:``.
+
+    ``path`` and ``runtime_options`` are :class:`Runtime`'s. ``host.runtime`` is the
+    Runtime itself (its methods must only be called from its own trio thread, for
+    instance from run bodies). Closing the host cancels calls still in flight
+    (they raise :class:`~perdure.PerdureError`) and closes the runtime: runs in
+    flight are recovered at the next open, as always.
+    """
+
+    def __init__(
+        self, path: str | os.PathLike[str] | None = "data/", **runtime_options: Any
+    ) -> None:
+        self.runtime = Runtime(path, **runtime_options)
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._token: trio.lowlevel.TrioToken | None = None
+        self._nursery: trio.Nursery | None = None
+        self._stop: trio.Event | None = None
+        self._finished: asyncio.Future[None] | None = None
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def __aenter__(self) -> AsyncioHost:
+        if self._thread is not None:
+            raise PerdureError("this AsyncioHost is already open")
+        loop = asyncio.get_running_loop()
+        ready: asyncio.Future[None] = loop.create_future()
+        finished: asyncio.Future[None] = loop.create_future()
+        self._loop, self._finished = loop, finished
+
+        def thread_main() -> None:
+            result = outcome.capture(trio.run, self._main, loop, ready)
+            for future in (ready, finished):
+                try:
+                    loop.call_soon_threadsafe(_settle, future, result)
+                except RuntimeError:  # the asyncio loop is already closed
+                    return
+
+        self._thread = threading.Thread(target=thread_main, name="perdure-asyncio-host")
+        self._thread.daemon = True
+        self._thread.start()
+        try:
+            await ready
+        except BaseException:
+            await self._join()
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the runtime; a no-op when the host is not open."""
+        token, stop = self._token, self._stop
+        if self._thread is None:
+            return
+        if token is not None and stop is not None:
+            with contextlib.suppress(trio.RunFinishedError):
+                token.run_sync_soon(stop.set)
+        await self._join()
+
+    async def _join(self) -> None:
+        thread, finished = self._thread, self._finished
+        try:
+            if finished is not None:
+                await asyncio.shield(finished)
+        finally:
+            if thread is not None:
+                thread.join()
+            self._thread = self._token = self._nursery = self._stop = None
+            self._finished = None
+
+    async def _main(self, loop: asyncio.AbstractEventLoop, ready: asyncio.Future[None]) -> None:
+        async with self.runtime, trio.open_nursery() as nursery:
+            self._stop = trio.Event()
+            self._nursery = nursery
+            self._token = trio.lowlevel.current_trio_token()
+            loop.call_soon_threadsafe(_settle, ready, outcome.Value(None))
+            await self._stop.wait()
+            nursery.cancel_scope.cancel()
+
+    # -- crossing into trio -------------------------------------------------------------------
+
+    def _portal(self) -> tuple[asyncio.AbstractEventLoop, trio.lowlevel.TrioToken, trio.Nursery]:
+        loop, token, nursery = self._loop, self._token, self._nursery
+        if loop is None or token is None or nursery is None:
+            raise PerdureError("the AsyncioHost is not open: use `async with host:`")
+        return loop, token, nursery
+
+    async def _await(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run coroutine function ``fn`` on the trio thread; its result or exception here."""
+        loop, token, nursery = self._portal()
+        future: asyncio.Future[Any] = loop.create_future()
+        scopes: builtins.list[trio.CancelScope] = []
+
+        async def task() -> None:
+            with trio.CancelScope() as scope:
+                scopes.append(scope)
+                result = await outcome.acapture(fn, *args, **kwargs)
+            with contextlib.suppress(RuntimeError):  # the asyncio loop closed meanwhile
+                loop.call_soon_threadsafe(_settle, future, result)
+
+        def cancel() -> None:
+            for scope in scopes:
+                scope.cancel()
+
+        token.run_sync_soon(nursery.start_soon, task)
+        try:
+            return await future
+        except asyncio.CancelledError:
+            with contextlib.suppress(trio.RunFinishedError):
+                token.run_sync_soon(cancel)
+            raise
+
+    async def _sync(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run plain function ``fn`` on the trio thread (it reads trio-owned state)."""
+        loop, token, _ = self._portal()
+        future: asyncio.Future[T] = loop.create_future()
+
+        def call() -> None:
+            result = outcome.capture(fn, *args, **kwargs)
+            loop.call_soon_threadsafe(_settle, future, result)
+
+        token.run_sync_soon(call)
+        return await future
+
+    # -- typed signatures of the forwarded API (the bodies come from RUNTIME_SURFACE) ----------
+
+    if TYPE_CHECKING:
+
+        def agent(self, name: str, **options: Any) -> Callable[[F], F]: ...
+        def workflow(self, name: str, **options: Any) -> Callable[[F], F]: ...
+        def task(self, name: str, **options: Any) -> Callable[[F], F]: ...
+        async def start(
+            self,
+            target: str,
+            input: Any = None,
+            *,
+            owner: Owner,
+            idempotency_key: str | None = None,
+            run_id: str | None = None,
+        ) -> Started: ...
+        async def get(self, run_id: str) -> RunRecord: ...
+        async def list(self, **filters: Any) -> Page: ...
+        async def now(self) -> float: ...
+        async def stats(self) -> RuntimeStats: ...
+        async def targets(self) -> builtins.list[TargetInfo]: ...
+        def events(
+            self, run_id: str, after: int = 0, *, follow: bool = True
+        ) -> AsyncIterator[RunEvent]: ...
+        async def wait(self, run_id: str) -> RunRecord: ...
+        async def resume(self, run_id: str, signal: Signal) -> Resumed: ...
+        async def publish(self, event: ExternalEvent, *, owner: Owner) -> builtins.list[str]: ...
+        async def cancel(self, run_id: str, reason: str = "cancelled") -> Cancelled: ...
+
+
+class _EventStream:
+    """``host.events(...)``: the runtime's event generator, stepped on the trio thread."""
+
+    def __init__(self, host: AsyncioHost, agen: Any) -> None:
+        self._host = host
+        self._agen = agen
+        self._closed = False
+
+    def __aiter__(self) -> _EventStream:
+        return self
+
+    async def __anext__(self) -> Any:
+        if self._closed:
+            raise StopAsyncIteration
+        try:
+            return await self._host._await(self._agen.__anext__)
+        except BaseException:
+            self._closed = True
+            raise
+
+    async def aclose(self) -> None:
+        """Close the underlying generator (``async with contextlib.aclosing(...)``)."""
+        if not self._closed:
+            self._closed = True
+            if self._host._token is not None:
+                await self._host._await(self._agen.aclose)
+
+
+def _forward(name: str, how: Forwarding) -> Callable[..., Any]:
+    target = getattr(Runtime, name)
+
+    if how == "define":
+
+        def define(self: AsyncioHost, *args: Any, **kwargs: Any) -> Any:
+            return getattr(self.runtime, name)(*args, **kwargs)
+
+        return functools.wraps(target)(define)
+    if how == "await":
+
+        async def call(self: AsyncioHost, *args: Any, **kwargs: Any) -> Any:
+            return await self._await(getattr(self.runtime, name), *args, **kwargs)
+
+        return functools.wraps(target)(call)
+    if how == "sync":
+
+        async def call_sync(self: AsyncioHost, *args: Any, **kwargs: Any) -> Any:
+            return await self._sync(getattr(self.runtime, name), *args, **kwargs)
+
+        return functools.wraps(target)(call_sync)
+    assert how == "stream", how
+
+    def stream(self: AsyncioHost, *args: Any, **kwargs: Any) -> _EventStream:
+        self._portal()
+        return _EventStream(self, getattr(self.runtime, name)(*args, **kwargs))
+
+    return functools.wraps(target)(stream)
+
+
+for _name, _how in RUNTIME_SURFACE.items():
+    setattr(AsyncioHost, _name, _forward(_name, _how))
