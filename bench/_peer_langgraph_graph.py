@@ -66,7 +66,8 @@ coroutines under ``asyncio.gather``, each invoking in a loop until the total is 
 (the driver of ``bench/_peer_langgraph.py``). Reported per level: invocations/s (wall
 time; ``runs_per_s``), latency p50/p99 of single invocations (``ainvoke`` call to
 return, so under load it includes the wait for the saver's lock), node executions per
-invocation, checkpoints, write rows and commits per invocation. With 1000 in flight and
+invocation, checkpoints, write rows and commits per invocation, and the process CPU time
+per invocation (all threads; steadier than wall time on a shared machine). With 1000 in flight and
 a total of 1000 every invocation starts at once and they advance in near lock-step;
 a total of 2000 measured 20-25/s against 29-33/s for 1000 (2-core VM).
 
@@ -88,6 +89,7 @@ import platform
 import shutil
 import sqlite3
 import tempfile
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from importlib.metadata import version
@@ -344,6 +346,7 @@ class Level:
     def warmed_up(self) -> None:
         CALLS.clear()
         self.clock = Clock()
+        self.cpu0 = time.process_time()
 
     def record(self, i: int, t: Clock, out: dict[str, Any]) -> None:
         self.lat.append(t.elapsed())
@@ -351,6 +354,7 @@ class Level:
 
     def result(self, synchronous: int, saver: str) -> dict[str, Any]:
         seconds = self.clock.elapsed()
+        cpu = time.process_time() - self.cpu0
         calls = dict(CALLS)
         nodes = sum(calls.values())
         if nodes != NODES_PER_INVOCATION * self.total:
@@ -358,6 +362,10 @@ class Level:
         stored = _stored(self.db, self.tag)
         r = rate(self.total, seconds, self.in_flight)
         r["saver"] = saver
+        # Process CPU time (every thread, the aiosqlite one included): unlike wall time it
+        # barely moves when other work shares the machine.
+        r["cpu_s"] = cpu
+        r["cpu_ms_per_invocation"] = cpu / self.total * 1e3
         r["failed"] = self.failed
         r["latency"] = latency_summary(self.lat)
         r["nodes_per_invocation"] = nodes / self.total
