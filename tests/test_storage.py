@@ -107,7 +107,7 @@ async def test_schema_stamp_written_once(data_dir: Path) -> None:
         with internals(rt).store.read() as txn:
             raw = txn.get(b"schema", db=internals(rt).store.dbs["meta"])
     info = msgspec.msgpack.decode(raw, type=SchemaInfo)
-    assert info.format == "perdure" and info.version == SCHEMA_VERSION == 2
+    assert info.format == "perdure" and info.version == SCHEMA_VERSION == 3
     async with perdure.Runtime(data_dir) as rt:
         with internals(rt).store.read() as txn:
             assert txn.get(b"schema", db=internals(rt).store.dbs["meta"]) == raw  # not re-stamped
@@ -292,6 +292,41 @@ async def test_schema_too_new_names_the_versions(tmp_path: Path) -> None:
     assert info.value.detail["version"] == 99
     assert info.value.detail["supported"] == SCHEMA_VERSION
     assert info.value.code == "SCHEMA_TOO_NEW"
+
+
+async def test_a_schema_2_store_is_upgraded_in_place_by_a_writer(tmp_path: Path) -> None:
+    """Schema 3 only added databases: a writer adds them and restamps; its runs read back.
+    A read-only inspector refuses a store not yet upgraded, with what to do."""
+    path = tmp_path / "data"
+    rt = perdure.Runtime(path)
+
+    @rt.workflow("w")
+    async def w(ctx: perdure.RunContext, inp: dict) -> dict:
+        return {"ok": await ctx.step("s", lambda: 1, inline=True)}
+
+    async with rt:
+        run = (await rt.start("workflow:w", {}, owner=perdure.Project("p"))).run
+        before = await rt.wait(run.id)
+    # Make it a schema-2 store: drop what schema 3 added, stamp 2.
+    env = lmdb.open(str(path), max_dbs=16)
+    with env.begin(write=True) as txn:
+        for name in (b"logs", b"fires", b"batches"):
+            txn.drop(env.open_db(name, txn=txn), delete=True)
+        txn.put(b"schema", _stamp("perdure", 2), db=env.open_db(b"meta", txn=txn))
+    env.close()
+    with pytest.raises(perdure.StorageError) as info:
+        Store(path, readonly=True)
+    assert "open it once for writing" in info.value.message
+    async with rt:
+        assert rt.get(run.id) == before
+    store = Store(path, readonly=True)
+    try:
+        with store.read() as txn:
+            raw = txn.get(b"schema", db=store.dbs["meta"])
+        assert msgspec.msgpack.decode(raw, type=SchemaInfo).version == SCHEMA_VERSION
+        assert store.get_run(run.id) == before
+    finally:
+        store.close()
 
 
 def test_readonly_open_of_a_missing_directory_creates_nothing(tmp_path: Path) -> None:

@@ -14,11 +14,22 @@ Databases:
   per event: a 3-step run writes 5 event records instead of 8)
 - ``journal``: run id, NUL, u32 position -> JournalEntry
 - ``index``: one-letter family, value, NUL, u64 creation seq -> run id (status, owner
-  and kind for every run; parent and root for child runs only)
+  and kind for every run; parent and root for child runs only; batch for the jobs of a
+  batch; ``x`` for runs with a cancellation in flight)
 - ``idem``: owner key, NUL, idempotency key -> run id
 - ``timers``: u64 due time (ms), run id, NUL, name -> b""
 - ``waiting``: u64 creation seq -> run id, for every run in ``waiting`` (its entry count
   is O(1) to read, so opening a store never walks a million passive runs)
+- ``logs``: run id, NUL, u64 seq -> LogEntry (a job's raw logs, kept apart from its
+  AG-UI events; the run prefix makes a run's logs one range, forwards or backwards)
+- ``schedules``: schedule name -> ScheduleRecord (cron schedules and their counters)
+- ``fires``: schedule name, NUL, u64 scheduled instant (UTC ms) -> run id. The
+  exactly-once key of a cron tick: written in the same transaction as the run it
+  starts, so a tick that has a key has its run, and a crash or a racing fire finds it
+- ``batches``: batch id -> BatchRecord (its members are the ``b`` index family)
+
+Schema 3 added ``logs``, ``fires`` and ``batches``: opening a schema-2 store for writing
+creates them and restamps it; nothing else changed.
 """
 
 from __future__ import annotations
@@ -27,6 +38,7 @@ import struct
 
 __all__ = [
     "DB_NAMES",
+    "IDX_BATCH",
     "IDX_CANCELLING",
     "IDX_KIND",
     "IDX_OWNER",
@@ -53,6 +65,9 @@ DB_NAMES = (
     "timers",
     "waiting",
     "schedules",
+    "logs",
+    "fires",
+    "batches",
 )
 
 IDX_STATUS = b"s"
@@ -63,6 +78,8 @@ IDX_ROOT = b"r"
 """Descendants of a root run (the root itself has no entry: its id is the value)."""
 IDX_CANCELLING = b"x"
 """Runs with a cancellation requested but not yet terminal (recovery finishes them)."""
+IDX_BATCH = b"b"
+"""The jobs of a batch: batch id, NUL, seq -> run id."""
 
 _U64 = struct.Struct(">Q")
 _U32 = struct.Struct(">I")

@@ -16,6 +16,7 @@ from perdure.agui import TokenUsage
 
 __all__ = [
     "SCHEMA_VERSION",
+    "UPGRADABLE_FROM",
     "STATUSES",
     "TERMINAL",
     "CancelRequest",
@@ -36,8 +37,10 @@ __all__ = [
     "owner_key",
 ]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """Version of the key layout and record shapes; a newer one on disk is refused."""
+UPGRADABLE_FROM = 2
+"""The oldest schema an open for writing upgrades in place (3 only added databases)."""
 
 Status = Literal["pending", "running", "waiting", "completed", "failed", "cancelled"]
 STATUSES: tuple[Status, ...] = get_args(Status)

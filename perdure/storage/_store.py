@@ -45,6 +45,7 @@ from ._lock import LOCK_FILE, DirectoryLock
 from ._ops import Ops, TimerRef
 from ._records import (
     SCHEMA_VERSION,
+    UPGRADABLE_FROM,
     STATUSES,
     JournalEntry,
     Owner,
@@ -239,6 +240,16 @@ class Store:
                 version=info.version,
                 supported=SCHEMA_VERSION,
             )
+        if UPGRADABLE_FROM <= info.version < SCHEMA_VERSION:
+            if self.readonly:
+                raise StorageError(
+                    f"{self.path} was written by schema version {info.version}; open it once "
+                    f"for writing (any perdure Runtime) to upgrade it in place to "
+                    f"{SCHEMA_VERSION}, then inspect it.",
+                    path=str(self.path),
+                    version=info.version,
+                )
+            return  # _create_databases adds what is missing and restamps
         if info.version < SCHEMA_VERSION:
             # Version 1 stored one record per event; it only ever existed before the
             # first release, so there is no migration for it.
@@ -269,9 +280,15 @@ class Store:
         # One transaction: a crash leaves either nothing or a complete, stamped store.
         with self.env.begin(write=True) as txn:
             self.dbs = {name: self.env.open_db(name.encode(), txn=txn) for name in DB_NAMES}
-            if txn.get(b"schema", db=self.dbs["meta"]) is None:
+            raw = txn.get(b"schema", db=self.dbs["meta"])
+            if raw is None:
                 info = SchemaInfo(format=_FORMAT, version=SCHEMA_VERSION, created_at=time.time())
                 txn.put(b"schema", msgspec.msgpack.encode(info), db=self.dbs["meta"])
+            else:
+                info = _schema_decoder.decode(raw)
+                if info.version < SCHEMA_VERSION:  # an upgrade: the new databases exist now
+                    info = msgspec.structs.replace(info, version=SCHEMA_VERSION)
+                    txn.put(b"schema", msgspec.msgpack.encode(info), db=self.dbs["meta"])
 
     # -- lifecycle ----------------------------------------------------------------------------
 
