@@ -38,6 +38,7 @@ from __future__ import annotations
 import math
 import os
 import random
+import re
 import shutil
 from collections import Counter
 from pathlib import Path
@@ -97,6 +98,15 @@ class PowerScenario:
             return False
         self.cut(writeback, seed)
         return True
+
+    def play(self, rng: random.Random, full: float, cuts: int) -> None:
+        """Up to ``cuts`` kills and cuts after ``uniform(0, full)``, then a last launch
+        that finishes, unless a launch outlived its delay (it was that last launch)."""
+        for _ in range(cuts):
+            writeback = 0.0 if rng.random() < 0.5 else rng.random()
+            if not self.kill_and_cut(rng.uniform(0.0, full), writeback, rng.randrange(2**32)):
+                return
+        self.sc.finish()
 
     def audit(self) -> tuple[list[str], Counter[str]]:
         violations, tally = find_violations(self.sc)
@@ -182,22 +192,14 @@ def run_cuts(
             durability=durability,
         )
         with ps.mount:
-            landed, finished = 0, False
-            while landed < per_scenario and total["cuts"] + landed < cuts:
-                writeback = 0.0 if rng.random() < 0.5 else rng.random()
-                if not ps.kill_and_cut(rng.uniform(0.0, full), writeback, rng.randrange(2**32)):
-                    finished = True
-                    break
-                landed += 1
             try:
-                if not finished:
-                    ps.sc.finish()
-            except AssertionError as exc:  # the workload could not recover the store
-                ps.tally["relaunches_failed"] += 1
-                problems.append(f"scenario {number}: relaunch failed: {str(exc)[:2000]}")
-                violations, tally = list(ps.lost), ps.tally
-            else:
+                ps.play(rng, full, min(per_scenario, cuts - total["cuts"]))
                 violations, tally = ps.audit()
+            except AssertionError as exc:  # a launch failed on the store a cut left, ...
+                ps.tally["scenarios_failed"] += 1
+                ps.tally[f"scenarios_failed_by_{failure_kind(str(exc))}"] += 1
+                violations = [*ps.lost, f"the scenario failed: {str(exc)[:3000]}"]
+                tally = ps.sc.tally + ps.tally
         problems.extend(f"scenario {number}: {line}" for line in violations)
         total += tally
         total["scenarios"] += 1
@@ -206,6 +208,12 @@ def run_cuts(
             shutil.rmtree(ps.sc.root, ignore_errors=True)
     total["violations"] = len(problems)
     return problems, total
+
+
+def failure_kind(text: str) -> str:
+    """The exception a failed launch ended with (``lmdb.CorruptedError``, ...), if any."""
+    kinds = re.findall(r"^E?\s*([\w.]+(?:Error|Exception|Store)): ", text, re.MULTILINE)
+    return kinds[-1] if kinds else "other"
 
 
 def report(record_property: Any, tally: Counter[str], durability: str, label: str) -> None:

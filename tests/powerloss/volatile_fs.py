@@ -119,7 +119,8 @@ class VolatileMountError(RuntimeError):
 
 
 class VolatileMount:
-    """Mounts ``backing`` (the durable disk) volatile at ``mountpoint``.
+    """Mounts ``backing`` (the durable disk) volatile at ``mountpoint`` (default: a
+    sibling ``<backing>.mnt``).
 
     ``with VolatileMount(disk, mnt) as m:`` mounts; use files under ``mnt``; kill every
     process that uses the mount, then ``m.cut()`` loses the volatile state and mounts
@@ -127,9 +128,15 @@ class VolatileMount:
     shutdown would) and unmounts; leaving it by an exception cuts the power.
     """
 
-    def __init__(self, backing: Path, mountpoint: Path, *, log: Path | None = None) -> None:
+    def __init__(
+        self, backing: Path, mountpoint: Path | None = None, *, log: Path | None = None
+    ) -> None:
         self.backing = Path(backing)
-        self.mountpoint = Path(mountpoint)
+        self.mountpoint = (
+            Path(mountpoint)
+            if mountpoint is not None
+            else self.backing.with_name(self.backing.name + ".mnt")
+        )
         self.log = (
             log
             if log is not None
