@@ -326,8 +326,8 @@ async def read_runtime(
 def audit(sc: Scenario) -> Counter[str]:
     """Check (a)-(g) on a scenario whose last launch finished; returns the tally."""
     violations, tally = find_violations(sc)
-    report = "\n".join(violations[:30])
-    assert not violations, f"{len(violations)} violations (tally {dict(tally)}):\n{report}"
+    listing = "\n".join(violations[:30])
+    assert not violations, f"{len(violations)} violations (tally {dict(tally)}):\n{listing}"
     return tally
 
 
