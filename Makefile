@@ -26,6 +26,8 @@ demo: $(STAMP)
 test: $(STAMP) $(NODE_VERIFIER)
 	PERDURE_REQUIRE_NODE=$$(command -v npm >/dev/null 2>&1 && echo 1) $(BIN)/python -m pytest -q
 
+# Every soak-marked sweep: kill -9 (PERDURE_SOAK_KILLS, default 1000) and power cuts on a
+# volatile FUSE mount (PERDURE_SOAK_CUTS, default 200; skipped without fuse3 or root).
 soak: $(STAMP) $(NODE_VERIFIER)
 	PERDURE_SOAK=1 $(BIN)/python -m pytest -q -m soak
 

@@ -16,9 +16,9 @@ from perdure.agui import TokenUsage
 
 __all__ = [
     "SCHEMA_VERSION",
-    "UPGRADABLE_FROM",
     "STATUSES",
     "TERMINAL",
+    "UPGRADABLE_FROM",
     "CancelRequest",
     "Completion",
     "Conversation",

@@ -45,8 +45,8 @@ from ._lock import LOCK_FILE, DirectoryLock
 from ._ops import Ops, TimerRef
 from ._records import (
     SCHEMA_VERSION,
-    UPGRADABLE_FROM,
     STATUSES,
+    UPGRADABLE_FROM,
     JournalEntry,
     Owner,
     RunRecord,
