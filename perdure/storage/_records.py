@@ -150,6 +150,10 @@ class RunRecord(msgspec.Struct, gc=False, omit_defaults=True):
     attempt: int = 1
     expected: list[str] = msgspec.field(default_factory=list)
     restarts: list[float] = msgspec.field(default_factory=list)
+    batch_id: str | None = None
+    """The batch this job was started in (``rt.start_batch``), if any."""
+    version: int | None = None
+    """The version of the definition the run started under (it replays under it)."""
 
     @property
     def terminal(self) -> bool:
