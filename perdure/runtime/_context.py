@@ -33,20 +33,23 @@ from perdure.agui import (
     ToolCallArgsEvent,
     ToolCallEndEvent,
     ToolCallStartEvent,
-    event_to_json,
     split_text_content,
     split_tool_call_args,
 )
 from perdure.storage import JournalEntry, Owner, RunRecord, TokenUsage
 
+from ._boundary import MAX_VALUE_BYTES, instant, label, text
+from ._boundary import event as checked_event
+from ._boundary import seconds as _seconds
+from ._boundary import usage as _usage
 from ._retry import RetryPolicy
+from ._schemas import check_schema
 from ._signals import (
     ApprovalDecision,
     ExternalEvent,
     InputResponse,
     Signal,
     ToolResult,
-    check_schema,
 )
 from ._steps import run_step
 from ._waits import WaitSpec, open_wait, open_waits
@@ -218,15 +221,13 @@ class RunContext:
 
     async def sleep(self, seconds: float) -> None:
         """Durable sleep (R9): survives restarts and passivation, fires once."""
-        if not isinstance(seconds, int | float) or seconds < 0:
-            raise InvalidInput(f"sleep seconds must be a number >= 0 (got {seconds!r})")
-        await self._durable_sleep(lambda: self.now() + seconds)
+        delay = _seconds(seconds, "sleep seconds")
+        await self._durable_sleep(lambda: self._actor.engine.now() + delay)
 
     async def sleep_until(self, when: float) -> None:
         """Durable sleep until ``when`` (seconds since the epoch, the runtime's clock)."""
-        if not isinstance(when, int | float):
-            raise InvalidInput(f"sleep_until needs a timestamp (got {when!r})")
-        await self._durable_sleep(lambda: float(when))
+        due = instant(when, "sleep_until time")
+        await self._durable_sleep(lambda: due)
 
     async def _durable_sleep(self, due_at: Callable[[], float]) -> None:
         actor = self._actor
@@ -261,7 +262,8 @@ class RunContext:
         def open_now(kind: str, item: str) -> bool:
             return (kind, item) in opened or (is_open(kind, item) and (kind, item) not in closed)
 
-        for event in events:
+        for raw in events:
+            event = _checked_event(raw)
             if isinstance(event, _RESERVED):
                 raise InvalidInput(f"{type(event).__name__} is written by the runtime, not emitted")
             if isinstance(event, TextMessageStartEvent | ToolCallStartEvent):
@@ -289,16 +291,6 @@ class RunContext:
             if isinstance(event, ToolCallArgsEvent):
                 out.extend(split_tool_call_args(event.tool_call_id, event.delta, _EVENT_BUDGET))
                 continue
-            try:
-                size = len(event_to_json(event))
-            except (TypeError, msgspec.EncodeError) as exc:
-                raise InvalidInput(f"{type(event).__name__} is not serializable: {exc}") from None
-            if size > _EVENT_BUDGET:
-                raise InvalidInput(
-                    f"{type(event).__name__} is {size} bytes; events are capped at "
-                    f"{MAX_EVENT_BYTES} bytes",
-                    size=size,
-                )
             out.append(event)
         return out
 
@@ -414,12 +406,18 @@ class RunContext:
         if actor.step is not None:
             raise InvalidInput("waits belong in the body, not inside a step")
         _check_key(key)
-        check_schema(schema)
+        if prompt is not None:
+            text(prompt, "prompt", max_bytes=16 * 1024)
+        if approvers is not None:
+            if not isinstance(approvers, list) or len(approvers) > 1000:
+                raise InvalidInput("approvers must be a list of at most 1000 names")
+            for approver in approvers:
+                text(approver, "an approver", max_bytes=256)
         return await open_wait(
             actor,
             reason,
             key,
-            schema=schema,
+            schema=check_schema(schema, f"the schema of {reason} wait {key!r}"),
             prompt=prompt,
             approvers=approvers,
             timeout=_check_timeout(timeout),
@@ -464,24 +462,26 @@ class RunContext:
     # -- completion metadata ------------------------------------------------------------------
 
     def report_usage(self, usage: TokenUsage | None = None, **counts: Any) -> None:
-        """Add token usage (one entry per provider/model); it goes on the terminal event."""
-        if usage is None:
-            try:
-                usage = TokenUsage(**counts)
-            except TypeError as exc:
-                raise InvalidInput(f"report_usage: {exc}") from None
-        elif counts:
-            raise InvalidInput("report_usage takes a TokenUsage or keyword counts, not both")
-        self._actor.usage.append(usage)
+        """Add token usage (one entry per provider/model); it goes on the terminal event.
+
+        Counts are integers from 0 to 2**53-1 (what JSON carries exactly); anything else
+        is :class:`~perdure.InvalidInput` and nothing is recorded. At most 100 entries.
+        """
+        checked = _usage(usage, counts)
+        if len(self._actor.usage) >= 100:
+            raise InvalidInput("a run reports at most 100 usage entries")
+        self._actor.usage.append(checked)
 
     def set_model(self, model: str | None, provider: str | None = None) -> None:
         """Record the model (and provider) the run used, for its completion."""
-        self._actor.model = model
+        checked = label(model, "model")
         if provider is not None:
-            self._actor.provider = provider
+            self._actor.provider = label(provider, "provider")
+        self._actor.model = checked
 
     def set_finish_reason(self, reason: str) -> None:
-        self._actor.finish_reason = reason
+        """Record why the model stopped (``stop``, ``length`` …), for the completion."""
+        self._actor.finish_reason = label(reason, "finish reason")
 
 
 class AgentContext(RunContext):
@@ -538,16 +538,25 @@ class ChildHandle:
 
 
 def _check_timeout(timeout: object) -> float | None:
-    if timeout is None:
-        return None
-    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
-        raise InvalidInput(f"timeout must be a positive number (got {timeout!r})")
-    return float(timeout)
+    return None if timeout is None else _seconds(timeout, "timeout", positive=True)
 
 
 def _check_key(key: object) -> None:
-    if not isinstance(key, str) or not 1 <= len(key) <= 256 or "#" in key:
-        raise InvalidInput(f"a wait key must be 1-256 characters without '#' (got {key!r})")
+    # Keys end up in timer keys (wait deadlines), which LMDB caps at 511 bytes.
+    text(key, "a wait key", max_bytes=256, forbid="#")
+
+
+def _checked_event(event: Any) -> Event:
+    """An emitted event as it will be logged (R30); deltas are checked, not capped: the
+    caller splits them."""
+    if isinstance(event, TextMessageContentEvent | ToolCallArgsEvent):
+        delta = event.delta
+        if not isinstance(delta, str):
+            raise InvalidInput(f"{type(event).__name__}.delta must be a string")
+        text(delta, "delta", max_bytes=MAX_VALUE_BYTES, empty=True, allow_nul=True)
+        head = checked_event(msgspec.structs.replace(event, delta="."))
+        return msgspec.structs.replace(head, delta=delta)
+    return checked_event(event)
 
 
 def _item(event: Event) -> tuple[str, str]:

@@ -21,6 +21,8 @@ from perdure._errors import InvalidInput, SerializationError, UnknownTarget
 from perdure.agui import AgentInput
 from perdure.storage import Conversation, Kind, Owner, Project
 
+from ._boundary import plain
+
 __all__ = [
     "Body",
     "Definition",
@@ -91,12 +93,19 @@ class Definition:
         return Conversation if self.kind == "agent" else Project
 
     def convert_input(self, value: Any) -> tuple[Any, Any]:
-        """``(typed value for the body, plain value to store)``; :class:`InvalidInput` if unfit."""
+        """``(typed value for the body, plain value to store)``; :class:`InvalidInput` if unfit.
+
+        The plain value is checked as stored (R30): it survives msgpack and JSON.
+        """
         try:
             typed = msgspec.convert(value, self.input_type, from_attributes=True)
         except msgspec.ValidationError as exc:
             raise InvalidInput(f"input for {self.target}: {exc}", target=self.target) from None
-        return typed, to_plain(typed, f"input for {self.target}")
+        except (TypeError, ValueError, OverflowError, RecursionError, UnicodeError) as exc:
+            raise InvalidInput(
+                f"input for {self.target} cannot be read: {exc}", target=self.target
+            ) from None
+        return typed, plain(typed, f"input for {self.target}", SerializationError)
 
     def decode_input(self, stored: Any) -> Any:
         """Rebuild the body's typed input from its stored plain form."""
@@ -104,11 +113,8 @@ class Definition:
 
 
 def to_plain(value: Any, what: str) -> Any:
-    """``value`` as msgspec builtins, or :class:`SerializationError` naming ``what`` (R10)."""
-    try:
-        return msgspec.to_builtins(value)
-    except (TypeError, msgspec.EncodeError) as exc:
-        raise SerializationError(f"{what} is not serializable: {exc}", what=what) from None
+    """``value`` as the plain data it is stored as, or :class:`SerializationError` (R10, R30)."""
+    return plain(value, what, SerializationError)
 
 
 def _input_type(fn: Body) -> Any:

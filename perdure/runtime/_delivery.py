@@ -123,17 +123,22 @@ async def wait_run(engine: Engine, run_id: str) -> RunRecord:
     store = engine.store
     while True:
         end = hub.watch_end(run_id)
-        actor = engine.supervisor.get(run_id)
-        # The staged record runs ahead of the stored one: if it is not terminal,
-        # the stored one is not either, and the final commit will notify us.
-        if not (isinstance(actor, RunActor) and not actor.rec.terminal):
-            rec = store.get_run(run_id)
-            if rec is None:
-                raise RunNotFound(f"no run {run_id!r}", run_id=run_id)
-            if rec.terminal:
-                return rec
-        await end.event.wait()
+        try:
+            actor = engine.supervisor.get(run_id)
+            # The staged record runs ahead of the stored one: if it is not terminal,
+            # the stored one is not either, and the final commit will notify us.
+            if not (isinstance(actor, RunActor) and not actor.rec.terminal):
+                rec = store.get_run(run_id)
+                if rec is None:
+                    raise RunNotFound(f"no run {run_id!r}", run_id=run_id)
+                if rec.terminal:
+                    return rec
+            await end.event.wait()
+        finally:
+            hub.release_end(run_id, end)
         if end.rec is not None:
             return end.rec
+        if end.error is not None:
+            raise end.error
         if engine.closing:
             raise PerdureError("the runtime closed while waiting")

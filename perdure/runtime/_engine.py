@@ -28,6 +28,7 @@ from perdure._errors import StorageError
 from perdure.actors import Actor, Supervisor
 from perdure.storage import (
     Durability,
+    ErrorInfo,
     JournalEntry,
     Op,
     Ops,
@@ -39,6 +40,7 @@ from perdure.storage import (
 )
 
 from ._admission import Admission
+from ._boundary import safe_text
 from ._clock import Clock
 from ._definitions import Definition, Registry
 from ._delivery import cancel_children, wait_run
@@ -46,7 +48,7 @@ from ._hub import ChangeHub
 from ._recovery import recover
 from ._results import Started
 from ._run_actor import RunActor, RunMessage
-from ._spawning import start_queued, timer_due, wake_parent
+from ._spawning import spawn, start_queued, timer_due, wake_parent
 from ._starting import Starter
 from ._timers import TimerService
 from ._tuning import ProcessTuning
@@ -117,8 +119,15 @@ class Engine:
         self.admission = Admission(self.max_running, self._start_queued)
         self.admission.enabled = self.recover
         self.starter = Starter(self)
-        self._nursery_cm = trio.open_nursery()
-        nursery = self.nursery = await self._nursery_cm.__aenter__()
+        # Actors live in a nursery hosted by a system task, not in the caller's task
+        # tree: closing waits for them at most a bounded time, so a body that swallows
+        # cancellation cannot keep `async with rt:` from returning (R31).
+        self._actors_ready = trio.Event()
+        self._actors_done = trio.Event()
+        self._actors_error: BaseException | None = None
+        trio.lowlevel.spawn_system_task(self._host_actors, name="perdure-actors")
+        await self._actors_ready.wait()
+        nursery = self.nursery
         nursery.start_soon(self.timers.run, name="perdure-timers")
         self.supervisor = Supervisor(
             nursery, on_failure=self._actor_failed, max_live=self.max_live_actors
@@ -132,22 +141,49 @@ class Engine:
             await self.close(exc)
             raise
 
+    async def _host_actors(self) -> None:
+        """The system task that owns the actors' nursery (see :meth:`open`)."""
+        try:
+            async with trio.open_nursery() as nursery:
+                self.nursery = nursery
+                self._actors_ready.set()
+                await trio.sleep_forever()
+        except BaseException as exc:  # a system task must not raise (trio would crash)
+            if not isinstance(exc, trio.Cancelled):
+                self._actors_error = exc
+        finally:
+            self._actors_done.set()
+
     async def close(self, exc: BaseException | None) -> None:
-        """Stop every actor (runs in flight are recovered at the next open), close storage."""
+        """Stop every actor (runs in flight are recovered at the next open), close storage.
+
+        Bounded: actors get their cancel grace period to stop; one whose body ignores
+        cancellation beyond that is abandoned (logged), so closing always finishes.
+        """
         self.closing = True
+        bound = 2 * self.cancel_grace + 1.0
         try:
             with trio.CancelScope(shield=True):
-                await self.supervisor.stop_all()
+                with trio.move_on_after(bound):
+                    await self.supervisor.stop_all()
                 self.nursery.cancel_scope.cancel()
                 self.hub.notify_all()
+                with trio.move_on_after(bound) as waited:
+                    await self._actors_done.wait()
+                if waited.cancelled_caught:
+                    stuck = [actor.actor_id for actor in self.supervisor][:10]
+                    log.error(
+                        "perdure: closed with run bodies that ignore cancellation still running "
+                        "(abandoned, their runs are recovered at the next open): %s",
+                        stuck,
+                    )
                 await self.writer.aclose()
         finally:
             self.store.close()
             self.tuning.restore()
-        # The caller's own exception propagates unchanged: handing it to the nursery
-        # would wrap it in an ExceptionGroup and `except RunNotFound:` around
-        # `async with rt:` would no longer catch it. Only our tasks' errors surface here.
-        await self._nursery_cm.__aexit__(None, None, None)
+        # The caller's own exception propagates unchanged; only our tasks' errors surface.
+        if self._actors_error is not None:
+            raise self._actors_error
 
     # -- the port (what run actors use) -----------------------------------------------------
 
@@ -194,7 +230,40 @@ class Engine:
         return start_queued(self, run_id)
 
     def _actor_failed(self, actor: Actor[RunMessage], exc: BaseException) -> None:
+        """A run actor raised (not its body: the actor itself). Fail the run (R31)."""
         log.error("perdure: run actor %s crashed: %r", actor.actor_id, exc)
+        if self.closing or not isinstance(actor, RunActor) or actor.phase == "ended":
+            return
+        self.nursery.start_soon(self._fail_run, actor.rec.id, exc)
+
+    async def _fail_run(self, run_id: str, exc: BaseException) -> None:
+        """Record the failure of a run whose actor crashed; if even that cannot be
+        stored, hand the error to everyone waiting on the run instead."""
+        error = ErrorInfo(
+            "INTERNAL_ERROR",
+            safe_text(f"the run's actor failed: {type(exc).__name__}: {exc}"),
+            {"type": type(exc).__name__},
+        )
+        try:
+            stale = self.supervisor.stopping(run_id)
+            if stale is not None:
+                await stale.stopped.wait()
+            rec = self.store.get_run(run_id)
+            if rec is None or rec.terminal or self.closing:
+                return
+            if self.supervisor.get(run_id) is not None:
+                return  # someone re-activated it meanwhile: that actor owns the run now
+            actor = spawn(self, rec, serve_only=True)
+            await actor.finalize("failed", error=error)
+        except Exception as second:
+            log.error("perdure: could not record the failure of run %s: %r", run_id, second)
+            self.hub.fail(
+                run_id,
+                StorageError(
+                    f"run {run_id} failed and its failure could not be stored: {second}",
+                    run_id=run_id,
+                ),
+            )
 
     async def drop_timer(self, ref: TimerRef) -> None:
         """Delete the stored timer of a finished run (best effort: it is harmless)."""

@@ -23,6 +23,7 @@ import msgspec
 
 from perdure._errors import InvalidTransition
 from perdure.agui import (
+    MAX_EVENT_BYTES,
     Event,
     Interrupt,
     RunErrorEvent,
@@ -31,6 +32,7 @@ from perdure.agui import (
     RunFinishedInterruptOutcome,
     RunStartedEvent,
     TokenUsage,
+    event_to_json,
 )
 from perdure.storage import (
     STATUSES,
@@ -188,6 +190,25 @@ def leave_wait(
     return Change(new, events)
 
 
+def _finished(rec: RunRecord, result: Any, usage: list[TokenUsage]) -> RunFinishedEvent:
+    """The success ``RUN_FINISHED``; a result too large for one event stays in the
+    completion only (``rt.get``, ``GET /runs/{id}``) and the event says so (R19)."""
+    event = RunFinishedEvent(
+        thread_id=thread_id(rec), run_id=rec.id, result=result, usage=usage or None
+    )
+    if result is None:
+        return event
+    size = len(event_to_json(event))
+    if size <= MAX_EVENT_BYTES - 64:
+        return event
+    return RunFinishedEvent(
+        thread_id=thread_id(rec),
+        run_id=rec.id,
+        usage=usage or None,
+        metadata={"perdure": {"resultOmitted": True, "resultBytes": size}},
+    )
+
+
 def request_cancel(rec: RunRecord, reason: str, now: float) -> RunRecord:
     """The durable cancellation request (R15): written before anything is cancelled."""
     return msgspec.structs.replace(rec, cancel=CancelRequest(reason=reason, requested_at=now))
@@ -224,11 +245,7 @@ def finish(
     events.extend(closing)
     usage = list(usage or ())
     if status == "completed":
-        events.append(
-            RunFinishedEvent(
-                thread_id=thread_id(rec), run_id=rec.id, result=result, usage=usage or None
-            )
-        )
+        events.append(_finished(rec, result, usage))
     elif status == "cancelled":
         events.append(
             RunFinishedEvent(

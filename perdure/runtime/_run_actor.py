@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import msgspec
 import trio
 
-from perdure._errors import PerdureError, RunNotActive, SerializationError, StorageError
+from perdure._errors import PerdureError, RunNotActive, StorageError
 from perdure.actors import Actor, LazyEvent
 from perdure.agui import CustomEvent, Event, OpenItems, decode_event
 from perdure.storage import (
@@ -51,6 +51,7 @@ from perdure.storage import (
     TokenUsage,
 )
 
+from ._boundary import plain, safe_text
 from ._context import make_context
 from ._definitions import to_plain
 from ._journal import Journal
@@ -388,6 +389,14 @@ class RunActor(Actor[RunMessage]):
                 message.duplicate = await accept_signal(self, message.signal, message.key)
         except PerdureError as exc:
             message.error = exc
+        except Exception as exc:
+            # Not a refusal but a failure of the actor itself: the caller learns it, and
+            # the actor fails (the engine then fails the run, R31).
+            message.error = PerdureError(
+                safe_text(f"run {self.rec.id}: internal error: {type(exc).__name__}: {exc}"),
+                run_id=self.rec.id,
+            )
+            raise
         finally:
             message.done.set()
             if isinstance(message, SignalMsg) and self.phase == "serving":
@@ -399,6 +408,14 @@ class RunActor(Actor[RunMessage]):
         # passive run is woken.
         if self.parked_on is not None and self.phase == "live":
             self.engine.timers.arm(self.parked_on)
+        # Messages left in the mailbox (the actor failed, or closed) are answered, never
+        # left waiting (R31); a live caller retries against the next actor of the run.
+        while (message := self.mailbox.get_nowait()) is not None:
+            message.error = RunNotActive(
+                f"run {self.rec.id} could not take the message: its actor stopped",
+                run_id=self.rec.id,
+            )
+            message.done.set()
         self.engine.actor_stopped(self)
 
     def on_failure(self, exc: BaseException) -> None:
@@ -575,23 +592,26 @@ def _error_of(raised: Exception) -> ErrorInfo:
     exc: BaseException = raised
     while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
         exc = exc.exceptions[0]
-    if isinstance(exc, SerializationError):
-        return ErrorInfo(exc.code, exc.message, exc.detail)
     if isinstance(exc, PerdureError):
-        return ErrorInfo(exc.code, exc.message, _plain_detail(exc.detail))
+        return ErrorInfo(exc.code, safe_text(exc.message), _plain_detail(exc.detail))
     if isinstance(exc, BaseExceptionGroup):
-        message = "; ".join(f"{type(e).__name__}: {e}" for e in exc.exceptions[:10])
+        message = "; ".join(f"{type(e).__name__}: {_str(e)}" for e in exc.exceptions[:10])
         message = f"{type(exc).__name__}: {message}"
     else:
-        message = f"{type(exc).__name__}: {exc}"
+        message = f"{type(exc).__name__}: {_str(exc)}"
+    trace = "".join(traceback.format_exception(raised, limit=20))[-4000:]
     return ErrorInfo(
         "UNHANDLED_EXCEPTION",
-        message,
-        {
-            "type": type(exc).__name__,
-            "traceback": "".join(traceback.format_exception(raised, limit=20))[-4000:],
-        },
+        safe_text(message),
+        {"type": type(exc).__name__, "traceback": safe_text(trace)},
     )
+
+
+def _str(exc: BaseException) -> str:
+    try:
+        return str(exc)
+    except Exception:  # a broken __str__ must not cost the run its error record
+        return f"<{type(exc).__name__} whose str() failed>"
 
 
 def _timeout_error(timeout: float | None) -> ErrorInfo:
@@ -599,8 +619,10 @@ def _timeout_error(timeout: float | None) -> ErrorInfo:
 
 
 def _plain_detail(detail: dict[str, Any]) -> dict[str, Any]:
+    """An error's detail as plain data; what is not plain data is kept as its repr."""
     try:
-        plain: dict[str, Any] = msgspec.to_builtins(detail)
-    except (TypeError, msgspec.EncodeError):
-        return {key: repr(value) for key, value in detail.items()}
-    return plain
+        value = plain(detail, "error detail", limit=64 * 1024)
+    except PerdureError:
+        return {safe_text(str(key), 200): safe_text(repr(v), 2000) for key, v in detail.items()}
+    result: dict[str, Any] = value
+    return result

@@ -18,6 +18,7 @@ from perdure._errors import InvalidInput, InvalidSignal, PerdureError, RunNotFou
 from perdure.agui import decode_event, is_terminal_event
 from perdure.storage import DEFAULT_MAP_SIZE, Durability, Owner, RunRecord, Trigger
 
+from ._boundary import text
 from ._definitions import Body, Registry, RestartPolicy, validate_identifier, validate_owner
 from ._delivery import cancel, publish, resume, wait_run
 from ._engine import Engine
@@ -31,7 +32,7 @@ from ._results import (
     check_statuses,
     parse_cursor,
 )
-from ._signals import ExternalEvent, Resumed, Signal, encode_signal, signal_key
+from ._signals import ExternalEvent, Resumed, Signal, signal_key, stored_signal
 from ._tuning import ProcessTuning
 
 __all__ = ["Runtime"]
@@ -358,21 +359,27 @@ class Runtime:
         cursor = after
         while True:
             changed = hub.watch(run_id) if follow else None
-            batch = store.events(run_id, cursor, 512)
-            for event_id, raw in batch:
-                event = decode_event(raw)
-                cursor = event_id
-                yield RunEvent(run_id=run_id, event_id=event_id, event=event)
-                if follow and is_terminal_event(event):
+            try:
+                batch = store.events(run_id, cursor, 512)
+                for event_id, raw in batch:
+                    event = decode_event(raw)
+                    cursor = event_id
+                    yield RunEvent(run_id=run_id, event_id=event_id, event=event)
+                    if follow and is_terminal_event(event):
+                        return
+                if len(batch) == 512:
+                    continue
+                if changed is None or engine.closing:
                     return
-            if len(batch) == 512:
-                continue
-            if changed is None or engine.closing:
-                return
-            rec = store.get_run(run_id)
-            if rec is not None and rec.terminal and rec.last_event_id <= cursor:
-                return
-            await changed.wait()
+                rec = store.get_run(run_id)
+                if rec is not None and rec.terminal and rec.last_event_id <= cursor:
+                    return
+                await changed.event.wait()
+            finally:
+                if changed is not None:
+                    hub.release(run_id, changed)
+            if changed is not None and changed.error is not None:
+                raise changed.error
 
     async def wait(self, run_id: str) -> RunRecord:
         """Wait until the run is terminal and return its record (with ``completion``)."""
@@ -395,9 +402,9 @@ class Runtime:
         """
         engine = self._open_engine()
         key = signal_key(signal)
-        encode_signal(signal)  # refuse unserializable payloads before routing
+        checked = stored_signal(signal)  # what will be stored, decoded back (R30)
         validate_identifier(run_id, "run_id")
-        return await resume(engine, run_id, signal, key)
+        return await resume(engine, run_id, checked, key)
 
     async def publish(self, event: ExternalEvent, *, owner: Owner) -> builtins.list[str]:
         """Deliver an :class:`~perdure.ExternalEvent` to every run of ``owner`` waiting on it.
@@ -408,9 +415,10 @@ class Runtime:
         if not isinstance(event, ExternalEvent):
             raise InvalidSignal("publish takes an ExternalEvent")
         key = signal_key(event)
-        encode_signal(event)
+        checked = stored_signal(event)
+        assert isinstance(checked, ExternalEvent)
         validate_owner(owner)
-        return await publish(engine, event, key, owner)
+        return await publish(engine, checked, key, owner)
 
     # -- cancellation -------------------------------------------------------------------------
 
@@ -422,9 +430,8 @@ class Runtime:
         ``cancel_grace`` seconds (R16). Cancelling a terminal run changes nothing
         and returns ``cancelled=False``.
         """
-        if not isinstance(reason, str):
-            raise InvalidInput("reason must be a string")
+        reason = text(reason, "reason", max_bytes=64 * 1024, empty=True)[:1000]
         rec = self.get(run_id)
         if rec.terminal:
             return Cancelled(cancelled=False, run=rec)
-        return await cancel(self._open_engine(), rec, reason[:1000])
+        return await cancel(self._open_engine(), rec, reason)

@@ -15,12 +15,14 @@ from __future__ import annotations
 import datetime
 from typing import Any, Literal
 
-import jsonschema
 import msgspec
 
 from perdure._errors import InvalidSignal, PermissionDenied
 from perdure.agui import Interrupt
 from perdure.storage import Wait
+
+from ._boundary import FAILURES, MAX_VALUE_BYTES, reason, text
+from ._schemas import schema_errors
 
 __all__ = [
     "ApprovalDecision",
@@ -36,6 +38,7 @@ __all__ = [
     "payload_of",
     "signal_from_resume",
     "signal_key",
+    "stored_signal",
     "wait_key",
 ]
 
@@ -121,9 +124,42 @@ def signal_key(signal: object) -> str:
             f"(got {type(signal).__name__})"
         )
     raw = _raw_key(signal)  # type: ignore[arg-type]
-    if not isinstance(raw, str) or not 1 <= len(raw) <= 256:
-        raise InvalidSignal(f"{type(signal).__name__} needs a key of 1-256 characters")
+    what = f"the key of a {type(signal).__name__}"
+    text(raw, what, max_bytes=256, error=InvalidSignal, forbid="#")
     return wait_key(reason, raw)
+
+
+def stored_signal(signal: Signal) -> Signal:
+    """``signal`` as it will be stored and read back, or :class:`InvalidSignal` (R12, R30).
+
+    Every field is checked against its declared type by decoding the stored form, so an
+    ``approved="yes"`` or a payload of raw bytes is refused before it reaches the run.
+    """
+    try:
+        packed = _encoder.encode(signal)
+        stored = _decoder.decode(packed)
+        msgspec.json.encode(stored)
+    except msgspec.ValidationError as exc:
+        raise InvalidSignal(f"{type(signal).__name__} is malformed: {exc}") from None
+    except FAILURES as exc:
+        raise InvalidSignal(f"{type(signal).__name__} cannot be stored: {reason(exc)}") from None
+    if len(packed) > MAX_VALUE_BYTES:
+        raise InvalidSignal(
+            f"{type(signal).__name__} is {len(packed)} bytes encoded; the "
+            f"limit is {MAX_VALUE_BYTES}"
+        )
+    # Names that the runtime writes into events must stay short (R19).
+    for name, limit in (("approver", 256), ("responder", 256), ("comment", 16 * 1024)):
+        value = getattr(stored, name, None)
+        if value is not None:
+            text(
+                value,
+                f"{type(signal).__name__}.{name}",
+                max_bytes=limit,
+                error=InvalidSignal,
+                empty=True,
+            )
+    return stored
 
 
 def payload_of(signal: Signal) -> Any:
@@ -173,26 +209,14 @@ def check_signal(signal: Signal, wait: Wait) -> None:
         value = signal.response
     else:
         value = payload_of(signal)
-    try:
-        jsonschema.validate(msgspec.to_builtins(value), wait.schema)
-    except jsonschema.ValidationError as exc:
+    errors = schema_errors(wait.schema, msgspec.to_builtins(value))
+    if errors:
+        message, path = errors[0]
         raise InvalidSignal(
-            f"payload for {wait.reason} {wait.key!r} fails the wait's schema: {exc.message}",
+            f"payload for {wait.reason} {wait.key!r} fails the wait's schema: {message}",
             key=wait.key,
-            path=list(exc.absolute_path),
-        ) from None
-
-
-def check_schema(schema: dict[str, Any] | None) -> None:
-    """Refuse a malformed JSON Schema when the wait is declared, not when a signal comes."""
-    if schema is None:
-        return
-    try:
-        jsonschema.Draft202012Validator.check_schema(schema)
-    except jsonschema.SchemaError as exc:
-        from perdure._errors import InvalidInput
-
-        raise InvalidInput(f"invalid JSON Schema: {exc.message}") from None
+            path=path,
+        )
 
 
 def interrupt_for(wait: Wait) -> Interrupt:

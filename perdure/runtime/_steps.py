@@ -29,6 +29,7 @@ from perdure._errors import PerdureError, SerializationError, StepFailed
 from perdure.agui import CustomEvent, Event, OpenItems, StepFinishedEvent, StepStartedEvent
 from perdure.storage import ErrorInfo, JournalEntry
 
+from ._boundary import MAX_VALUE_BYTES, check_stored, text
 from ._retry import RetryPolicy
 
 if TYPE_CHECKING:
@@ -120,8 +121,8 @@ async def run_step(
     result_type: Any,
     inline: bool | None,
 ) -> Any:
-    if not isinstance(name, str) or not 1 <= len(name) <= 200:
-        raise PerdureError("step name must be a string of 1-200 characters")
+    # The name ends up in timer keys (retries), which LMDB caps at 511 bytes.
+    text(name, "step name", max_bytes=200)
     if actor.step is not None:
         current = actor.step
         if current.task is trio.lowlevel.current_task():
@@ -166,7 +167,22 @@ async def run_step(
             try:
                 encoded = _encode(value)
                 result = msgspec.msgpack.decode(encoded, type=result_type)
-            except (TypeError, msgspec.EncodeError, msgspec.ValidationError) as exc:
+                check_stored(result, f"the result of step {name!r}")
+                if len(encoded) > MAX_VALUE_BYTES:
+                    raise SerializationError(
+                        f"the result of step {name!r} is {len(encoded)} bytes encoded; "
+                        f"the limit is {MAX_VALUE_BYTES}"
+                    )
+            except (
+                TypeError,
+                ValueError,
+                OverflowError,
+                RecursionError,
+                UnicodeError,
+                msgspec.EncodeError,
+                msgspec.DecodeError,
+                SerializationError,
+            ) as exc:
                 failure = SerializationError(
                     f"step {name!r} returned a value that cannot be stored: {exc}", step=name
                 )

@@ -18,7 +18,6 @@ reproduce.
 
 from __future__ import annotations
 
-import json
 import math
 from typing import TYPE_CHECKING, Any
 
@@ -26,13 +25,15 @@ import msgspec
 import trio
 
 from perdure._errors import (
+    InvalidInput,
+    InvalidSignal,
     NotWaiting,
     PerdureError,
     RunNotActive,
     SignalConflict,
     WaitExpired,
 )
-from perdure.agui import CustomEvent, Event, ToolCallResultEvent
+from perdure.agui import MAX_EVENT_BYTES, CustomEvent, Event, ToolCallResultEvent, event_to_json
 from perdure.storage import ErrorInfo, JournalEntry, Wait
 
 from ._lifecycle import enter_waiting, leave_wait
@@ -52,6 +53,9 @@ from ._signals import (
 
 if TYPE_CHECKING:
     from ._run_actor import RunActor
+
+_MAX_RESULT_BYTES = MAX_EVENT_BYTES - 1024
+"""Room for a TOOL_CALL_RESULT's envelope (ids, timestamp) around its content."""
 
 __all__ = ["WaitFuture", "WaitSpec", "accept_signal", "open_wait", "open_waits", "signal_outcome"]
 
@@ -176,6 +180,14 @@ async def _open_new_waits(
         change = enter_waiting(
             rec, waits, added, [interrupt_for(w) for w in waits], actor.open.closing_events()
         )
+        size = len(event_to_json(change.events[-1]))
+        if size > MAX_EVENT_BYTES - 64:
+            raise InvalidInput(
+                f"the interrupt announcing these waits would be {size} bytes; events are "
+                f"capped at {MAX_EVENT_BYTES} (shorten prompts and schemas, or wait on fewer "
+                "keys at once)",
+                size=size,
+            )
         extra = [actor.arm_timer(w.deadline, w.slot)[1] for w in added if w.deadline is not None]
         await actor.persist(change.record, change.events, journal=voided, extra_ops=extra)
     elif voided:
@@ -297,12 +309,22 @@ async def _close_wait(
 
 
 def _result_events(signal: Signal) -> list[Event]:
+    """What a signal logs when it resumes its wait (the AG-UI log carries the tool result)."""
     if isinstance(signal, ToolResult):
         content = (
             signal.content
             if isinstance(signal.content, str)
-            else json.dumps(msgspec.to_builtins(signal.content))
+            else msgspec.json.encode(signal.content).decode()
         )
+        if len(content.encode()) > _MAX_RESULT_BYTES:
+            # TOOL_CALL_RESULT cannot be split: refuse rather than log an event over the
+            # cap (the caller can store the content elsewhere and send a reference).
+            raise InvalidSignal(
+                f"the content of tool result {signal.tool_call_id!r} is "
+                f"{len(content.encode())} bytes; the AG-UI event carrying it is capped at "
+                f"{MAX_EVENT_BYTES} bytes",
+                key=signal.tool_call_id,
+            )
         return [
             ToolCallResultEvent(
                 message_id=f"toolresult_{signal.tool_call_id}",
