@@ -1,0 +1,67 @@
+"""Crossing between trio (perdure) and asyncio (pydantic-ai) inside one run body.
+
+pydantic-ai runs on asyncio only: under plain trio, ``agent.run`` fails in
+``asyncio.create_task`` ("no running event loop"). trio-asyncio runs an asyncio event
+loop *as trio tasks*, so both libraries share one thread and one scheduler and a
+durable step (trio) can be awaited from a pydantic-ai hook (asyncio) and vice versa.
+
+Each run body opens its own loop (:func:`open_loop`). That is a choice, not a
+limitation we work around lightly: the loop's nursery then lives inside the body's
+cancel scope, so cancelling the run (``rt.cancel``, passivation, closing the
+runtime) cancels every asyncio task of the agent and every trio task the agent
+started through :func:`to_asyncio`, and the loop closes before the body returns.
+A loop shared by the whole runtime would need a runtime-lifetime hook perdure does
+not offer, and would put those tasks outside the body's scope.
+
+What crossing does, as established by the tests of this package:
+
+- ``to_trio(fn)(*args)`` runs ``fn`` as an asyncio task and waits for it. Cancelling
+  the waiting trio task throws one ``asyncio.CancelledError`` into it; the trio side
+  then sees ``trio.Cancelled``.
+- ``to_asyncio(fn)(*args)`` starts ``fn`` as a new trio task in the loop's nursery
+  and returns an asyncio future. Cancelling that future cancels the trio task.
+- Exceptions cross unchanged in both directions.
+
+trio-asyncio ships no type information; this module is the only place that touches
+it, and gives the rest of the package typed callables.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any, ParamSpec, TypeVar, cast
+
+import trio_asyncio  # type: ignore[import-untyped]
+
+__all__ = ["asyncio_context", "asyncio_iter", "open_loop", "to_asyncio", "to_trio"]
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def open_loop() -> AbstractAsyncContextManager[Any]:
+    """An asyncio event loop running as trio tasks for the duration of the block."""
+    return cast(AbstractAsyncContextManager[Any], trio_asyncio.open_loop())
+
+
+def to_trio(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+    """Make an asyncio-flavoured async function awaitable from trio (inside :func:`open_loop`)."""
+    return cast(Callable[P, Awaitable[T]], trio_asyncio.aio_as_trio(fn))
+
+
+def to_asyncio(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+    """Make a trio-flavoured async function awaitable from asyncio (inside :func:`open_loop`)."""
+    return cast(Callable[P, Awaitable[T]], trio_asyncio.trio_as_aio(fn))
+
+
+@asynccontextmanager
+async def asyncio_context(manager: AbstractAsyncContextManager[T]) -> AsyncIterator[T]:
+    """Enter an asyncio-flavoured async context manager from trio."""
+    async with trio_asyncio.aio_as_trio(manager) as value:
+        yield cast(T, value)
+
+
+def asyncio_iter(iterable: Any) -> AsyncIterator[Any]:
+    """Iterate an asyncio-flavoured async iterable from trio."""
+    return cast(AsyncIterator[Any], trio_asyncio.aio_as_trio(iterable).__aiter__())
