@@ -24,20 +24,67 @@ What crossing does, as established by the tests of this package:
 
 trio-asyncio ships no type information; this module is the only place that touches
 it, and gives the rest of the package typed callables.
+
+Import order. trio-asyncio makes ``asyncio.get_running_loop()`` (and
+``current_task()``, ``get_event_loop()``) find the trio-asyncio loop of the current
+trio task by replacing those functions in :mod:`asyncio` when it is imported. A module
+imported *before* that which did ``from asyncio import get_running_loop`` keeps the
+original, which finds no loop: anyio's asyncio backend, which pydantic-ai uses for its
+task groups, then fails with "no running event loop" inside the agent. pytest's
+plugins import it early, and so may any application. :func:`_rebind_early_imports`
+points such module-level names at trio-asyncio's versions, which behave exactly like
+the originals outside a trio-asyncio loop.
 """
 
 from __future__ import annotations
 
+import asyncio
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, ParamSpec, TypeVar, cast
 
-import trio_asyncio  # type: ignore[import-untyped]
+_ORIGINALS = {
+    name: getattr(asyncio, name)
+    for name in ("get_running_loop", "_get_running_loop", "get_event_loop", "current_task")
+}
+
+import trio_asyncio  # type: ignore[import-untyped]  # noqa: E402 - after _ORIGINALS
 
 __all__ = ["asyncio_context", "asyncio_iter", "open_loop", "to_asyncio", "to_trio"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
+
+
+def _rebind_early_imports() -> int:
+    """Point names bound to asyncio's pre-trio-asyncio functions at the patched ones.
+
+    Only module globals that *are* one of those function objects change, and never
+    in asyncio or trio-asyncio themselves (they keep the originals on purpose).
+    Returns how many names were rebound.
+    """
+    swaps = {
+        id(old): (old, getattr(asyncio, name))
+        for name, old in _ORIGINALS.items()
+        if getattr(asyncio, name) is not old
+    }
+    count = 0
+    for module_name, module in list(sys.modules.items()):
+        if module_name.partition(".")[0] in ("asyncio", "trio_asyncio", "_asyncio"):
+            continue
+        namespace = getattr(module, "__dict__", None)
+        if not isinstance(namespace, dict):
+            continue
+        for key, value in list(namespace.items()):
+            swap = swaps.get(id(value))
+            if swap is not None and swap[0] is value:
+                namespace[key] = swap[1]
+                count += 1
+    return count
+
+
+_rebind_early_imports()
 
 
 def open_loop() -> AbstractAsyncContextManager[Any]:
