@@ -85,7 +85,9 @@ def start(rt: perdure.Runtime, name: str, text: str = "hi", **fields: Any) -> An
     return rt.start(f"agent:{name}", {"messages": [user(text)], **fields}, owner=THREAD)
 
 
-async def finish(rt: perdure.Runtime, run_id: str) -> tuple[perdure.RunRecord, list[dict[str, Any]]]:
+async def finish(
+    rt: perdure.Runtime, run_id: str
+) -> tuple[perdure.RunRecord, list[dict[str, Any]]]:
     """Wait for the run to end; check its log (verifier port at every prefix, ids, terminal)."""
     rec = await rt.wait(run_id)
     wire = await assert_valid_log(rt, run_id)
@@ -133,7 +135,9 @@ async def test_model_requests_and_tool_calls_are_steps_with_agui_events(data_dir
     assert run_types[-2:] == ["MESSAGES_SNAPSHOT", "RUN_FINISHED"]
     first = f"msg_{rec.id}_1"
     text_events = [
-        {k: v for k, v in e.items() if k != "timestamp"} for e in wire if e["type"].startswith("TEXT_MESSAGE")
+        {k: v for k, v in e.items() if k != "timestamp"}
+        for e in wire
+        if e["type"].startswith("TEXT_MESSAGE")
     ]
     assert text_events[:3] == [
         {"type": "TEXT_MESSAGE_START", "messageId": first, "role": "assistant"},
@@ -141,7 +145,11 @@ async def test_model_requests_and_tool_calls_are_steps_with_agui_events(data_dir
         {"type": "TEXT_MESSAGE_END", "messageId": first},
     ]
     start_call = next(e for e in wire if e["type"] == "TOOL_CALL_START")
-    assert (start_call["toolCallId"], start_call["toolCallName"], start_call["parentMessageId"]) == ("call_1", "lookup", first)
+    assert (
+        start_call["toolCallId"],
+        start_call["toolCallName"],
+        start_call["parentMessageId"],
+    ) == ("call_1", "lookup", first)
     args = "".join(e["delta"] for e in wire if e["type"] == "TOOL_CALL_ARGS")
     assert json.loads(args) == {"order": "A1"}
     result = next(e for e in wire if e["type"] == "TOOL_CALL_RESULT")
@@ -165,7 +173,9 @@ async def test_model_requests_and_tool_calls_are_steps_with_agui_events(data_dir
 async def test_reasoning_parts_are_reasoning_events(data_dir: Path) -> None:
     agent = Agent(
         FunctionModel(
-            Counting(lambda m: ModelResponse(parts=[ThinkingPart("Short answer."), TextPart("Yes.")]))
+            Counting(
+                lambda m: ModelResponse(parts=[ThinkingPart("Short answer."), TextPart("Yes.")])
+            )
         )
     )
     rt = perdure.Runtime(data_dir)
@@ -184,7 +194,10 @@ async def test_reasoning_parts_are_reasoning_events(data_dir: Path) -> None:
         "TEXT_MESSAGE_CONTENT",
         "TEXT_MESSAGE_END",
     ]
-    assert next(e for e in wire if e["type"] == "REASONING_MESSAGE_CONTENT")["delta"] == "Short answer."
+    assert (
+        next(e for e in wire if e["type"] == "REASONING_MESSAGE_CONTENT")["delta"]
+        == "Short answer."
+    )
 
 
 # -- replay ---------------------------------------------------------------------------------
@@ -244,14 +257,21 @@ async def test_replay_never_calls_the_model_or_a_tool_again(data_dir: Path) -> N
     register_agent(rt, "support", agent)
     async with rt:
         assert rt.get(run_id).status == "waiting"
-        await rt.resume(run_id, perdure.ApprovalDecision(key="call_refund", approved=True, approver="ann"))
+        await rt.resume(
+            run_id, perdure.ApprovalDecision(key="call_refund", approved=True, approver="ann")
+        )
         rec, wire = await finish(rt, run_id)
 
     assert rec.status == "completed" and rec.completion is not None
     assert rec.completion.result == "Done: refunded 30 on A1"
     # model:1 and tool:lookup replayed from the journal; only refund and model:2 ran.
     assert (model.calls, counts["lookup"], counts["refund"]) == (2, 1, 1)
-    assert step_names(wire) == ["model:1", "tool:lookup:call_look", "tool:refund:call_refund", "model:2"]
+    assert step_names(wire) == [
+        "model:1",
+        "tool:lookup:call_look",
+        "tool:refund:call_refund",
+        "model:2",
+    ]
     assert types(wire).count("TOOL_CALL_START") == 2  # the replay logged nothing twice
     # Usage covers both requests, although this runtime made only the second one.
     (usage,) = rec.completion.usage
@@ -271,7 +291,8 @@ async def test_replay_of_changed_code_fails_with_non_determinism(data_dir: Path)
     changed = Agent(FunctionModel(refund_script()))
 
     @changed.tool_plain(name="find")
-    async def find(order: str) -> str:  # was "lookup": the recorded response calls a tool that is gone
+    async def find(order: str) -> str:
+        # It was "lookup": the recorded response calls a tool that is gone.
         return "?"
 
     @changed.tool_plain(requires_approval=True)
@@ -283,7 +304,9 @@ async def test_replay_of_changed_code_fails_with_non_determinism(data_dir: Path)
     async with rt:
         await rt.resume(run_id, perdure.ApprovalDecision(key="call_refund", approved=True))
         rec, _ = await finish(rt, run_id)
-    assert rec.status == "failed" and rec.completion is not None and rec.completion.error is not None
+    assert (
+        rec.status == "failed" and rec.completion is not None and rec.completion.error is not None
+    )
     assert rec.completion.error.code == "NON_DETERMINISM"
 
 
@@ -304,8 +327,12 @@ async def test_approval_interrupt_then_approve(data_dir: Path) -> None:
         (interrupt,) = interrupts(await assert_valid_log(rt, run_id))[-1]
         assert (interrupt["id"], interrupt["reason"]) == ("approval:call_refund", "confirmation")
         with pytest.raises(perdure.PermissionDenied):
-            await rt.resume(run_id, perdure.ApprovalDecision(key="call_refund", approved=True, approver="bob"))
-        await rt.resume(run_id, perdure.ApprovalDecision(key="call_refund", approved=True, approver="ann"))
+            await rt.resume(
+                run_id, perdure.ApprovalDecision(key="call_refund", approved=True, approver="bob")
+            )
+        await rt.resume(
+            run_id, perdure.ApprovalDecision(key="call_refund", approved=True, approver="ann")
+        )
         rec, wire = await finish(rt, run_id)
     assert rec.status == "completed" and counts["refund"] == 1
     assert rec.completion is not None and rec.completion.result == "Done: refunded 30 on A1"
@@ -321,14 +348,19 @@ async def test_approval_denied_tells_the_model_and_never_runs_the_tool(data_dir:
         run_id = (await start(rt, "support")).run.id
         await waiting(rt, run_id)
         decision = perdure.ApprovalDecision(
-            key="call_refund", approved=False, approver="ann", comment="Refunds over 20 need a manager."
+            key="call_refund",
+            approved=False,
+            approver="ann",
+            comment="Refunds over 20 need a manager.",
         )
         await rt.resume(run_id, decision)
         rec, wire = await finish(rt, run_id)
     assert rec.status == "completed" and counts["refund"] == 0
     assert rec.completion is not None
     assert rec.completion.result == "Done: Refunds over 20 need a manager."
-    denial = [e for e in wire if e["type"] == "TOOL_CALL_RESULT" and e["toolCallId"] == "call_refund"]
+    denial = [
+        e for e in wire if e["type"] == "TOOL_CALL_RESULT" and e["toolCallId"] == "call_refund"
+    ]
     assert [e["content"] for e in denial] == ["Refunds over 20 need a manager."]
 
 
@@ -342,7 +374,9 @@ async def test_approval_can_override_the_arguments(data_dir: Path) -> None:
         await rt.resume(
             run_id,
             perdure.ApprovalDecision(
-                key="call_refund", approved=True, response={"override_args": {"order": "A1", "amount": 20}}
+                key="call_refund",
+                approved=True,
+                response={"override_args": {"order": "A1", "amount": 20}},
             ),
         )
         rec, _ = await finish(rt, run_id)
@@ -368,11 +402,18 @@ async def test_two_approvals_in_one_response_are_asked_one_after_another(data_di
         rec = await waiting(rt, run_id)
         assert rec.waiting is not None and [w.key for w in rec.waiting.waits] == ["r1"]
         await rt.resume(run_id, perdure.ApprovalDecision(key="r1", approved=False))
-        await wait_until(lambda: rt.get(run_id).waiting is not None and rt.get(run_id).waiting.waits[0].key == "r2")
+        await wait_until(
+            lambda: (
+                rt.get(run_id).waiting is not None and rt.get(run_id).waiting.waits[0].key == "r2"
+            )
+        )
         await rt.resume(run_id, perdure.ApprovalDecision(key="r2", approved=True))
         rec, _ = await finish(rt, run_id)
     assert rec.completion is not None
-    assert json.loads(rec.completion.result) == {"r1": "The tool call was denied.", "r2": "refunded 6 on B2"}
+    assert json.loads(rec.completion.result) == {
+        "r1": "The tool call was denied.",
+        "r2": "refunded 6 on B2",
+    }
     assert counts["refund"] == 1
 
 
@@ -389,10 +430,14 @@ async def test_external_and_frontend_tools_wait_for_tool_results(data_dir: Path)
                 ToolCallPart("confirm_dialog", {"text": "Proceed?"}, tool_call_id="ui_1"),
             ]
         ),
-        lambda m: ModelResponse(parts=[ToolCallPart("ship", {"order": "A1"}, tool_call_id="ship_1")]),
+        lambda m: ModelResponse(
+            parts=[ToolCallPart("ship", {"order": "A1"}, tool_call_id="ship_1")]
+        ),
         lambda m: ModelResponse(parts=[TextPart(json.dumps(tool_returns(m), sort_keys=True))]),
     )
-    crm = ExternalToolset([ToolDefinition(name="crm_lookup", parameters_json_schema={"type": "object"})])
+    crm = ExternalToolset(
+        [ToolDefinition(name="crm_lookup", parameters_json_schema={"type": "object"})]
+    )
     agent = Agent(FunctionModel(model), toolsets=[crm])
     ship_calls: list[str] = []
 
@@ -401,7 +446,9 @@ async def test_external_and_frontend_tools_wait_for_tool_results(data_dir: Path)
         ship_calls.append(order)
         raise CallDeferred(metadata={"queue": "warehouse"})  # the warehouse answers later
 
-    frontend = [{"name": "confirm_dialog", "description": "Ask the user", "parameters": {"type": "object"}}]
+    frontend = [
+        {"name": "confirm_dialog", "description": "Ask the user", "parameters": {"type": "object"}}
+    ]
     rt = perdure.Runtime(data_dir)
     register_agent(rt, "support", agent)
     async with rt:
@@ -409,8 +456,13 @@ async def test_external_and_frontend_tools_wait_for_tool_results(data_dir: Path)
         rec = await waiting(rt, run_id, count=2)
         assert rec.waiting is not None and rec.waiting.reason == "tool"
         (pending,) = interrupts(await assert_valid_log(rt, run_id))[-1:]
-        assert sorted((i["reason"], i["toolCallId"]) for i in pending) == [("tool_call", "ext_1"), ("tool_call", "ui_1")]
-        await rt.resume(run_id, perdure.ToolResult(tool_call_id="ext_1", content={"customer": "Ann"}))
+        assert sorted((i["reason"], i["toolCallId"]) for i in pending) == [
+            ("tool_call", "ext_1"),
+            ("tool_call", "ui_1"),
+        ]
+        await rt.resume(
+            run_id, perdure.ToolResult(tool_call_id="ext_1", content={"customer": "Ann"})
+        )
         # The AG-UI way: a resume[] entry is the same signal.
         entry = {"interruptId": "tool:ui_1", "status": "resolved", "payload": "yes"}
         await rt.resume(run_id, perdure.signal_from_resume(entry))
@@ -418,7 +470,11 @@ async def test_external_and_frontend_tools_wait_for_tool_results(data_dir: Path)
         await rt.resume(run_id, perdure.ToolResult(tool_call_id="ship_1", content="shipped by DHL"))
         rec, wire = await finish(rt, run_id)
     assert rec.status == "completed" and rec.completion is not None
-    assert [e["toolCallId"] for e in wire if e["type"] == "TOOL_CALL_RESULT"] == ["ext_1", "ui_1", "ship_1"]
+    assert [e["toolCallId"] for e in wire if e["type"] == "TOOL_CALL_RESULT"] == [
+        "ext_1",
+        "ui_1",
+        "ship_1",
+    ]
     assert json.loads(rec.completion.result) == {
         "ext_1": {"customer": "Ann"},
         "ship_1": "shipped by DHL",
@@ -485,7 +541,12 @@ async def test_model_step_retries_with_its_policy(data_dir: Path) -> None:
         return ModelResponse(parts=[TextPart("ok")])
 
     rt = perdure.Runtime(data_dir)
-    register_agent(rt, "a", Agent(FunctionModel(flaky)), model_retry=perdure.RetryPolicy(max_attempts=2, initial=0.01))
+    register_agent(
+        rt,
+        "a",
+        Agent(FunctionModel(flaky)),
+        model_retry=perdure.RetryPolicy(max_attempts=2, initial=0.01),
+    )
     register_agent(rt, "b", Agent(FunctionModel(flaky)))
     async with rt:
         rec, wire = await finish(rt, (await start(rt, "a")).run.id)
@@ -493,8 +554,13 @@ async def test_model_step_retries_with_its_policy(data_dir: Path) -> None:
         assert any(e["type"] == "CUSTOM" and e["name"] == "perdure.step_retry" for e in wire)
         attempts.clear()
         rec, _ = await finish(rt, (await start(rt, "b")).run.id)
-    assert rec.status == "failed" and rec.completion is not None and rec.completion.error is not None
-    assert rec.completion.error.code == "STEP_FAILED" and "provider unreachable" in rec.completion.error.message
+    assert (
+        rec.status == "failed" and rec.completion is not None and rec.completion.error is not None
+    )
+    assert (
+        rec.completion.error.code == "STEP_FAILED"
+        and "provider unreachable" in rec.completion.error.message
+    )
 
 
 # -- conversations --------------------------------------------------------------------------
@@ -512,7 +578,13 @@ async def test_next_run_of_the_thread_continues_from_the_snapshot(data_dir: Path
             if isinstance(part, UserPromptPart)
         ]
         seen.append([str(p) for p in prompts])
-        answers = [p.content for m in messages if isinstance(m, ModelResponse) for p in m.parts if isinstance(p, TextPart)]
+        answers = [
+            p.content
+            for m in messages
+            if isinstance(m, ModelResponse)
+            for p in m.parts
+            if isinstance(p, TextPart)
+        ]
         return ModelResponse(parts=[TextPart(f"answer {len(answers) + 1} to {prompts[-1]}")])
 
     rt = perdure.Runtime(data_dir)
@@ -537,7 +609,9 @@ async def test_next_run_of_the_thread_continues_from_the_snapshot(data_dir: Path
 
 async def test_bad_messages_fail_the_run_as_invalid_input(data_dir: Path) -> None:
     rt = perdure.Runtime(data_dir)
-    register_agent(rt, "chat", Agent(FunctionModel(Counting(lambda m: ModelResponse(parts=[TextPart("x")])))))
+    register_agent(
+        rt, "chat", Agent(FunctionModel(Counting(lambda m: ModelResponse(parts=[TextPart("x")]))))
+    )
     async with rt:
         started = await rt.start("agent:chat", {"messages": [{"role": "wizard"}]}, owner=THREAD)
         rec, _ = await finish(rt, started.run.id)
@@ -556,7 +630,9 @@ async def test_streamed_deltas_reach_followers_while_the_request_runs(data_dir: 
     seen the first half: the deltas are committed live, not with the step's result."""
     seen_first = asyncio.Event()
 
-    async def stream(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[str | DeltaThinkingCalls]:
+    async def stream(
+        messages: list[ModelMessage], info: AgentInfo
+    ) -> AsyncIterator[str | DeltaThinkingCalls]:
         yield {0: DeltaThinkingPart(content="Plan: greet.")}
         yield "Hel"
         await asyncio.wait_for(seen_first.wait(), 10)
@@ -698,7 +774,12 @@ async def test_concurrent_agents_under_trio_asyncio(data_dir: Path) -> None:
         for i, run_id in enumerate(ids):
             rec, wire = await finish(rt, run_id)
             assert rec.completion is not None and rec.completion.result == f"{2 * i},{i * i}"
-            assert step_names(wire) == ["model:1", f"tool:double:d{i}", f"tool:square:s{i}", "model:2"]
+            assert step_names(wire) == [
+                "model:1",
+                f"tool:double:d{i}",
+                f"tool:square:s{i}",
+                "model:2",
+            ]
     assert calls == Counter({str(i): 2 for i in range(n)})
 
 
@@ -706,17 +787,17 @@ async def test_concurrent_agents_under_trio_asyncio(data_dir: Path) -> None:
 
 
 async def test_a_tool_can_be_a_child_run(data_dir: Path) -> None:
-    researcher = Agent(
-        FunctionModel(
-            Counting(
-                lambda m: ModelResponse(
-                    parts=[TextPart(f"findings on {next(p.content for p in m[0].parts if isinstance(p, UserPromptPart))}")]  # type: ignore[union-attr]
-                )
-            )
-        )
-    )
+    def findings(messages: list[ModelMessage]) -> ModelResponse:
+        first = messages[0]
+        assert isinstance(first, ModelRequest)
+        topic = next(p.content for p in first.parts if isinstance(p, UserPromptPart))
+        return ModelResponse(parts=[TextPart(f"findings on {topic}")])
+
+    researcher = Agent(FunctionModel(Counting(findings)))
     lead_model = Counting(
-        lambda m: ModelResponse(parts=[ToolCallPart("research", {"prompt": "tides"}, tool_call_id="c1")]),
+        lambda m: ModelResponse(
+            parts=[ToolCallPart("research", {"prompt": "tides"}, tool_call_id="c1")]
+        ),
         lambda m: ModelResponse(parts=[TextPart(f"Summary: {tool_returns(m)['c1']}")]),
     )
     lead = Agent(FunctionModel(lead_model))
@@ -736,5 +817,7 @@ async def test_a_tool_can_be_a_child_run(data_dir: Path) -> None:
         child, child_wire = await finish(rt, children[0].id)
     assert rec.completion is not None and rec.completion.result == "Summary: findings on tides"
     assert child.target == "agent:researcher" and child.owner == THREAD
-    assert any(e["type"] == "TOOL_CALL_RESULT" and e["content"] == "findings on tides" for e in wire)
+    assert any(
+        e["type"] == "TOOL_CALL_RESULT" and e["content"] == "findings on tides" for e in wire
+    )
     assert child_wire[0]["type"] == "RUN_STARTED" and child_wire[0]["parentRunId"] == run_id
