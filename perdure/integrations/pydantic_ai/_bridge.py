@@ -58,17 +58,28 @@ T = TypeVar("T")
 
 
 def _rebind_early_imports() -> int:
-    """Point names bound to asyncio's pre-trio-asyncio functions at the patched ones.
+    """Point names bound to asyncio's own loop functions at trio-asyncio's versions.
 
-    Only module globals that *are* one of those function objects change, and never
-    in asyncio or trio-asyncio themselves (they keep the originals on purpose).
-    Returns how many names were rebound.
+    The originals are asyncio's C and pure-Python implementations (and whatever
+    :mod:`asyncio` held when this module was imported, if trio-asyncio was not
+    imported yet). Only module globals that *are* one of those function objects
+    change, and never in asyncio or trio-asyncio themselves (they keep the originals
+    on purpose). Returns how many names were rebound.
     """
-    swaps = {
-        id(old): (old, getattr(asyncio, name))
-        for name, old in _ORIGINALS.items()
-        if getattr(asyncio, name) is not old
-    }
+    native = sys.modules.get("_asyncio")
+    swaps: dict[int, tuple[object, object]] = {}
+    for name, captured in _ORIGINALS.items():
+        patched = getattr(asyncio, name)
+        for original in (
+            captured,
+            getattr(native, name, None),
+            getattr(asyncio.events, f"_c_{name}", None),
+            getattr(asyncio.events, f"_py_{name}", None),
+            getattr(asyncio.tasks, f"_c_{name}", None),
+            getattr(asyncio.tasks, f"_py_{name}", None),
+        ):
+            if original is not None and original is not patched:
+                swaps[id(original)] = (original, patched)
     count = 0
     for module_name, module in list(sys.modules.items()):
         if module_name.partition(".")[0] in ("asyncio", "trio_asyncio", "_asyncio"):
