@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 from helpers.checks import assert_valid_log, interrupts, types, wait_until, waiting
-from pydantic_ai import Agent
+from pydantic_ai import Agent, RunContext
 from pydantic_ai.exceptions import CallDeferred, ModelRetry
 from pydantic_ai.messages import (
     ModelMessage,
@@ -821,3 +821,64 @@ async def test_a_tool_can_be_a_child_run(data_dir: Path) -> None:
         e["type"] == "TOOL_CALL_RESULT" and e["content"] == "findings on tides" for e in wire
     )
     assert child_wire[0]["type"] == "RUN_STARTED" and child_wire[0]["parentRunId"] == run_id
+
+
+# -- passivation, deps, timeouts ------------------------------------------------------------
+
+
+async def test_passivated_waiting_runs_replay_without_calling_anything_again(
+    data_dir: Path,
+) -> None:
+    """With room for one live actor, waiting runs are passivated (their bodies and asyncio
+    loops gone); each approval re-activates one, which replays from the journal."""
+    model, counts = refund_script(), Counter[str]()
+    rt = perdure.Runtime(data_dir, max_live_actors=1)
+    register_agent(rt, "support", approval_agent(model, counts))
+    async with rt:
+        ids = [(await start(rt, "support")).run.id for _ in range(5)]
+        for run_id in ids:
+            await waiting(rt, run_id)
+        assert (model.calls, counts["lookup"]) == (5, 5)
+        for run_id in ids:
+            await rt.resume(run_id, perdure.ApprovalDecision(key="call_refund", approved=True))
+        for run_id in ids:
+            rec, _ = await finish(rt, run_id)
+            assert rec.completion is not None and rec.completion.result == "Done: refunded 30 on A1"
+    assert (model.calls, counts["lookup"], counts["refund"]) == (10, 5, 5)
+
+
+async def test_deps_are_built_per_activation_and_reach_tools(data_dir: Path) -> None:
+    built: list[str] = []
+    model = Counting(
+        lambda m: ModelResponse(parts=[ToolCallPart("whoami", {}, tool_call_id="w1")]),
+        lambda m: ModelResponse(parts=[TextPart(str(tool_returns(m)["w1"]))]),
+    )
+    agent = Agent(FunctionModel(model), deps_type=dict)
+
+    @agent.tool
+    async def whoami(ctx: RunContext[dict[str, str]]) -> str:
+        return ctx.deps["user"]
+
+    def deps(ctx: perdure.AgentContext, inp: perdure.AgentInput) -> dict[str, str]:
+        built.append(ctx.run_id)
+        return {"user": inp.thread_id}
+
+    rt = perdure.Runtime(data_dir)
+    register_agent(rt, "support", agent, deps=deps)
+    async with rt:
+        rec, _ = await finish(rt, (await start(rt, "support")).run.id)
+    assert rec.completion is not None and rec.completion.result == "thread-1"
+    assert built == [rec.id]
+
+
+async def test_an_unanswered_approval_expires_and_fails_the_run(data_dir: Path) -> None:
+    model, counts = refund_script(), Counter[str]()
+    rt = perdure.Runtime(data_dir)
+    register_agent(rt, "support", approval_agent(model, counts), approval_timeout=0.2)
+    async with rt:
+        rec, _ = await finish(rt, (await start(rt, "support")).run.id)
+    assert rec.status == "failed" and rec.completion is not None
+    assert rec.completion.error is not None and rec.completion.error.code == "WAIT_EXPIRED"
+    assert counts["refund"] == 0
+    (usage,) = rec.completion.usage  # what the run used before it failed is on the completion
+    assert (usage.input_tokens, usage.output_tokens) == (10, 3)
