@@ -882,3 +882,27 @@ async def test_an_unanswered_approval_expires_and_fails_the_run(data_dir: Path) 
     assert counts["refund"] == 0
     (usage,) = rec.completion.usage  # what the run used before it failed is on the completion
     assert (usage.input_tokens, usage.output_tokens) == (10, 3)
+
+
+def test_a_blocking_host_runs_durable_agents(data_dir: Path) -> None:
+    """From a program that is not trio's: perdure.Host runs the runtime, and so the
+    agent's trio-asyncio loop, in its own thread."""
+    model = Counting(
+        lambda m: ModelResponse(parts=[ToolCallPart("lookup", {"order": "A1"}, tool_call_id="c1")]),
+        lambda m: ModelResponse(parts=[TextPart(f"A1: {tool_returns(m)['c1']}")]),
+    )
+    agent = Agent(FunctionModel(model))
+
+    @agent.tool_plain
+    async def lookup(order: str) -> str:
+        return "shipped"
+
+    host = perdure.Host(data_dir)
+    register_agent(host, "support", agent)
+    with host:
+        run_id = host.start("agent:support", {"messages": [user("hi")]}, owner=THREAD).run.id
+        rec = host.wait(run_id)
+        wire = [event.to_wire() for event in host.events(run_id, follow=False)]
+    assert rec.completion is not None and rec.completion.result == "A1: shipped"
+    assert model.calls == 2
+    verify_prefixes(wire)

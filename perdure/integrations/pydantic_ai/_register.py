@@ -10,7 +10,7 @@ from pydantic_ai.models import Model
 from pydantic_ai.settings import ModelSettings
 from pydantic_ai.usage import UsageLimits
 
-from perdure import AgentContext, AgentInput, RestartPolicy, RetryPolicy, Runtime
+from perdure import AgentContext, AgentInput, Host, RestartPolicy, RetryPolicy, Runtime
 
 from ._run import run_agent
 from ._session import Options
@@ -19,7 +19,7 @@ __all__ = ["register_agent"]
 
 
 def register_agent(
-    rt: Runtime,
+    rt: Runtime | Host,
     name: str,
     agent: Agent[Any, Any],
     *,
@@ -41,6 +41,9 @@ def register_agent(
     restart: RestartPolicy | None = None,
 ) -> None:
     """Register ``agent`` so that ``rt.start("agent:NAME", ...)`` runs it durably.
+
+    ``rt`` is a :class:`~perdure.Runtime` or a :class:`~perdure.Host` (the blocking
+    facade for programs that are not trio's: the agent then runs in the host's thread).
 
     The run's input is AG-UI ``RunAgentInput``-shaped (:class:`~perdure.AgentInput`):
     its ``messages`` are the conversation (the last one is usually the user's new
