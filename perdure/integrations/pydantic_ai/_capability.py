@@ -79,12 +79,12 @@ class DurableCapability(AbstractCapability[Any]):
         results = DeferredToolResults()
         for call in requests.approvals:
             meta = requests.metadata.get(call.tool_call_id) or {}
-            approvers = meta.get("approvers", options.approvers)
+            approvers = meta.get("approvers")
             decision = await to_asyncio(pctx.wait_for_approval)(
                 wait_key(call.tool_call_id),
-                prompt=meta.get("prompt") or f"Run {_describe(call)}?",
-                approvers=approvers,
-                schema=meta.get("schema"),
+                prompt=_text(meta.get("prompt")) or f"Run {_describe(call)}?",
+                approvers=approvers if isinstance(approvers, list) else options.approvers,
+                schema=_schema(meta.get("schema")),
                 timeout=options.approval_timeout,
             )
             if decision.approver is not None:
@@ -107,8 +107,8 @@ class DurableCapability(AbstractCapability[Any]):
             meta = requests.metadata.get(call.tool_call_id) or {}
             results.calls[call.tool_call_id] = await to_asyncio(pctx.wait_for_input)(
                 wait_key(call.tool_call_id),
-                prompt=meta.get("prompt") or _describe(call),
-                schema=meta.get("schema"),
+                prompt=_text(meta.get("prompt")) or _describe(call),
+                schema=_schema(meta.get("schema")),
                 timeout=options.tool_result_timeout,
             )
         if external:
@@ -130,6 +130,15 @@ def wait_key(tool_call_id: str) -> str:
     if 1 <= len(tool_call_id) <= 256 and "#" not in tool_call_id:
         return tool_call_id
     return "call_" + hashlib.sha256(tool_call_id.encode()).hexdigest()[:32]
+
+
+def _text(value: object) -> str | None:
+    """A deferral's metadata entry, if it is the text perdure expects (else ignored)."""
+    return value if isinstance(value, str) else None
+
+
+def _schema(value: object) -> dict[str, Any] | None:
+    return value if isinstance(value, dict) else None
 
 
 def _describe(call: ToolCallPart) -> str:
