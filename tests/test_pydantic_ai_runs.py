@@ -34,6 +34,8 @@ from pydantic_ai.models.function import (
     AgentInfo,
     DeltaThinkingCalls,
     DeltaThinkingPart,
+    DeltaToolCall,
+    DeltaToolCalls,
     FunctionModel,
 )
 from pydantic_ai.tools import ToolDefinition
@@ -906,3 +908,62 @@ def test_a_blocking_host_runs_durable_agents(data_dir: Path) -> None:
     assert rec.completion is not None and rec.completion.result == "A1: shipped"
     assert model.calls == 2
     verify_prefixes(wire)
+
+
+async def test_streamed_tool_calls_and_test_model_provider(data_dir: Path) -> None:
+    """pydantic-ai's TestModel streams (so the requests are streamed into the log) and
+    names its provider: tool call and text deltas, provider and model on the completion."""
+    from pydantic_ai.models.test import TestModel
+
+    agent = Agent(TestModel())
+    seen: list[int] = []
+
+    @agent.tool_plain
+    async def add(a: int, b: int) -> int:
+        seen.append(a + b)
+        return a + b
+
+    rt = perdure.Runtime(data_dir)
+    register_agent(rt, "calc", agent)
+    async with rt:
+        rec, wire = await finish(rt, (await start(rt, "calc")).run.id)
+    assert rec.status == "completed" and rec.completion is not None
+    assert (rec.completion.provider, rec.completion.model) == ("test", "test")
+    assert rec.completion.result == '{"add":0}' and seen == [0]
+    assert step_names(wire) == ["model:1", "tool:add:pyd_ai_tool_call_id__add", "model:2"]
+    call = next(e for e in wire if e["type"] == "TOOL_CALL_START")
+    args = "".join(e["delta"] for e in wire if e["type"] == "TOOL_CALL_ARGS")
+    assert call["toolCallName"] == "add" and json.loads(args) == {"a": 0, "b": 0}
+    text = "".join(e["delta"] for e in wire if e["type"] == "TEXT_MESSAGE_CONTENT")
+    assert text == '{"add":0}'
+
+
+async def test_streamed_tool_call_deltas_from_a_function_model(data_dir: Path) -> None:
+    async def stream(
+        messages: list[ModelMessage], info: AgentInfo
+    ) -> AsyncIterator[str | DeltaToolCalls]:
+        if responses(messages) == 0:
+            yield {0: DeltaToolCall(name="lookup", tool_call_id="s1")}
+            yield {0: DeltaToolCall(json_args='{"order": ')}
+            yield {0: DeltaToolCall(json_args='"A1"}')}
+        else:
+            yield "It has "
+            yield str(tool_returns(messages)["s1"])
+
+    agent = Agent(FunctionModel(stream_function=stream))
+
+    @agent.tool_plain
+    async def lookup(order: str) -> str:
+        return f"{order} shipped"
+
+    rt = perdure.Runtime(data_dir)
+    register_agent(rt, "streamer", agent, flush_interval=0)
+    async with rt:
+        rec, wire = await finish(rt, (await start(rt, "streamer")).run.id)
+    assert rec.completion is not None and rec.completion.result == "It has A1 shipped"
+    deltas = [e["delta"] for e in wire if e["type"] == "TOOL_CALL_ARGS"]
+    assert deltas == ['{"order": ', '"A1"}']  # streamed as they came, not re-serialized
+    assert [e["delta"] for e in wire if e["type"] == "TEXT_MESSAGE_CONTENT"] == [
+        "It has ",
+        "A1 shipped",
+    ]
