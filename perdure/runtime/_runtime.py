@@ -107,16 +107,15 @@ class Runtime:
             )
         if max_running is not None and (not isinstance(max_running, int) or max_running < 1):
             raise InvalidInput("max_running must be at least 1")
+        # The options, readable; they take effect at the next open.
         self.path = path
         self.durability: Durability = durability
-        self._options: dict[str, Any] = {
-            "map_size": map_size,
-            "max_running": max_running,
-            "cancel_grace": cancel_grace,
-            "max_live_actors": max_live_actors,
-            "passivate_after": passivate_after,
-            "recover": recover,
-        }
+        self.map_size = map_size
+        self.max_running = max_running
+        self.cancel_grace = cancel_grace
+        self.max_live_actors = max_live_actors
+        self.passivate_after = passivate_after
+        self.recover = recover
         self._tuning = ProcessTuning(switch_interval, gc_threshold)
         self._registry = Registry()
         self._engine: Engine | None = None
@@ -197,7 +196,12 @@ class Runtime:
             path=self.path,
             durability=self.durability,
             tuning=self._tuning,
-            **self._options,
+            map_size=self.map_size,
+            max_running=self.max_running,
+            cancel_grace=self.cancel_grace,
+            max_live_actors=self.max_live_actors,
+            passivate_after=self.passivate_after,
+            recover=self.recover,
         )
         await engine.open()
         self._engine = engine

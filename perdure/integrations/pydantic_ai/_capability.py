@@ -1,0 +1,146 @@
+"""The per-run pydantic-ai capability that routes an agent's I/O through perdure.
+
+It hooks three places of a pydantic-ai run:
+
+``get_wrapper_model``
+    wraps the model that serves each request in :class:`._model.DurableModel`, so
+    every model request is a step (``model:<n>``).
+
+``get_wrapper_toolset``
+    wraps the run's toolset in :class:`._toolset.DurableToolset`, so every tool call
+    is a step (``tool:<name>:<tool call id>``) or, where the tool says so, a child run.
+
+``handle_deferred_tool_calls``
+    pydantic-ai's hook for calls it cannot run on its own, resolved *inside* the same
+    agent run instead of ending it. Approval-required calls (``requires_approval=True``
+    or a tool raising ``ApprovalRequired``) become approval waits keyed by tool call
+    id, one after another; ``CallDeferred(kind="question")`` calls become input
+    waits; external calls (``ExternalToolset``, the client's AG-UI tools, a tool
+    raising ``CallDeferred``) become one tool-result wait for all of them. Each wait is
+    an AG-UI interrupt of the run, answered by ``rt.resume`` or an AG-UI ``resume[]``
+    entry; the answers go back to pydantic-ai as ``DeferredToolResults``. A denied
+    call's message is logged as its ``TOOL_CALL_RESULT`` (perdure logs the results of
+    tool waits itself).
+
+Determinism: pydantic-ai's loop is deterministic given the model responses, tool
+outcomes and answers, and all of those are journaled. Tool calls run one at a time
+(the runner sets pydantic-ai's ``sequential`` mode) because a run's steps are
+awaited one after another; that is also what makes their order the same on replay.
+Waits open in the order pydantic-ai lists the calls.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from pydantic_ai.capabilities import AbstractCapability
+from pydantic_ai.messages import ToolCallPart
+from pydantic_ai.models import Model
+from pydantic_ai.tools import (
+    DeferredToolRequests,
+    DeferredToolResults,
+    RunContext,
+    ToolApproved,
+    ToolDenied,
+)
+from pydantic_ai.toolsets import AbstractToolset
+
+from ._bridge import to_asyncio
+from ._model import DurableModel
+from ._session import Session
+from ._toolset import DurableToolset, result_event
+
+__all__ = ["DurableCapability", "wait_key"]
+
+_DENIED = "The tool call was denied."
+
+
+class DurableCapability(AbstractCapability[Any]):
+    """Model requests and tool calls as steps, deferred calls as waits (one per activation)."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    def get_wrapper_model(self, model: Model) -> Model | None:
+        if isinstance(model, DurableModel):
+            return None
+        return DurableModel(model, self._session)
+
+    def get_wrapper_toolset(self, toolset: AbstractToolset[Any]) -> AbstractToolset[Any] | None:
+        if isinstance(toolset, DurableToolset):
+            return None
+        return DurableToolset(toolset, self._session)
+
+    async def handle_deferred_tool_calls(
+        self, ctx: RunContext[Any], *, requests: DeferredToolRequests
+    ) -> DeferredToolResults | None:
+        pctx, options = self._session.ctx, self._session.options
+        results = DeferredToolResults()
+        for call in requests.approvals:
+            meta = requests.metadata.get(call.tool_call_id) or {}
+            approvers = meta.get("approvers")
+            decision = await to_asyncio(pctx.wait_for_approval)(
+                wait_key(call.tool_call_id),
+                prompt=_text(meta.get("prompt")) or f"Run {_describe(call)}?",
+                approvers=approvers if isinstance(approvers, list) else options.approvers,
+                schema=_schema(meta.get("schema")),
+                timeout=options.approval_timeout,
+            )
+            if decision.approver is not None:
+                results.answered_by[call.tool_call_id] = decision.approver
+            if decision.approved:
+                response = decision.response if isinstance(decision.response, dict) else {}
+                override = response.get("override_args")
+                results.approvals[call.tool_call_id] = ToolApproved(
+                    override_args=override if isinstance(override, dict) else None
+                )
+            else:
+                message = decision.comment or _DENIED
+                results.approvals[call.tool_call_id] = ToolDenied(message)
+                await to_asyncio(pctx.emit)(result_event(call.tool_call_id, message))
+        external: list[ToolCallPart] = []
+        for call in requests.calls:
+            if requests.kind(call.tool_call_id) != "question":
+                external.append(call)
+                continue
+            meta = requests.metadata.get(call.tool_call_id) or {}
+            results.calls[call.tool_call_id] = await to_asyncio(pctx.wait_for_input)(
+                wait_key(call.tool_call_id),
+                prompt=_text(meta.get("prompt")) or _describe(call),
+                schema=_schema(meta.get("schema")),
+                timeout=options.tool_result_timeout,
+            )
+        if external:
+            keys = {wait_key(call.tool_call_id): call.tool_call_id for call in external}
+            answers = await to_asyncio(pctx.wait_for_tool_results)(
+                list(keys), timeout=options.tool_result_timeout
+            )
+            results.calls.update({keys[key]: value for key, value in answers.items()})
+        return results
+
+
+def wait_key(tool_call_id: str) -> str:
+    """The wait key (and so the AG-UI interrupt id suffix) of a tool call.
+
+    The tool call id itself whenever perdure accepts it as a key (1-256 characters,
+    no ``#``), so the interrupt's ``toolCallId`` is the one the client saw in
+    ``TOOL_CALL_START``; a digest of it otherwise.
+    """
+    if 1 <= len(tool_call_id) <= 256 and "#" not in tool_call_id:
+        return tool_call_id
+    return "call_" + hashlib.sha256(tool_call_id.encode()).hexdigest()[:32]
+
+
+def _text(value: object) -> str | None:
+    """A deferral's metadata entry, if it is the text perdure expects (else ignored)."""
+    return value if isinstance(value, str) else None
+
+
+def _schema(value: object) -> dict[str, Any] | None:
+    return value if isinstance(value, dict) else None
+
+
+def _describe(call: ToolCallPart) -> str:
+    args = call.args_as_json_str()
+    return f"{call.tool_name}({args if len(args) <= 500 else args[:500] + '…'})"
