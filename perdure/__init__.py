@@ -27,6 +27,8 @@ from perdure._errors import (
     SignalConflict,
     StepFailed,
     StorageError,
+    StorageFull,
+    StorageUnavailable,
     UnknownTarget,
     WaitExpired,
 )
@@ -113,6 +115,8 @@ __all__ = [
     "Started",
     "StepFailed",
     "StorageError",
+    "StorageFull",
+    "StorageUnavailable",
     "TargetInfo",
     "TokenUsage",
     "ToolResult",

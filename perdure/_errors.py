@@ -33,6 +33,8 @@ __all__ = [
     "SignalConflict",
     "StepFailed",
     "StorageError",
+    "StorageFull",
+    "StorageUnavailable",
     "UnknownTarget",
     "WaitExpired",
 ]
@@ -194,6 +196,22 @@ class CorruptStore(StorageError):
     """The LMDB files are damaged or unreadable (R28)."""
 
     code = "CORRUPT_STORE"
+
+
+class StorageUnavailable(StorageError):
+    """The directory or its files cannot be used as they are: permissions, a read-only
+    file system, a path too long or holding NUL, a symlink or a non-regular file where a
+    store file belongs. Nothing was modified; fix the path or its permissions."""
+
+    code = "STORAGE_UNAVAILABLE"
+    http_status = 503
+
+
+class StorageFull(StorageError):
+    """The disk (or the file system's quota) is full: the write was not made (R32)."""
+
+    code = "STORAGE_FULL"
+    http_status = 507
 
 
 class SchemaTooNew(StorageError):

@@ -54,8 +54,7 @@ from perdure.agui import (
     event_type,
     is_terminal_event,
 )
-from perdure.runtime import STATUSES, Runtime
-from perdure.runtime._results import check_statuses, parse_cursor
+from perdure.runtime import STATUSES, Runtime, check_statuses, parse_cursor, validate_identifier
 from perdure.server import _cli as _server_cli
 from perdure.storage import (
     Conversation,
@@ -325,7 +324,9 @@ def _silence_stdout() -> None:
 def _console() -> Console:
     out = sys.stdout
     wide = None if out.isatty() else 200
-    return Console(file=out, width=wide, highlight=False)
+    # markup=False: stored strings (inputs, ids, reasons) are printed as they are, never
+    # interpreted as rich markup ("[/]" would crash, "[link=...]" would become a live link).
+    return Console(file=out, width=wide, highlight=False, markup=False)
 
 
 def _write_json(value: Any) -> None:
@@ -426,6 +427,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def _get(store: Store, run_id: str) -> RunRecord:
+    validate_identifier(run_id, "run id")
     rec = store.get_run(run_id)
     if rec is None:
         raise RunNotFound(f"no run {run_id!r} in {store.path}", run_id=run_id)
@@ -499,6 +501,8 @@ def _cmd_show(args: argparse.Namespace) -> int:
 def _cmd_events(args: argparse.Namespace) -> int:
     run_id = cast(str, args.run_id)
     after = cast(int, args.after)
+    if not 0 <= after < 2**63:
+        raise InvalidInput(f"--after must be from 0 to 2**63-1 (got {after})")
     poll = cast(float, args.poll)
     if after < 0:
         raise InvalidInput(f"--after must be >= 0 (got {after})")
@@ -590,7 +594,9 @@ def _report_cancel(args: argparse.Namespace, cancelled: bool, rec: RunRecord) ->
         return EXIT_OK
     console = _console()
     if cancelled:
-        console.print(f"cancelled run {rec.id}: status [yellow]{rec.status}[/]")
+        console.print(
+            Text.assemble(f"cancelled run {rec.id}: status ", (rec.status, "yellow"))
+        )
     else:
         console.print(f"run {rec.id} is already {rec.status}: nothing to cancel")
     return EXIT_OK
@@ -614,11 +620,13 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _find_bench() -> Path | None:
-    candidates = [
-        Path.cwd() / "bench" / "throughput.py",
-        Path(__file__).resolve().parent.parent / "bench" / "throughput.py",
-    ]
-    return next((path for path in candidates if path.is_file()), None)
+    """The repository's bench/throughput.py, next to this perdure checkout.
+
+    Never one found from the current directory: running ``perdure bench`` in a
+    directory someone else controls must not execute their code.
+    """
+    path = Path(__file__).resolve().parent.parent / "bench" / "throughput.py"
+    return path if path.is_file() else None
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:

@@ -4,10 +4,19 @@ from perdure.agui import AgentInput
 
 from ._asyncio_host import AsyncioHost
 from ._context import AgentContext, ChildHandle, RunContext
-from ._definitions import Definition, RestartPolicy
+from ._definitions import Definition, RestartPolicy, validate_identifier
 from ._host import Host
 from ._lifecycle import STATUSES, TERMINAL, TRANSITIONS, check_transition
-from ._results import Cancelled, Page, RunEvent, RuntimeStats, Started, TargetInfo
+from ._results import (
+    Cancelled,
+    Page,
+    RunEvent,
+    RuntimeStats,
+    Started,
+    TargetInfo,
+    check_statuses,
+    parse_cursor,
+)
 from ._retry import RetryPolicy
 from ._runtime import Runtime
 from ._signals import (
@@ -46,6 +55,9 @@ __all__ = [
     "Started",
     "TargetInfo",
     "ToolResult",
+    "check_statuses",
     "check_transition",
+    "parse_cursor",
     "signal_from_resume",
+    "validate_identifier",
 ]

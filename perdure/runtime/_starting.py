@@ -67,6 +67,11 @@ class Starter:
         owner = registry.check_owner(definition, owner)
         if run_id is not None:
             validate_identifier(run_id, "run_id")
+            if parent is not None and run_id in (parent.id, parent.root_id):
+                raise InvalidInput(
+                    f"a child of {parent.id} cannot take the id {run_id!r} of its own tree",
+                    run_id=run_id,
+                )
         if idempotency_key is not None and (
             not isinstance(idempotency_key, str)
             or not 1 <= len(_utf8(idempotency_key)) <= 256
@@ -85,9 +90,9 @@ class Starter:
             claims.append(("id", run_id))
         while any(claim in self._claims for claim in claims):
             await next(self._claims[c] for c in claims if c in self._claims).wait()
-        existing = self._existing(claims)
+        existing = self._existing(claims, idempotency_key, run_id)
         if existing is not None:
-            return _duplicate(existing, definition, owner)
+            return _duplicate(existing, definition, owner, parent)
         done = trio.Event()
         for claim in claims:
             self._claims[claim] = done
@@ -107,17 +112,33 @@ class Starter:
         trigger = Trigger(type="child", ref=parent.id)
         return await self.start(target, input, owner, None, run_id, parent, trigger)
 
-    def _existing(self, claims: list[tuple[str, ...]]) -> RunRecord | None:
+    def _existing(
+        self, claims: list[tuple[str, ...]], idempotency_key: str | None, run_id: str | None
+    ) -> RunRecord | None:
+        """The run a retried start names, if any; a key and an id that name different runs
+        (or a run id taken by a run with another key) are a conflict, never a guess."""
         store = self._engine.store
+        found: list[RunRecord] = []
         for claim in claims:
             if claim[0] == "key":
-                found = store.get_idem(claim[1], claim[2])
-                rec = store.get_run(found) if found is not None else None
+                by_key = store.get_idem(claim[1], claim[2])
+                rec = store.get_run(by_key) if by_key is not None else None
             else:
                 rec = store.get_run(claim[1])
             if rec is not None:
-                return rec
-        return None
+                found.append(rec)
+        if not found:
+            return None
+        rec = found[0]
+        if run_id is not None and idempotency_key is not None and (
+            rec.id != run_id or rec.idempotency_key != idempotency_key
+        ):
+            raise IdempotencyConflict(
+                f"idempotency key {idempotency_key!r} and run id {run_id!r} name different "
+                "runs (or one of them is taken)",
+                run_id=rec.id,
+            )
+        return rec
 
     async def _create(
         self,
@@ -185,10 +206,18 @@ class Starter:
         return Started(run=rec, duplicate=False)
 
 
-def _duplicate(rec: RunRecord, definition: Definition, owner: Owner) -> Started:
+def _duplicate(
+    rec: RunRecord, definition: Definition, owner: Owner, parent: RunRecord | None
+) -> Started:
     if rec.target != definition.target or rec.owner != owner:
         raise IdempotencyConflict(
             f"run {rec.id} already exists for {rec.target} owned by {owner_key(rec.owner)}",
+            run_id=rec.id,
+        )
+    if rec.parent_id != (parent.id if parent is not None else None):
+        # A child start never adopts an unrelated run (nor a top-level start a child).
+        raise IdempotencyConflict(
+            f"run {rec.id} already exists with another parent ({rec.parent_id})",
             run_id=rec.id,
         )
     return Started(run=rec, duplicate=True)

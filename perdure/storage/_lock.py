@@ -10,16 +10,20 @@ name it.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import socket
+import stat
 import sys
 import time
 from pathlib import Path
 
 import msgspec
 
-from perdure._errors import DirectoryLocked
+from perdure._errors import DirectoryLocked, StorageUnavailable
+
+from ._faults import translate
 
 __all__ = ["LOCK_FILE", "DirectoryLock", "Holder", "read_holder"]
 
@@ -56,7 +60,23 @@ class DirectoryLock:
 
     def acquire(self) -> None:
         """Take the lock or raise :class:`DirectoryLocked` naming the holder."""
-        fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o644)
+        # O_NOFOLLOW: a symlink planted in the directory must not make us truncate (and
+        # rewrite) whatever file it points at.
+        try:
+            fd = os.open(
+                self._path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644
+            )
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise StorageUnavailable(
+                    f"{self._path} is a symlink; perdure refuses to open it", path=str(self._path)
+                ) from None
+            raise translate(exc, self._path) from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise StorageUnavailable(
+                f"{self._path} is not a regular file; remove it", path=str(self._path)
+            )
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -14,20 +14,28 @@ transaction of this process is open.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, TypeVar
 
 import lmdb
 import msgspec
 
-from perdure._errors import CorruptStore, ForeignDirectory, SchemaTooNew, StorageError
+from perdure._errors import (
+    CorruptStore,
+    ForeignDirectory,
+    SchemaTooNew,
+    StorageError,
+    StorageUnavailable,
+)
 
+from ._faults import DAMAGE, check_data_file, check_own_file, translate
 from ._keys import (
     DB_NAMES,
     IDX_CANCELLING,
@@ -105,6 +113,43 @@ def _last_suffix(cursor: lmdb.Cursor, prefix: bytes) -> int | None:
     return int.from_bytes(key[len(prefix) :], "big") if key.startswith(prefix) else None
 
 
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _reads(fn: _F) -> _F:
+    """A read whose damaged bytes (or LMDB errors) surface as typed storage errors."""
+
+    @functools.wraps(fn)
+    def guarded(self: Store, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(self, *args, **kwargs)
+        except (lmdb.Error, *DAMAGE) as exc:
+            raise translate(exc, self.path) from None
+
+    return guarded  # type: ignore[return-value]
+
+
+def _reads_iter(fn: _F) -> _F:
+    """:func:`_reads` for generator methods."""
+
+    @functools.wraps(fn)
+    def guarded(self: Store, *args: Any, **kwargs: Any) -> Iterator[Any]:
+        try:
+            yield from fn(self, *args, **kwargs)
+        except (lmdb.Error, *DAMAGE) as exc:
+            raise translate(exc, self.path) from None
+
+    return guarded  # type: ignore[return-value]
+
+
+def _fsync_directory(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 class Store:
     """An open perdure data directory.
 
@@ -149,6 +194,9 @@ class Store:
             else:
                 self._create_databases()
             self.ops = Ops(self.dbs)
+        except (OSError, ValueError, lmdb.Error, *DAMAGE) as exc:
+            self._release()
+            raise translate(exc, self.path) from None
         except BaseException:
             self._release()
             raise
@@ -166,6 +214,8 @@ class Store:
             self.path.mkdir(parents=True)
             return
         entries = set(os.listdir(self.path))
+        for name in entries & _OWN_FILES:
+            check_own_file(self.path / name)
         foreign = sorted(entries - _OWN_FILES)
         if foreign:
             raise ForeignDirectory(
@@ -197,6 +247,7 @@ class Store:
         """
         if unstamped_ok and (self.path / "data.mdb").stat().st_size == 0:
             return
+        check_data_file(self.path / "data.mdb")  # before LMDB maps it: no SIGBUS
         try:
             env = lmdb.open(str(self.path), readonly=True, lock=False, max_dbs=len(DB_NAMES) + 4)
         except lmdb.Error as exc:
@@ -262,25 +313,34 @@ class Store:
             )
 
     def _open_env(self, map_size: int) -> lmdb.Environment:
+        options: dict[str, Any] = {
+            "map_size": map_size,
+            "max_dbs": len(DB_NAMES) + 4,
+            "readonly": self.readonly,
+            "sync": self.durability == "sync",
+            "metasync": self.durability == "sync",
+            "max_readers": 512,
+            "readahead": False,
+        }
         try:
-            return lmdb.open(
-                str(self.path),
-                map_size=map_size,
-                max_dbs=len(DB_NAMES) + 4,
-                readonly=self.readonly,
-                sync=self.durability == "sync",
-                metasync=self.durability == "sync",
-                max_readers=512,
-                readahead=False,
-            )
+            return lmdb.open(str(self.path), **options)
         except lmdb.Error as exc:
-            raise CorruptStore(f"cannot open {self.path}: {exc}", path=str(self.path)) from None
+            fault = translate(exc, self.path)
+            if not (self.readonly and isinstance(fault, StorageUnavailable)):
+                raise fault from None
+        # Inspecting a store we may not write (a read-only mount, another user's files):
+        # without LMDB's reader table. Safe here: no writer can work in such a directory.
+        try:
+            return lmdb.open(str(self.path), lock=False, **options)
+        except lmdb.Error as exc:
+            raise translate(exc, self.path) from None
 
     def _create_databases(self) -> None:
         # One transaction: a crash leaves either nothing or a complete, stamped store.
         with self.env.begin(write=True) as txn:
             self.dbs = {name: self.env.open_db(name.encode(), txn=txn) for name in DB_NAMES}
             raw = txn.get(b"schema", db=self.dbs["meta"])
+            created = raw is None
             if raw is None:
                 info = SchemaInfo(format=_FORMAT, version=SCHEMA_VERSION, created_at=time.time())
                 txn.put(b"schema", msgspec.msgpack.encode(info), db=self.dbs["meta"])
@@ -289,6 +349,11 @@ class Store:
                 if info.version < SCHEMA_VERSION:  # an upgrade: the new databases exist now
                     info = msgspec.structs.replace(info, version=SCHEMA_VERSION)
                     txn.put(b"schema", msgspec.msgpack.encode(info), db=self.dbs["meta"])
+        if created and self.durability == "sync":
+            # The new files' directory entries must be durable too, or a power cut could
+            # take the whole store with it on a file system that does not order them.
+            _fsync_directory(self.path)
+            _fsync_directory(self.path.parent)
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -346,28 +411,33 @@ class Store:
         in the same read transaction.
         """
         key = run_id.encode()
-        # The hottest read: spelled out instead of going through read().
+        # The hottest read: spelled out instead of going through read() and _reads.
         with self.map_lock:
-            txn = self._begin()
             try:
-                raw = txn.get(key, db=self.dbs["runs"])
-                if raw is None:
-                    return None
-                rec = _run_decoder.decode(raw)
-                if rec.terminal:
-                    return rec
-                prefix = key + b"\0"
-                last_event = _last_suffix(txn.cursor(db=self.dbs["events"]), prefix)
-                last_entry = _last_suffix(txn.cursor(db=self.dbs["journal"]), prefix)
-            finally:
-                txn.abort()
+                txn = self._begin()
+                try:
+                    raw = txn.get(key, db=self.dbs["runs"])
+                    if raw is None:
+                        return None
+                    rec = _run_decoder.decode(raw)
+                    if rec.terminal:
+                        return rec
+                    prefix = key + b"\0"
+                    last_event = _last_suffix(txn.cursor(db=self.dbs["events"]), prefix)
+                    last_entry = _last_suffix(txn.cursor(db=self.dbs["journal"]), prefix)
+                finally:
+                    txn.abort()
+            except (lmdb.Error, *DAMAGE) as exc:
+                raise translate(exc, self.path) from None
         return _with_counters(rec, last_event or 0, 0 if last_entry is None else last_entry + 1)
 
+    @_reads
     def get_idem(self, owner: str, key: str) -> str | None:
         with self.read() as txn:
             raw = txn.get(idem_key(owner, key), db=self.dbs["idem"])
         return None if raw is None else bytes(raw).decode()
 
+    @_reads
     def events(
         self, run_id: str, after: int = 0, limit: int = 1_000_000
     ) -> list[tuple[int, bytes]]:
@@ -391,6 +461,7 @@ class Store:
                         out.append((event_id, bytes(raw)))
         return out[:limit]
 
+    @_reads
     def journal(self, run_id: str) -> list[JournalEntry]:
         """Every recorded journal entry of a run, in position order."""
         prefix = run_prefix(run_id)
@@ -415,6 +486,7 @@ class Store:
         """``(seq, run_id)`` of runs owned by ``owner`` created after ``after_seq``, ascending."""
         return self._scan_index(IDX_OWNER, owner_key(owner), after_seq, limit)
 
+    @_reads
     def _scan_index(
         self, family: bytes, value: str = "", after_seq: int = 0, limit: int = 100
     ) -> list[tuple[int, str]]:
@@ -432,11 +504,13 @@ class Store:
                 out.append((seq_of_index_key(key), bytes(run_id).decode()))
         return out
 
+    @_reads
     def timers(self) -> list[TimerRef]:
         """Every stored timer, earliest first."""
         with self.read() as txn:
             return [TimerRef.parse(bytes(key)) for key, _ in txn.cursor(db=self.dbs["timers"])]
 
+    @_reads
     def query_runs(
         self,
         *,
@@ -515,6 +589,7 @@ class Store:
             merged.sort()
         return merged[:limit]
 
+    @_reads
     def last_seq(self) -> int:
         """Highest creation sequence number ever assigned (0 for a new store).
 
@@ -527,11 +602,13 @@ class Store:
                 _last_suffix(cur, index_prefix(IDX_STATUS, status)) or 0 for status in STATUSES
             )
 
+    @_reads
     def count_waiting(self) -> int:
         """How many runs are waiting: O(1), from the ``waiting`` database's entry count."""
         with self.read() as txn:
             return int(txn.stat(self.dbs["waiting"])["entries"])
 
+    @_reads_iter
     def iter_run_states(
         self, status: str | None = None, *, cancelling: bool = False, per_txn: int = 512
     ) -> Iterator[RunState]:
@@ -580,6 +657,7 @@ class Store:
             return [(IDX_STATUS, status)]
         return [(IDX_STATUS, s) for s in STATUSES]
 
+    @_reads_iter
     def iter_runs(self, status: str | None = None) -> Iterator[RunRecord]:
         """Run records of one status, or all, in creation order."""
         sources = self._sources(status, None)

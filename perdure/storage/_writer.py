@@ -46,6 +46,7 @@ import trio
 
 from perdure._errors import StorageError
 
+from ._faults import translate
 from ._ops import Op
 from ._store import Store
 
@@ -251,11 +252,7 @@ class Writer:
             except Exception as exc:
                 if chain is not None:
                     chain.failed = True
-                pending.error = (
-                    exc
-                    if isinstance(exc, StorageError)
-                    else StorageError(f"write failed: {exc}", error=type(exc).__name__)
-                )
+                pending.error = translate(exc, self._store.path)
 
     def _write(self, batch: Sequence[_Pending]) -> None:
         env = self._store.env
