@@ -12,6 +12,7 @@ from ._results import (
     Page,
     RunEvent,
     RuntimeStats,
+    Snapshot,
     Started,
     TargetInfo,
     check_statuses,
@@ -28,6 +29,7 @@ from ._signals import (
     ToolResult,
     signal_from_resume,
 )
+from ._snapshots import seed_of
 
 __all__ = [
     "STATUSES",
@@ -52,12 +54,14 @@ __all__ = [
     "Runtime",
     "RuntimeStats",
     "Signal",
+    "Snapshot",
     "Started",
     "TargetInfo",
     "ToolResult",
     "check_statuses",
     "check_transition",
     "parse_cursor",
+    "seed_of",
     "signal_from_resume",
     "validate_identifier",
 ]

@@ -58,7 +58,7 @@ from ._runtime import Runtime
 if TYPE_CHECKING:
     from perdure.storage import Owner, RunRecord
 
-    from ._results import Cancelled, Page, RunEvent, RuntimeStats, Started, TargetInfo
+    from ._results import Cancelled, Page, RunEvent, RuntimeStats, Snapshot, Started, TargetInfo
     from ._signals import ExternalEvent, Resumed, Signal
 
 __all__ = ["RUNTIME_SURFACE", "AsyncioHost"]
@@ -84,6 +84,7 @@ RUNTIME_SURFACE: Final[dict[str, Forwarding]] = {
     "list": "sync",
     "now": "sync",
     "stats": "sync",
+    "snapshot": "sync",
     "targets": "sync",
     "events": "stream",
 }
@@ -252,6 +253,7 @@ class AsyncioHost:
         async def list(self, **filters: Any) -> Page: ...
         async def now(self) -> float: ...
         async def stats(self) -> RuntimeStats: ...
+        async def snapshot(self, run_id: str, upto: int | None = None) -> Snapshot: ...
         async def targets(self) -> builtins.list[TargetInfo]: ...
         def events(
             self, run_id: str, after: int = 0, *, follow: bool = True

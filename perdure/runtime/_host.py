@@ -33,7 +33,7 @@ from perdure._errors import PerdureError
 from perdure.storage import Owner, RunRecord
 
 from ._definitions import Body
-from ._results import Cancelled, Page, RunEvent, RuntimeStats, Started, TargetInfo
+from ._results import Cancelled, Page, RunEvent, RuntimeStats, Snapshot, Started, TargetInfo
 from ._runtime import Runtime
 from ._signals import ExternalEvent, Resumed, Signal
 
@@ -177,6 +177,10 @@ class Host:
     def stats(self) -> RuntimeStats:
         """Blocking :meth:`Runtime.stats`."""
         return self._call_sync(self.runtime.stats)
+
+    def snapshot(self, run_id: str, upto: int | None = None) -> Snapshot:
+        """Blocking :meth:`Runtime.snapshot`."""
+        return self._call_sync(self.runtime.snapshot, run_id, upto)
 
     def targets(self) -> builtins.list[TargetInfo]:
         """:meth:`Runtime.targets` (works before opening too)."""

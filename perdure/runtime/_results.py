@@ -7,7 +7,7 @@ from typing import Any
 import msgspec
 
 from perdure._errors import InvalidInput
-from perdure.agui import Event, event_to_json
+from perdure.agui import Event, Interrupt, event_to_json
 from perdure.storage import STATUSES, RunRecord
 
 __all__ = [
@@ -15,6 +15,7 @@ __all__ = [
     "Page",
     "RunEvent",
     "RuntimeStats",
+    "Snapshot",
     "Started",
     "TargetInfo",
     "check_statuses",
@@ -41,6 +42,23 @@ class Page(msgspec.Struct, frozen=True):
 
     runs: list[RunRecord]
     next_cursor: str | None = None
+
+
+class Snapshot(msgspec.Struct, frozen=True):
+    """A run's log folded up to ``after_event_id`` (``rt.snapshot``, R22).
+
+    ``messages`` are AG-UI wire message dicts (text, tool calls with their arguments
+    and results, reasoning), ``state`` the shared state after every ``STATE_SNAPSHOT``
+    and JSON Patch ``STATE_DELTA``, ``open_tool_calls`` the tool calls without a result
+    yet, ``interrupts`` the open interrupts if the log ended on one, ``run`` the record.
+    """
+
+    after_event_id: int
+    messages: list[dict[str, Any]]
+    state: Any
+    open_tool_calls: list[str]
+    interrupts: list[Interrupt]
+    run: RunRecord
 
 
 class TargetInfo(msgspec.Struct, frozen=True, omit_defaults=True):

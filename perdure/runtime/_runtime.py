@@ -27,12 +27,14 @@ from ._results import (
     Page,
     RunEvent,
     RuntimeStats,
+    Snapshot,
     Started,
     TargetInfo,
     check_statuses,
     parse_cursor,
 )
 from ._signals import ExternalEvent, Resumed, Signal, signal_key, stored_signal
+from ._snapshots import snapshot_of
 from ._tuning import ProcessTuning
 
 __all__ = ["Runtime"]
@@ -384,6 +386,20 @@ class Runtime:
                     hub.release(run_id, changed)
             if changed is not None and changed.error is not None:
                 raise changed.error
+
+    def snapshot(self, run_id: str, upto: int | None = None) -> Snapshot:
+        """The run's committed log folded into messages, state and open tool calls (R22).
+
+        ``upto`` folds only events ``1..upto`` (any prefix of the log folds the same as
+        its replay: a UI rebuilt from a snapshot at event N, then fed events N+1...,
+        ends where a live one does).
+        """
+        rec = self.get(run_id)
+        if upto is not None and (
+            not isinstance(upto, int) or isinstance(upto, bool) or not 0 <= upto < 2**62
+        ):
+            raise InvalidInput(f"upto must be an event id >= 0 (got {upto!r})")
+        return snapshot_of(self._open_engine().store, rec, upto)
 
     async def wait(self, run_id: str) -> RunRecord:
         """Wait until the run is terminal and return its record (with ``completion``)."""

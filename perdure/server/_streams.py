@@ -34,6 +34,7 @@ from perdure.agui import (
     prelude_events,
 )
 from perdure.runtime import RunEvent
+from perdure.runtime import seed_of as _seed_of
 from perdure.storage import RunRecord
 
 from ._api import Api
@@ -73,20 +74,8 @@ def interrupt_ids(event: Event) -> frozenset[str] | None:
 
 
 def seed_of(rec: RunRecord) -> LogSnapshot:
-    """What a fold of ``rec``'s log starts from: an agent run's input messages and state.
-
-    perdure does not repeat an agent's input in its ``RUN_STARTED``; the
-    conversation the client sent is part of what a snapshot shows all the same.
-    """
-    inp: Any = rec.input
-    if rec.kind != "agent" or not isinstance(inp, dict):
-        return LogSnapshot()
-    messages = inp.get("messages")
-    state = inp.get("state")
-    return LogSnapshot(
-        messages=[m for m in messages if isinstance(m, dict)] if isinstance(messages, list) else [],
-        state=state if state not in (None, {}) else None,
-    )
+    """What a fold of ``rec``'s log starts from (the runtime's own rule, R22)."""
+    return _seed_of(rec)
 
 
 async def read_log(api: Api, run_id: str, upto: int | None = None) -> list[RunEvent]:
@@ -103,21 +92,15 @@ async def read_log(api: Api, run_id: str, upto: int | None = None) -> list[RunEv
 
 
 async def build_snapshot(api: Api, run_id: str, upto: int | None = None) -> dict[str, Any]:
-    """The run's snapshot (R22) as the server answers it.
-
-    Built here from ``get`` and ``events`` until the Runtime has a ``snapshot``
-    call of its own; then this becomes ``await api.call("snapshot", run_id, upto=upto)``.
-    """
-    rec: RunRecord = await api.call("get", run_id)
-    log = await read_log(api, run_id, upto)
-    snap = fold_events((e.event for e in log), start=seed_of(rec))
+    """The run's snapshot (R22) as the server answers it (``rt.snapshot``)."""
+    snap = await api.call("snapshot", run_id, upto)
     return {
         "after_event_id": snap.after_event_id,
         "messages": snap.messages,
         "state": snap.state,
         "open_tool_calls": snap.open_tool_calls,
         "interrupts": snap.interrupts,
-        "run": rec,
+        "run": snap.run,
     }
 
 
