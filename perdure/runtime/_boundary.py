@@ -51,6 +51,7 @@ __all__ = [
     "instant",
     "label",
     "plain",
+    "plain_sized",
     "reason",
     "safe_text",
     "seconds",
@@ -101,6 +102,27 @@ def plain(
             size=len(packed),
         )
     return stored
+
+
+def plain_sized(value: Any, what: str) -> tuple[Any, int]:
+    """:func:`plain` for a run's result, with the size of its JSON (the wire form): the
+    terminal event carries the result only if it fits the event cap."""
+    try:
+        builtin = msgspec.to_builtins(value)
+        packed = _encode(builtin)
+        stored = _decode(packed)
+        wire = _json(stored)
+    except FAILURES as exc:
+        raise SerializationError(
+            f"{what} is not storable plain data: {reason(exc)}", what=what
+        ) from None
+    if len(packed) > MAX_VALUE_BYTES:
+        raise SerializationError(
+            f"{what} is {len(packed)} bytes encoded; the limit is {MAX_VALUE_BYTES}",
+            what=what,
+            size=len(packed),
+        )
+    return stored, len(wire)
 
 
 def check_stored(stored: Any, what: str, error: type[PerdureError] = SerializationError) -> None:

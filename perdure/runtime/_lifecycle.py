@@ -190,13 +190,19 @@ def leave_wait(
     return Change(new, events)
 
 
-def _finished(rec: RunRecord, result: Any, usage: list[TokenUsage]) -> RunFinishedEvent:
+def _finished(
+    rec: RunRecord, result: Any, usage: list[TokenUsage], result_size: int | None
+) -> RunFinishedEvent:
     """The success ``RUN_FINISHED``; a result too large for one event stays in the
-    completion only (``rt.get``, ``GET /runs/{id}``) and the event says so (R19)."""
+    completion only (``rt.get``, ``GET /runs/{id}``) and the event says so (R19).
+
+    ``result_size`` (the result's JSON bytes, when the caller knows it) saves encoding
+    the event just to measure it: the envelope around the result is small.
+    """
     event = RunFinishedEvent(
         thread_id=thread_id(rec), run_id=rec.id, result=result, usage=usage or None
     )
-    if result is None:
+    if result is None or (result_size is not None and result_size < MAX_EVENT_BYTES // 2):
         return event
     size = len(event_to_json(event))
     if size <= MAX_EVENT_BYTES - 64:
@@ -226,6 +232,7 @@ def finish(
     finish_reason: str | None = None,
     closing: Sequence[Event] = (),
     now: float,
+    result_size: int | None = None,
 ) -> Change:
     """Any status ``-> completed | failed | cancelled``, with its completion (R3).
 
@@ -245,7 +252,7 @@ def finish(
     events.extend(closing)
     usage = list(usage or ())
     if status == "completed":
-        events.append(_finished(rec, result, usage))
+        events.append(_finished(rec, result, usage, result_size))
     elif status == "cancelled":
         events.append(
             RunFinishedEvent(

@@ -51,9 +51,8 @@ from perdure.storage import (
     TokenUsage,
 )
 
-from ._boundary import plain, safe_text
+from ._boundary import plain, plain_sized, safe_text
 from ._context import make_context
-from ._definitions import to_plain
 from ._journal import Journal
 from ._lifecycle import begin, finish, request_cancel, run_started, thread_id
 from ._signals import Signal
@@ -127,6 +126,7 @@ class RunActor(Actor[RunMessage]):
         "preloaded_events",
         "provider",
         "rec",
+        "result_size",
         "step",
         "top_level",
         "usage",
@@ -159,6 +159,7 @@ class RunActor(Actor[RunMessage]):
         self.model: str | None = None
         self.provider: str | None = None
         self.finish_reason: str | None = None
+        self.result_size = 0  # JSON bytes of the result, known once the body returned
         self.step: StepBuffer | None = None
         self.pending_ops: list[Op] = []
         self.parked_on: TimerRef | None = None
@@ -468,7 +469,8 @@ class RunActor(Actor[RunMessage]):
                 elif self.deadline is not None:
                     scope.deadline = engine.trio_time(self.deadline)
                 value = await definition.fn(ctx, typed)
-                return "completed", to_plain(value, f"result of {self.rec.target}"), None
+                result, self.result_size = plain_sized(value, f"result of {self.rec.target}")
+                return "completed", result, None
             if self.rec.cancel is not None:
                 return "cancelled", None, None
             return "failed", None, _timeout_error(definition.timeout)
@@ -539,6 +541,7 @@ class RunActor(Actor[RunMessage]):
             finish_reason=self.finish_reason,
             closing=self.open.closing_events(),
             now=engine.now(),
+            result_size=self.result_size,
         )
         await self.persist(change.record, change.events)
         self.phase = "ended"

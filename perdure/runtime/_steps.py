@@ -121,8 +121,10 @@ async def run_step(
     result_type: Any,
     inline: bool | None,
 ) -> Any:
-    # The name ends up in timer keys (retries), which LMDB caps at 511 bytes.
-    text(name, "step name", max_bytes=200)
+    # The name ends up in timer keys (retries), which LMDB caps at 511 bytes. Most names
+    # are short ASCII literals: checked here without a call.
+    if not (name.__class__ is str and name.isascii() and 0 < len(name) <= 200) or "\0" in name:
+        text(name, "step name", max_bytes=200)
     if actor.step is not None:
         current = actor.step
         if current.task is trio.lowlevel.current_task():
