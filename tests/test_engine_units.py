@@ -155,10 +155,10 @@ def test_entering_and_leaving_waiting_write_the_interrupt_and_the_new_segment() 
     assert isinstance(finished, RunFinishedEvent)
     assert isinstance(finished.outcome, RunFinishedInterruptOutcome)
     # one of two answered: a new segment that ends with an interrupt for the other
-    partial = leave_wait(rec, "tool:a#1", [], [interrupt_for(waits[1])])
+    partial = leave_wait(rec, ["tool:a#1"], [], [interrupt_for(waits[1])])
     assert partial.record.status == "waiting"
     assert [type(e) for e in partial.events] == [RunStartedEvent, RunFinishedEvent]
-    rest = leave_wait(partial.record, "tool:b#1", [], [])
+    rest = leave_wait(partial.record, ["tool:b#1"], [], [])
     assert rest.record.status == "running" and rest.record.waiting is None
     assert [type(e) for e in rest.events] == [RunStartedEvent]
 

@@ -36,20 +36,27 @@ if TYPE_CHECKING:
 __all__ = ["cancel", "cancel_children", "publish", "resume", "wait_run"]
 
 
-async def resume(engine: Engine, run_id: str, signal: Signal, key: str) -> Resumed:
-    """Deliver a checked signal (``key`` is its namespaced key) to ``run_id``'s actor."""
+async def resume(
+    engine: Engine, run_id: str, signals: list[tuple[Signal, str]]
+) -> list[Resumed]:
+    """Deliver checked signals (with their namespaced keys) to ``run_id``'s actor, all or
+    none."""
     rec = engine.store.get_run(run_id)
     if rec is None:
         raise RunNotActive(f"no run {run_id!r}", run_id=run_id)
     if rec.status == "pending":
+        key = signals[0][1]
         raise NotWaiting(f"run {run_id} has not started yet", run_id=run_id, key=key)
-    message = SignalMsg(signal, key)
+    message = SignalMsg(signals)
     actor = await live_actor(engine, rec)
     actor.tell(message)
     await message.done.wait()
     if message.error is not None:
         raise message.error
-    return Resumed(duplicate=message.duplicate, run_id=run_id, key=key)
+    return [
+        Resumed(duplicate=duplicate, run_id=run_id, key=key)
+        for (_, key), duplicate in zip(signals, message.duplicates, strict=True)
+    ]
 
 
 async def publish(engine: Engine, event: ExternalEvent, key: str, owner: Owner) -> list[str]:
@@ -65,7 +72,7 @@ async def publish(engine: Engine, event: ExternalEvent, key: str, owner: Owner) 
                 continue
             if any(wait_key(w.reason, w.key) == key for w in rec.waiting.waits):
                 try:
-                    await resume(engine, run_id, event, key)
+                    await resume(engine, run_id, [(event, key)])
                 except (NotWaiting, RunNotActive, SignalConflict, InvalidSignal, PermissionDenied):
                     continue  # this run refuses it; the others still get it
                 taken.append(run_id)

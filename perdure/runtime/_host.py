@@ -166,6 +166,10 @@ class Host:
         """Blocking :meth:`Runtime.resume`."""
         return self._call(self.runtime.resume, run_id, signal)
 
+    def resume_many(self, run_id: str, signals: builtins.list[Signal]) -> builtins.list[Resumed]:
+        """Blocking :meth:`Runtime.resume_many`."""
+        return self._call(self.runtime.resume_many, run_id, signals)
+
     def publish(self, event: ExternalEvent, *, owner: Owner) -> builtins.list[str]:
         """Blocking :meth:`Runtime.publish`."""
         return self._call(self.runtime.publish, event, owner=owner)

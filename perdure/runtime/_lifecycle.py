@@ -16,7 +16,7 @@ consequences here is what keeps the log valid on every path: "leaving ``waiting`
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any, NamedTuple
 
 import msgspec
@@ -166,18 +166,18 @@ def enter_waiting(
 
 def leave_wait(
     rec: RunRecord,
-    slot: str,
+    slots: Collection[str],
     result: Sequence[Event],
     interrupts: list[Interrupt],
 ) -> Change:
-    """A wait of a waiting run is answered (or expires): ``waiting -> running`` once none is left.
+    """Waits of a waiting run are answered (or expire): ``waiting -> running`` once none is left.
 
-    The answer opens a new segment (``RUN_STARTED``, then ``result``, the signal's own
+    The answers open a new segment (``RUN_STARTED``, then ``result``, the signals' own
     events). If other waits stay open (``interrupts`` announces them) the segment
     ends at once with a new interrupt and the run stays ``waiting``.
     """
     assert rec.waiting is not None
-    remaining = [w for w in rec.waiting.waits if w.slot != slot]
+    remaining = [w for w in rec.waiting.waits if w.slot not in slots]
     events: list[Event] = [run_started(rec), *result]
     if remaining:
         events.append(_interrupt(rec, interrupts))

@@ -57,7 +57,7 @@ from ._journal import Journal
 from ._lifecycle import begin, finish, request_cancel, run_started, thread_id
 from ._signals import Signal
 from ._steps import StepBuffer
-from ._waits import WaitFuture, accept_signal
+from ._waits import WaitFuture, accept_signals
 
 if TYPE_CHECKING:
     from ._engine_port import EnginePort
@@ -94,15 +94,18 @@ class CancelMsg(RunMessage):
 
 
 class SignalMsg(RunMessage):
-    """Deliver a resume signal (R12); ``done`` is set once it is stored or refused."""
+    """Deliver resume signals (R12), all or none; ``done`` once stored or refused.
 
-    __slots__ = ("duplicate", "key", "signal")
+    ``signals`` are ``(signal, namespaced key)`` pairs; ``duplicates`` says, for each,
+    whether an equal signal had already been taken.
+    """
 
-    def __init__(self, signal: Signal, key: str) -> None:
+    __slots__ = ("duplicates", "signals")
+
+    def __init__(self, signals: list[tuple[Signal, str]]) -> None:
         super().__init__()
-        self.signal = signal
-        self.key = key
-        self.duplicate = False
+        self.signals = signals
+        self.duplicates: list[bool] = []
 
 
 class RunActor(Actor[RunMessage]):
@@ -387,7 +390,7 @@ class RunActor(Actor[RunMessage]):
             if isinstance(message, CancelMsg):
                 await self._on_cancel(message)
             elif isinstance(message, SignalMsg):
-                message.duplicate = await accept_signal(self, message.signal, message.key)
+                message.duplicates = await accept_signals(self, message.signals)
         except PerdureError as exc:
             message.error = exc
         except Exception as exc:

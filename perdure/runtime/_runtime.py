@@ -424,7 +424,25 @@ class Runtime:
         key = signal_key(signal)
         checked = stored_signal(signal)  # what will be stored, decoded back (R30)
         validate_identifier(run_id, "run_id")
-        return await resume(engine, run_id, checked, key)
+        return (await resume(engine, run_id, [(checked, key)]))[0]
+
+    async def resume_many(
+        self, run_id: str, signals: builtins.list[Signal]
+    ) -> builtins.list[Resumed]:
+        """Deliver several resume signals to one run, all or none (R12, R13).
+
+        Every signal is checked against the run's waits before any is stored: if one
+        is refused (the same errors as :meth:`resume`), none is applied. Signals that
+        answer waits are stored in one commit, so the run's log shows one resumption
+        with every result (an AG-UI ``resume[]`` answering several interrupts at once).
+        Each key may appear once. Returns one :class:`Resumed` per signal, in order.
+        """
+        engine = self._open_engine()
+        validate_identifier(run_id, "run_id")
+        if not isinstance(signals, list | tuple) or not 1 <= len(signals) <= 1000:
+            raise InvalidSignal("resume_many takes a list of 1 to 1000 signals")
+        checked = [(stored_signal(signal), signal_key(signal)) for signal in signals]
+        return await resume(engine, run_id, checked)
 
     async def publish(self, event: ExternalEvent, *, owner: Owner) -> builtins.list[str]:
         """Deliver an :class:`~perdure.ExternalEvent` to every run of ``owner`` waiting on it.

@@ -19,7 +19,7 @@ reproduce.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 import msgspec
 import trio
@@ -57,7 +57,15 @@ if TYPE_CHECKING:
 _MAX_RESULT_BYTES = MAX_EVENT_BYTES - 1024
 """Room for a TOOL_CALL_RESULT's envelope (ids, timestamp) around its content."""
 
-__all__ = ["WaitFuture", "WaitSpec", "accept_signal", "open_wait", "open_waits", "signal_outcome"]
+__all__ = [
+    "WaitFuture",
+    "WaitSpec",
+    "accept_signal",
+    "accept_signals",
+    "open_wait",
+    "open_waits",
+    "signal_outcome",
+]
 
 
 class WaitFuture:
@@ -286,19 +294,17 @@ async def expire(actor: RunActor, wait: Wait) -> None:
 async def _close_wait(
     actor: RunActor, wait: Wait, entry: JournalEntry, result: list[Event]
 ) -> None:
+    """Close one wait with ``entry`` (an expiry) and wake the body blocked on it."""
     rec = actor.rec
     assert rec.waiting is not None
     remaining = [interrupt_for(w) for w in rec.waiting.waits if w.slot != wait.slot]
-    change = leave_wait(rec, wait.slot, result, remaining)
+    change = leave_wait(rec, (wait.slot,), result, remaining)
     actor.journal.add_keyed(entry)
     extra = []
     if wait.deadline is not None:
         extra.append(actor.engine.ops.disarm_timer(actor.timer(wait.deadline, wait.slot)))
 
     def wake_body() -> None:
-        # The body may go on as soon as the signal is queued: its next commit is
-        # ordered after it, so the two can share one flush. resume() itself still
-        # returns only once the signal is durable (R12).
         future = actor.futures.get(wait.slot)
         if future is not None:
             future.resolve(entry)
@@ -342,14 +348,24 @@ def _result_events(signal: Signal) -> list[Event]:
     return [CustomEvent(name="perdure.input", value={"key": signal.key})]
 
 
-async def accept_signal(actor: RunActor, signal: Signal, ns: str) -> bool:
-    """Apply every R12/R13 rule; store the signal. Returns ``duplicate``."""
+class _Plan(NamedTuple):
+    """What one signal will do, decided before anything is written."""
+
+    kind: Literal["duplicate", "close", "buffer", "expired"]
+    ns: str
+    signal: Signal
+    wait: Wait | None = None
+    result: tuple[Event, ...] = ()
+
+
+def _plan(actor: RunActor, signal: Signal, ns: str) -> _Plan:
+    """Apply every R12/R13 rule to ``signal`` without writing anything."""
     rec = actor.rec
     latest = actor.journal.latest(ns)
     if rec.terminal or actor.ended:
         if latest is not None and latest.error is None:
             if same_signal(decode_signal(latest.value), signal):
-                return True
+                return _Plan("duplicate", ns, signal)
             if isinstance(signal, ExternalEvent):
                 # Events recur: a new one for an ended run is simply too late.
                 raise RunNotActive(
@@ -369,39 +385,97 @@ async def accept_signal(actor: RunActor, signal: Signal, ns: str) -> bool:
         # R12 taken literally: an equal payload for the key is the same signal again,
         # even if the body has since opened another wait on that key (a retried
         # resume must never feed the next slot). Repeated events need distinct payloads.
-        return True
+        return _Plan("duplicate", ns, signal)
     waits = rec.waiting.waits if rec.waiting is not None else []
     wait = next((w for w in waits if wait_key(w.reason, w.key) == ns), None)
     if wait is not None:
         if wait.deadline is not None and actor.engine.now() >= wait.deadline:
-            await expire(actor, wait)
-            raise NotWaiting(f"the wait for {ns!r} expired", run_id=rec.id, key=ns)
+            return _Plan("expired", ns, signal, wait)
         check_signal(signal, wait)
-        entry = JournalEntry(
-            "signal", wait.slot, value=encode_signal(signal), at=actor.engine.now()
+        return _Plan("close", ns, signal, wait, tuple(_result_events(signal)))
+    if latest is not None and latest.error is None and not _expected(rec.expected, ns):
+        raise SignalConflict(
+            f"run {rec.id} already took a different signal for {ns!r}", run_id=rec.id, key=ns
         )
-        await _close_wait(actor, wait, entry, _result_events(signal))
-        return False
-    if latest is not None and latest.error is None:
-        if same_signal(decode_signal(latest.value), signal):
-            return True
-        if not _expected(rec.expected, ns):
-            raise SignalConflict(
-                f"run {rec.id} already took a different signal for {ns!r}", run_id=rec.id, key=ns
-            )
     if _expected(rec.expected, ns):
-        slot = actor.journal.next_buffer_slot(ns)
-        entry = JournalEntry("buffered", slot, value=encode_signal(signal), at=actor.engine.now())
-        actor.journal.add_keyed(entry)
-        # While the run shows an interrupt, AG-UI allows no event but RUN_STARTED.
-        marker = (
-            []
-            if rec.status == "waiting"
-            else [CustomEvent(name="perdure.signal_buffered", value={"key": ns})]
-        )
-        await actor.persist(events=marker, journal=[entry])
-        return False
+        return _Plan("buffer", ns, signal)
     raise NotWaiting(f"run {rec.id} is not waiting for {ns!r}", run_id=rec.id, key=ns)
+
+
+async def accept_signals(actor: RunActor, signals: list[tuple[Signal, str]]) -> list[bool]:
+    """Take several signals all or nothing (R12, R13); each one's ``duplicate`` flag.
+
+    Every signal is checked before any is written; those that answer waits are stored
+    in one commit, which logs one segment (``RUN_STARTED``, each result, and a new
+    interrupt if waits remain). A refusal of any signal refuses them all.
+    """
+    if len({ns for _, ns in signals}) != len(signals):
+        raise InvalidSignal("one resume may answer each key only once")
+    plans = [_plan(actor, signal, ns) for signal, ns in signals]
+    expired = [p for p in plans if p.kind == "expired"]
+    if expired:
+        for plan in expired:
+            assert plan.wait is not None
+            await expire(actor, plan.wait)
+        ns = expired[0].ns
+        raise NotWaiting(f"the wait for {ns!r} expired", run_id=actor.rec.id, key=ns)
+    await _apply(actor, [p for p in plans if p.kind in ("close", "buffer")])
+    return [p.kind == "duplicate" for p in plans]
+
+
+async def accept_signal(actor: RunActor, signal: Signal, ns: str) -> bool:
+    """Apply every R12/R13 rule; store the signal. Returns ``duplicate``."""
+    return (await accept_signals(actor, [(signal, ns)]))[0]
+
+
+async def _apply(actor: RunActor, plans: list[_Plan]) -> None:
+    if not plans:
+        return
+    rec = actor.rec
+    now = actor.engine.now()
+    journal = actor.journal
+    entries: list[JournalEntry] = []
+    results: list[Event] = []
+    closed: dict[str, JournalEntry] = {}
+    extra = []
+    for plan in plans:
+        if plan.kind == "close":
+            wait = plan.wait
+            assert wait is not None
+            entry = JournalEntry("signal", wait.slot, value=encode_signal(plan.signal), at=now)
+            closed[wait.slot] = entry
+            results.extend(plan.result)
+            if wait.deadline is not None:
+                extra.append(actor.engine.ops.disarm_timer(actor.timer(wait.deadline, wait.slot)))
+        else:
+            slot = journal.next_buffer_slot(plan.ns)
+            entry = JournalEntry("buffered", slot, value=encode_signal(plan.signal), at=now)
+            if rec.status != "waiting" or closed:
+                # While the run shows an interrupt, AG-UI allows no event but RUN_STARTED.
+                results.append(
+                    CustomEvent(name="perdure.signal_buffered", value={"key": plan.ns})
+                )
+        entries.append(entry)
+        journal.add_keyed(entry)
+    if not closed:
+        await actor.persist(events=results, journal=entries)
+        return
+    assert rec.waiting is not None
+    remaining = [interrupt_for(w) for w in rec.waiting.waits if w.slot not in closed]
+    change = leave_wait(rec, closed.keys(), results, remaining)
+
+    def wake_bodies() -> None:
+        # The body may go on as soon as the signals are queued: its next commit is
+        # ordered after them, so they can share one flush. resume() itself still
+        # returns only once they are durable (R12).
+        for slot, entry in closed.items():
+            future = actor.futures.get(slot)
+            if future is not None:
+                future.resolve(entry)
+
+    await actor.persist(
+        change.record, change.events, journal=entries, extra_ops=extra, queued=wake_bodies
+    )
 
 
 def _fits(entry: JournalEntry, spec: WaitSpec, slot: str) -> bool:

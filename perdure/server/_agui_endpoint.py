@@ -147,11 +147,11 @@ class AgentsAPI:
         if isinstance(found, Response):
             return found
         rec, start = found
-        for signal in signals:
-            try:
-                await self.api.call("resume", rec.id, signal)
-            except PerdureError as exc:
-                return self._refuse(exc.code, exc.message)
+        try:
+            # All or none: a bad entry leaves every interrupt open (R33: nothing changed).
+            await self.api.call("resume_many", rec.id, signals)
+        except PerdureError as exc:
+            return self._refuse(exc.code, exc.message)
         return self._stream(run_frames(self.api, rec, start, _resume_end(wanted)))
 
     async def _find_interrupt(
