@@ -15,12 +15,15 @@ It hooks three places of a pydantic-ai run:
     agent run instead of ending it. Approval-required calls (``requires_approval=True``
     or a tool raising ``ApprovalRequired``) become approval waits keyed by tool call
     id, one after another; ``CallDeferred(kind="question")`` calls become input
-    waits; external calls (``ExternalToolset``, the client's AG-UI tools, a tool
-    raising ``CallDeferred``) become one tool-result wait for all of them. Each wait is
+    waits (the answer is logged as the call's ``TOOL_CALL_RESULT``); external calls
+    (``ExternalToolset``, the client's AG-UI tools, a tool raising ``CallDeferred``)
+    become one tool-result wait for all of them. Each wait is
     an AG-UI interrupt of the run, answered by ``rt.resume`` or an AG-UI ``resume[]``
     entry; the answers go back to pydantic-ai as ``DeferredToolResults``. A denied
-    call's message is logged as its ``TOOL_CALL_RESULT`` (perdure logs the results of
-    tool waits itself).
+    call's message (the decision's ``comment``, else a ``"comment"`` string in its
+    ``response``, which is where an AG-UI resume entry's ``payload`` puts it) is told
+    to the model and logged as the call's ``TOOL_CALL_RESULT`` (perdure logs the
+    results of tool waits itself).
 
 Determinism: pydantic-ai's loop is deterministic given the model responses, tool
 outcomes and answers, and all of those are journaled. Tool calls run one at a time
@@ -34,6 +37,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+import pydantic_core
 from pydantic_ai.capabilities import AbstractCapability
 from pydantic_ai.messages import ToolCallPart
 from pydantic_ai.models import Model
@@ -47,6 +51,7 @@ from pydantic_ai.tools import (
 from pydantic_ai.toolsets import AbstractToolset
 
 from ._bridge import to_asyncio
+from ._codec import bounded_text
 from ._model import DurableModel
 from ._session import Session
 from ._toolset import DurableToolset, result_event
@@ -54,6 +59,8 @@ from ._toolset import DurableToolset, result_event
 __all__ = ["DurableCapability", "wait_key"]
 
 _DENIED = "The tool call was denied."
+_MAX_PROMPT_BYTES = 16 * 1024
+"""perdure's bound on a wait's prompt (a longer one is cut, not refused)."""
 
 
 class DurableCapability(AbstractCapability[Any]):
@@ -82,7 +89,7 @@ class DurableCapability(AbstractCapability[Any]):
             approvers = meta.get("approvers")
             decision = await to_asyncio(pctx.wait_for_approval)(
                 wait_key(call.tool_call_id),
-                prompt=_text(meta.get("prompt")) or f"Run {_describe(call)}?",
+                prompt=_prompt(_text(meta.get("prompt")) or f"Run {_describe(call)}?"),
                 approvers=approvers if isinstance(approvers, list) else options.approvers,
                 schema=_schema(meta.get("schema")),
                 timeout=options.approval_timeout,
@@ -96,7 +103,7 @@ class DurableCapability(AbstractCapability[Any]):
                     override_args=override if isinstance(override, dict) else None
                 )
             else:
-                message = decision.comment or _DENIED
+                message = decision.comment or _comment(decision.response) or _DENIED
                 results.approvals[call.tool_call_id] = ToolDenied(message)
                 await to_asyncio(pctx.emit)(result_event(call.tool_call_id, message))
         external: list[ToolCallPart] = []
@@ -105,12 +112,16 @@ class DurableCapability(AbstractCapability[Any]):
                 external.append(call)
                 continue
             meta = requests.metadata.get(call.tool_call_id) or {}
-            results.calls[call.tool_call_id] = await to_asyncio(pctx.wait_for_input)(
+            answer = await to_asyncio(pctx.wait_for_input)(
                 wait_key(call.tool_call_id),
-                prompt=_text(meta.get("prompt")) or _describe(call),
+                prompt=_prompt(_text(meta.get("prompt")) or _describe(call)),
                 schema=_schema(meta.get("schema")),
                 timeout=options.tool_result_timeout,
             )
+            results.calls[call.tool_call_id] = answer
+            # The answer is the call's result: log it like one (perdure logs none for input).
+            text = answer if isinstance(answer, str) else pydantic_core.to_json(answer).decode()
+            await to_asyncio(pctx.emit)(result_event(call.tool_call_id, text))
         if external:
             keys = {wait_key(call.tool_call_id): call.tool_call_id for call in external}
             answers = await to_asyncio(pctx.wait_for_tool_results)(
@@ -123,18 +134,29 @@ class DurableCapability(AbstractCapability[Any]):
 def wait_key(tool_call_id: str) -> str:
     """The wait key (and so the AG-UI interrupt id suffix) of a tool call.
 
-    The tool call id itself whenever perdure accepts it as a key (1-256 characters,
-    no ``#``), so the interrupt's ``toolCallId`` is the one the client saw in
+    The tool call id itself whenever perdure accepts it as a key (1-256 bytes of
+    UTF-8, no ``#`` or NUL), so the interrupt's ``toolCallId`` is the one the client saw in
     ``TOOL_CALL_START``; a digest of it otherwise.
     """
-    if 1 <= len(tool_call_id) <= 256 and "#" not in tool_call_id:
+    if tool_call_id and "#" not in tool_call_id and bounded_text(tool_call_id, 256) == tool_call_id:
         return tool_call_id
-    return "call_" + hashlib.sha256(tool_call_id.encode()).hexdigest()[:32]
+    digest = hashlib.sha256(tool_call_id.encode("utf-8", "surrogatepass")).hexdigest()
+    return "call_" + digest[:32]
 
 
 def _text(value: object) -> str | None:
     """A deferral's metadata entry, if it is the text perdure expects (else ignored)."""
     return value if isinstance(value, str) else None
+
+
+def _prompt(text: str) -> str:
+    return bounded_text(text, _MAX_PROMPT_BYTES)
+
+
+def _comment(response: object) -> str | None:
+    """A denial's reason sent in its response (an AG-UI resume entry's ``payload``)."""
+    comment = response.get("comment") if isinstance(response, dict) else None
+    return comment if isinstance(comment, str) and comment else None
 
 
 def _schema(value: object) -> dict[str, Any] | None:

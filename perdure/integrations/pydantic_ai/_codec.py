@@ -44,6 +44,7 @@ from pydantic_ai.messages import (
 )
 
 __all__ = [
+    "bounded_text",
     "dump_response",
     "jsonable",
     "load_response",
@@ -72,6 +73,18 @@ def load_response(data: dict[str, Any]) -> ModelResponse:
     if not isinstance(message, ModelResponse):
         raise TypeError(f"a recorded model response decoded as {type(message).__name__}")
     return message
+
+
+def bounded_text(value: str, max_bytes: int) -> str:
+    """``value`` as text perdure stores: valid UTF-8 (lone surrogates become ``?``), no NUL,
+    at most ``max_bytes`` bytes (cut on a character boundary).
+
+    For strings pydantic-ai or a model hands over that end up where perdure bounds
+    them (prompts, model labels, step names): cutting them is better than failing a
+    run that otherwise works.
+    """
+    data = value.replace("\0", "").encode("utf-8", "replace")
+    return data[:max_bytes].decode("utf-8", "ignore")
 
 
 def jsonable(value: Any) -> Any:

@@ -17,11 +17,20 @@ response part    AG-UI events
 other parts      nothing (native tool calls, files: they stay in the messages)
 ===============  =============================================================
 
-Ids are derived from the run id and the request's number, so they are the same
-every time a request is made and never collide between requests. Deltas stream as
-they come; when a part ends, whatever its final content adds to what was streamed
-is sent too (a model may deliver tool arguments as a dict, which cannot be a
-string delta), and a part that never ended is closed by :meth:`finish`.
+Ids are derived from the response's message id (itself derived from the run id and
+the request's number), so they are the same every time a request is made and never
+collide between requests. :class:`MessageIds` names the assistant messages the way
+pydantic-ai's AG-UI adapter will group the parts in the run's final
+``MESSAGES_SNAPSHOT`` (text and the tool calls after it form one assistant message; a
+text after tool calls, a thinking or a compaction part starts the next), so a client
+that folds the events and then applies the snapshot keeps every message where the
+events put it (an AG-UI client appends snapshot messages it does not know at the end).
+
+Deltas stream as they come; when a part ends, whatever its final content adds to what
+was streamed is sent too (a model may deliver tool arguments as a dict, which cannot
+be a string delta), and a part that never ended is closed by :meth:`finish`.
+Reasoning deltas are cut into pieces under the event cap (perdure splits text and
+tool-argument deltas itself, R19; a reasoning event over the cap would be refused).
 """
 
 from __future__ import annotations
@@ -29,8 +38,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pydantic_ai.messages import (
+    CompactionPart,
     ModelResponse,
     ModelResponsePart,
+    NativeToolCallPart,
     PartDeltaEvent,
     PartEndEvent,
     PartStartEvent,
@@ -57,7 +68,66 @@ from perdure.agui import (
     ToolCallStartEvent,
 )
 
-__all__ = ["ResponseEvents"]
+__all__ = ["MessageIds", "ResponseEvents"]
+
+_REASONING_CHUNK = 30_000
+"""Characters per ``REASONING_MESSAGE_CONTENT`` (at most 6 bytes each in JSON: under the cap)."""
+
+
+class MessageIds:
+    """AG-UI message ids of one response's parts, grouped like pydantic-ai's AG-UI adapter.
+
+    Feed the parts in order (:meth:`part`); it answers the id each part's events use:
+    a text part its text message's id, a tool call its parent message's id, a
+    thinking part its reasoning message's id. The assistant messages (``groups``) are
+    named ``M`` (the first) and ``M-<index of its first part>``; a text part that
+    joins a group with text already (pydantic-ai merges them into one message) is
+    streamed as its own message ``M-<index>``, which the snapshot then folds into the
+    group's. Reasoning messages are ``M-reasoning-<index>``.
+    """
+
+    def __init__(self, message_id: str) -> None:
+        self.base = message_id
+        self.groups: list[str] = []
+        self.reasoning: list[str] = []
+        self._group: str | None = None
+        self._calls = False  # the open group holds tool calls
+        self._named: dict[int, str | None] = {}
+
+    def part(self, index: int, part: ModelResponsePart) -> str | None:
+        """The id the events of part ``index`` use (``None`` for parts without events)."""
+        if index in self._named:
+            return self._named[index]
+        name: str | None = None
+        if isinstance(part, TextPart):
+            if self._group is None or self._calls:
+                name = self._open_group(index)
+            else:
+                name = f"{self.base}-{index}"
+        elif isinstance(part, ToolCallPart | NativeToolCallPart):
+            name = self._group if self._group is not None else self._open_group(index)
+            self._calls = True
+        elif isinstance(part, ThinkingPart | CompactionPart):
+            self._group = None  # the adapter flushes the open assistant message here
+            if isinstance(part, ThinkingPart):
+                name = f"{self.base}-reasoning-{index}"
+                self.reasoning.append(name)
+        self._named[index] = name
+        return name
+
+    def _open_group(self, index: int) -> str:
+        name = self.base if not self.groups else f"{self.base}-{index}"
+        self.groups.append(name)
+        self._group, self._calls = name, False
+        return name
+
+    @classmethod
+    def of(cls, response: ModelResponse, message_id: str) -> MessageIds:
+        """The ids of a whole response."""
+        ids = cls(message_id)
+        for index, part in enumerate(response.parts):
+            ids.part(index, part)
+        return ids
 
 
 @dataclass
@@ -72,8 +142,8 @@ class ResponseEvents:
 
     def __init__(self, message_id: str) -> None:
         self.message_id = message_id
+        self.ids = MessageIds(message_id)
         self._open: dict[int, _Open] = {}
-        self._texts = 0
 
     def on_event(self, event: object) -> list[Event]:
         """Events for one pydantic-ai stream event (none for the kinds we do not show)."""
@@ -104,12 +174,18 @@ class ResponseEvents:
     # -- parts ---------------------------------------------------------------------------
 
     def _start(self, index: int, part: ModelResponsePart) -> list[Event]:
+        # A part that starts again at the same index replaced the one there: close it.
+        closed = self._end(index, None) if index in self._open else []
+        return closed + self._begin(index, part)
+
+    def _begin(self, index: int, part: ModelResponsePart) -> list[Event]:
+        name = self.ids.part(index, part)
+        if name is None:
+            return []
         if isinstance(part, TextPart):
-            self._texts += 1
-            mid = self.message_id if self._texts == 1 else f"{self.message_id}-{index}"
-            self._open[index] = _Open("text", mid)
+            self._open[index] = _Open("text", name)
             return [
-                TextMessageStartEvent(message_id=mid, role="assistant"),
+                TextMessageStartEvent(message_id=name, role="assistant"),
                 *self._more(index, part.content),
             ]
         if isinstance(part, ToolCallPart):
@@ -118,16 +194,15 @@ class ResponseEvents:
                 ToolCallStartEvent(
                     tool_call_id=part.tool_call_id,
                     tool_call_name=part.tool_name,
-                    parent_message_id=self.message_id,
+                    parent_message_id=name,
                 ),
                 *self._more(index, _args_text(part) if part.args else ""),
             ]
         if isinstance(part, ThinkingPart):
-            rid = f"{self.message_id}-reasoning-{index}"
-            self._open[index] = _Open("reasoning", rid)
+            self._open[index] = _Open("reasoning", name)
             return [
-                ReasoningStartEvent(message_id=rid),
-                ReasoningMessageStartEvent(message_id=rid),
+                ReasoningStartEvent(message_id=name),
+                ReasoningMessageStartEvent(message_id=name),
                 *self._more(index, part.content),
             ]
         return []
@@ -169,7 +244,12 @@ class ResponseEvents:
             return [TextMessageContentEvent(message_id=item.item_id, delta=text)]
         if item.kind == "tool":
             return [ToolCallArgsEvent(tool_call_id=item.item_id, delta=text)]
-        return [ReasoningMessageContentEvent(message_id=item.item_id, delta=text)]
+        return [
+            ReasoningMessageContentEvent(
+                message_id=item.item_id, delta=text[start : start + _REASONING_CHUNK]
+            )
+            for start in range(0, len(text), _REASONING_CHUNK)
+        ]
 
 
 def _args_text(part: ToolCallPart) -> str:

@@ -2,7 +2,8 @@
 
 One activation: load the conversation, open an asyncio loop on trio, run the agent
 with the durable capability, hand usage and model to the completion, log the final
-conversation (``MESSAGES_SNAPSHOT``) and return the agent's output as the run's
+conversation (``MESSAGES_SNAPSHOT``: the input's messages as sent, then the new ones,
+see :mod:`._messages`) and return the agent's output as the run's
 result. On a replay the same code runs again; every model request, tool call and
 answer comes back from the journal, so pydantic-ai retraces the same path without
 calling anything.
@@ -14,7 +15,6 @@ from typing import Any
 
 from pydantic_ai import Agent
 from pydantic_ai.agent import AgentRunResult
-from pydantic_ai.messages import ModelMessage
 from pydantic_ai.toolsets import AbstractToolset
 
 from perdure import AgentContext, AgentInput, InvalidInput, PerdureError
@@ -23,7 +23,7 @@ from perdure.agui import MAX_EVENT_BYTES, CustomEvent, MessagesSnapshotEvent, ev
 from ._bridge import open_loop, to_trio
 from ._capability import DurableCapability
 from ._codec import jsonable
-from ._messages import dump_history, frontend_toolset, load_history
+from ._messages import frontend_toolset, load_history, snapshot_messages
 from ._session import Options, Session
 
 __all__ = ["run_agent"]
@@ -62,7 +62,12 @@ async def run_agent(
         raise _unwrap(group) from None
     finally:
         session.report()
-    await _snapshot(ctx, result.all_messages())
+    new = result.new_messages()
+    if len(result.all_messages()) == len(history) + len(new):
+        wire = snapshot_messages(inp.messages, new, ctx.run_id)
+    else:  # not seen: the history was not kept as given; name what the adapter dumps
+        wire = snapshot_messages([], result.all_messages(), ctx.run_id)
+    await _snapshot(ctx, wire)
     return jsonable(result.output)
 
 
@@ -73,8 +78,7 @@ async def _run(agent: Agent[Any, Any], **kwargs: Any) -> AgentRunResult[Any]:
         return await agent.run(None, **kwargs)
 
 
-async def _snapshot(ctx: AgentContext, messages: list[ModelMessage]) -> None:
-    wire = dump_history(messages)
+async def _snapshot(ctx: AgentContext, wire: list[dict[str, Any]]) -> None:
     event = MessagesSnapshotEvent(messages=wire)
     size = len(event_to_json(event))
     if size <= _SNAPSHOT_BUDGET:

@@ -10,6 +10,7 @@ responses.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +21,8 @@ from pydantic_ai.settings import ModelSettings
 from pydantic_ai.usage import UsageLimits
 
 from perdure import AgentContext, AgentInput, RetryPolicy, TokenUsage
+
+from ._codec import bounded_text
 
 __all__ = ["Options", "Session"]
 
@@ -72,29 +75,37 @@ class Session:
 
     def observe(self, response: ModelResponse) -> None:
         """Count a response's usage and remember its model (replayed ones too)."""
-        self.model_name = response.model_name or self.model_name
-        self.provider = response.provider_name or self.provider
-        if response.finish_reason is not None:
-            self.finish_reason = response.finish_reason
-        total = self.usage.setdefault((response.provider_name, response.model_name), _Usage())
+        model, provider = _label(response.model_name), _label(response.provider_name)
+        self.model_name = model or self.model_name
+        self.provider = provider or self.provider
+        self.finish_reason = _label(response.finish_reason) or self.finish_reason
+        total = self.usage.setdefault((provider, model), _Usage())
         usage = response.usage
-        total.input_tokens += usage.input_tokens
-        total.output_tokens += usage.output_tokens
-        total.cache_read_tokens += usage.cache_read_tokens
-        total.cache_write_tokens += usage.cache_write_tokens
-        total.reasoning_tokens += usage.output_reasoning_tokens
+        for name, source in _COUNTS:
+            setattr(total, name, _count(getattr(total, name) + _count(getattr(usage, source, 0))))
 
     def report(self) -> None:
-        """Hand usage (one entry per provider and model), model and finish reason to the run."""
+        """Hand usage (one entry per provider and model), model and finish reason to the run.
+
+        Everything was made acceptable to perdure on the way in (:meth:`observe`), so
+        this cannot fail a run that otherwise worked: it runs in a ``finally``.
+        """
         ctx = self.ctx
-        for (provider, model), total in self.usage.items():
+        entries = list(self.usage.items())
+        if len(entries) > _MAX_USAGE_ENTRIES:  # perdure keeps 100 per run: sum the rest
+            rest = _Usage()
+            for _, total in entries[_MAX_USAGE_ENTRIES - 1 :]:
+                for name, _ in _COUNTS:
+                    setattr(rest, name, _count(getattr(rest, name) + getattr(total, name)))
+            entries = [*entries[: _MAX_USAGE_ENTRIES - 1], ((None, None), rest)]
+        for (provider, model), total in entries:
             ctx.report_usage(
                 TokenUsage(
                     provider=provider,
                     model=model,
                     input_tokens=total.input_tokens,
                     output_tokens=total.output_tokens,
-                    total_tokens=total.input_tokens + total.output_tokens,
+                    total_tokens=_count(total.input_tokens + total.output_tokens),
                     reasoning_tokens=total.reasoning_tokens or None,
                     cached_input_tokens=total.cache_read_tokens or None,
                     cache_write_input_tokens=total.cache_write_tokens or None,
@@ -104,3 +115,38 @@ class Session:
             ctx.set_model(self.model_name, self.provider)
         if self.finish_reason is not None:
             ctx.set_finish_reason(self.finish_reason)
+
+
+_MAX_COUNT = 2**53 - 1
+"""perdure's bound on a token count (what JSON carries exactly)."""
+_MAX_USAGE_ENTRIES = 100
+_COUNTS = (
+    ("input_tokens", "input_tokens"),
+    ("output_tokens", "output_tokens"),
+    ("cache_read_tokens", "cache_read_tokens"),
+    ("cache_write_tokens", "cache_write_tokens"),
+    ("reasoning_tokens", "output_reasoning_tokens"),
+)
+
+
+def _count(value: object) -> int:
+    """A token count as perdure takes it: an int from 0 to 2**53-1.
+
+    A model class is free to put anything in its ``RequestUsage`` (``None``, a
+    float, a negative or huge number); perdure validates counts strictly, so they
+    are made valid here (missing or unusable: 0; out of range: clamped).
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return 0
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return 0
+        value = int(value)
+    return min(max(value, 0), _MAX_COUNT)
+
+
+def _label(value: object) -> str | None:
+    """A model, provider or finish reason as perdure takes it (1-256 bytes), or None."""
+    if not isinstance(value, str):
+        return None
+    return bounded_text(value, 256) or None

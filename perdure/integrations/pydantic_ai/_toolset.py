@@ -30,6 +30,7 @@ again on a replay (keep them free of side effects).
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -42,10 +43,10 @@ from perdure import ChildFailed, Project
 from perdure.agui import ToolCallResultEvent
 
 from ._bridge import to_asyncio, to_trio
-from ._codec import jsonable, outcome_of, replay_outcome, tool_result_text
+from ._codec import bounded_text, jsonable, outcome_of, replay_outcome, tool_result_text
 from ._session import Session
 
-__all__ = ["DurableToolset", "result_event"]
+__all__ = ["DurableToolset", "result_event", "step_name"]
 
 _MAX_STEP_NAME = 200
 _MAX_RESULT_CHARS = 30_000
@@ -77,7 +78,7 @@ class DurableToolset(WrapperToolset[Any]):
             return outcome
 
         recorded = await to_asyncio(pctx.step)(
-            f"tool:{name}:{call_id}"[:_MAX_STEP_NAME],
+            step_name(name, call_id),
             attempt,
             retry=options.tool_retry,
             timeout=options.tool_timeout,
@@ -114,11 +115,28 @@ async def _outcome(
     return await outcome_of(toolset.call_tool(name, args, ctx, tool))
 
 
+def step_name(tool: str, call_id: str) -> str:
+    """``tool:<name>:<tool call id>``, cut to 200 characters if that is what perdure takes.
+
+    perdure bounds step names at 200 bytes of UTF-8 without NUL. A name that does not
+    fit once cut to 200 characters (non-ASCII, NUL, lone surrogates) becomes the
+    tool's name, bounded, and a digest of the whole: still one name per call.
+    """
+    full = f"tool:{tool}:{call_id}"
+    cut = full[:_MAX_STEP_NAME]
+    if bounded_text(cut, _MAX_STEP_NAME) == cut:
+        return cut
+    digest = hashlib.sha256(full.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+    return f"tool:{bounded_text(tool, 120)}:{digest}"
+
+
 def result_event(tool_call_id: str, text: str) -> ToolCallResultEvent:
     """The ``TOOL_CALL_RESULT`` of a call, its text cut to a readable excerpt if huge."""
     if len(text) > _MAX_RESULT_CHARS:
         # The log keeps an excerpt; the model got the whole result (it is journaled).
         text = text[:_MAX_RESULT_CHARS] + " [truncated]"
+    # Lone surrogates (a str decoded with surrogateescape...) cannot go into JSON.
+    text = text.encode("utf-8", "replace").decode("utf-8")
     return ToolCallResultEvent(
         message_id=f"toolresult_{tool_call_id}",
         tool_call_id=tool_call_id,
