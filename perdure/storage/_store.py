@@ -609,10 +609,7 @@ class Store:
                     out.append(_log_decoder.decode(value))
                 return out
             bound = log_key(run_id, after) if after is not None else prefix + b"\xff" * 9
-            if cur.set_range(bound):
-                found = cur.prev()
-            else:
-                found = cur.last()
+            found = cur.prev() if cur.set_range(bound) else cur.last()
             while found and len(out) < limit:
                 if not bytes(cur.key()).startswith(prefix):
                     break
