@@ -45,7 +45,7 @@ from rich.console import Console, JustifyMethod
 from rich.table import Table
 from rich.text import Text
 
-from perdure import _demo
+from perdure import _cli_jobs, _demo
 from perdure._errors import InvalidInput, PerdureError, RunNotFound, StorageError
 from perdure.agui import (
     Event,
@@ -208,6 +208,9 @@ def _build_parser() -> _Parser:
     p.set_defaults(func=_cmd_cancel)
     _server_cli.add_runs_resume(runs_sub, add_dir)
     _server_cli.add_serve(sub)
+    _cli_jobs.add_runs_logs(runs_sub, add_dir)
+    _cli_jobs.add_schedules(sub, add_dir)
+    _cli_jobs.add_targets(sub)
 
     p = sub.add_parser(
         "demo",

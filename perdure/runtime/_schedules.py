@@ -623,6 +623,8 @@ class ScheduleService:
             try:
                 await writer.wait(pending)
             except StorageError as exc:
+                if self._engine.closing:
+                    return
                 log.error("perdure: schedule %s: a commit failed: %s", plan.name, exc)
                 broken.add(plan.name)
                 if plan.failed is not None:
