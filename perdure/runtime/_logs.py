@@ -80,7 +80,7 @@ _encode = msgspec.msgpack.Encoder().encode
 _fields_decoder = msgspec.msgpack.Decoder(dict[str, Any])
 
 
-class LogEntry(msgspec.Struct, frozen=True, omit_defaults=True):
+class LogEntry(msgspec.Struct, frozen=True):
     """One log entry of a run, as ``rt.logs`` returns it.
 
     ``seq`` counts the run's entries from 1 (the cursor for paging); ``at`` is the
