@@ -503,9 +503,16 @@ class ScheduleService:
             return []  # handled already, or the schedule is done
             return []
         key = fire_key(rec.name, at)
-        if self._engine.store.get_fire(key.schedule, key.at_ms) is not None:
-            live.rec = msgspec.structs.replace(rec, cursor=max(rec.cursor, at))
-            return []
+        run_id = fire_run_id(rec.name, key.at_ms)
+        if self._engine.store.tick_taken(key.schedule, key.at_ms, run_id):
+            if self._engine.store.get_fire(key.schedule, key.at_ms) is not None:
+                live.rec = msgspec.structs.replace(rec, cursor=max(rec.cursor, at))
+                return []  # fired already
+            log.error("perdure: schedule %s: run id %s is taken; tick skipped", rec.name, run_id)
+            live.rec = msgspec.structs.replace(
+                rec, cursor=max(rec.cursor, at), skipped=rec.skipped + 1
+            )
+            return [self._save(live)]
         action = overlap_action(
             rec.overlap,  # type: ignore[arg-type]
             bool(rec.active),
@@ -539,8 +546,8 @@ class ScheduleService:
         if self._exhausted(rec):
             return [self._save(live)]
         key = fire_key(rec.name, at)
-        if self._engine.store.get_fire(key.schedule, key.at_ms) is not None:
-            return [self._save(live)]
+        if self._engine.store.tick_taken(key.schedule, key.at_ms, fire_run_id(rec.name, key.at_ms)):
+            return [self._save(live)]  # fired already (or its run id is taken)
         return self._start(live, at)
 
     def _on_ended(self, name: str, runs: list[RunRecord]) -> list[_Plan]:
@@ -577,10 +584,6 @@ class ScheduleService:
         rec = live.rec
         key = fire_key(rec.name, at)
         run_id = fire_run_id(rec.name, key.at_ms)
-        if engine.store.get_run(run_id) is not None:
-            log.error("perdure: schedule %s: run id %s is taken; tick skipped", rec.name, run_id)
-            live.rec = msgspec.structs.replace(rec, skipped=rec.skipped + 1)
-            return [self._save(live)]
         try:
             definition = self._definition(rec.target)
         except UnknownTarget:

@@ -641,6 +641,14 @@ class Store:
             raw = txn.get(fires_key(schedule, at_ms), db=self.dbs["fires"])
         return None if raw is None else bytes(raw).decode()
 
+    def tick_taken(self, schedule: str, at_ms: int, run_id: str) -> bool:
+        """Whether the tick has a fire key, or its run id is taken (one transaction)."""
+        with self.read() as txn:
+            return (
+                txn.get(fires_key(schedule, at_ms), db=self.dbs["fires"]) is not None
+                or txn.get(run_id.encode(), db=self.dbs["runs"]) is not None
+            )
+
     def recent_fires(self, schedule: str, limit: int = 10) -> list[tuple[int, str]]:
         """``(tick in ms, run id)`` of the schedule's newest fires, newest first."""
         prefix = fires_prefix(schedule)
