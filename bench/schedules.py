@@ -124,7 +124,7 @@ def main() -> None:
     if args.quick:
         args.schedules, args.hours, args.idle_seconds = 1000, 10 / 60, 2.0
     report: dict[str, Any] = {}
-    with tempfile.TemporaryDirectory(dir=Path(__file__).resolve().parent) as tmp:
+    with tempfile.TemporaryDirectory(prefix="perdure-bench-schedules-") as tmp:
         report["idle"] = idle(Path(tmp), args.schedules, args.idle_seconds)
         print(json.dumps({"idle": report["idle"]}, indent=2), flush=True)
         if not args.skip_firing:

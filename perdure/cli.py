@@ -8,6 +8,9 @@
     perdure runs cancel ID [--dir D] [--reason R] [--timeout S] [--json]
     perdure runs resume ID (--tool-result ID JSON | --approve K | --reject K | --event N JSON
                             | --input K JSON) [--url URL | --dir D] [--json]
+    perdure runs logs ID [--dir D] [--after N] [--backward] [--follow] [--json]
+    perdure schedules list|show NAME|pause NAME|resume NAME|trigger NAME [--key K]
+    perdure targets MODULE:ATTR [--json]                           # perdure._cli_jobs
     perdure serve MODULE:ATTR [--host H] [--port P] [--token T]    # perdure.server
     perdure demo  [--dir D] [--force|--keep] [--durability D] [--runs N] [--agents N] ...
     perdure bench [ARGS...]        # bench/throughput.py (``--quick``, ``--json OUT`` ...)

@@ -132,7 +132,7 @@ async def test_whole_job_retries_with_backoff_visible_in_the_log(
         done = await rt.wait(run.id)
         assert done.status == "completed" and done.completion is not None
         assert done.completion.result == {"a": 1, "b": 3}
-        assert COUNTS == {f"a:{run.id}": 1, f"b:{run.id}": 3}  # "a" never re-ran
+        assert {f"a:{run.id}": 1, f"b:{run.id}": 3} == COUNTS  # "a" never re-ran
         wire = await assert_valid_log(rt, run.id)
         marks = [e["value"] for e in wire if e.get("name") == "perdure.restart"]
         assert [(m["attempt"], m["delay"]) for m in marks] == [(2, 1.0), (3, 2.0)]
@@ -254,7 +254,7 @@ async def test_a_catastrophic_pattern_cannot_freeze_the_trio_thread(data_dir: Pa
 class _Counting(http.server.BaseHTTPRequestHandler):
     hits = 0
 
-    def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+    def do_GET(self) -> None:
         type(self).hits += 1
         body = b'{"type": "integer"}'
         self.send_response(200)

@@ -219,7 +219,7 @@ async def test_body_logs_are_kept_once_across_a_wait_and_reactivation(
         page = rt.logs(run.id)
         assert messages(page) == ["before", "in step", "after step", "after wait"]
         assert page.entries[-1].fields == {"got": 7}
-        assert COUNTS == {f"step:{run.id}": 1}
+        assert {f"step:{run.id}": 1} == COUNTS
 
 
 @pytest.mark.parametrize("flush", [False, True])

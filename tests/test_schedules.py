@@ -17,6 +17,7 @@ fires key maps to exactly one run of that schedule and tick.
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -93,6 +94,7 @@ async def _a_day_of_minutes(path: Path) -> list[tuple[float, float | None, str]]
     assert info.fired == info.runs == 1440 and info.skipped == 0 and info.missed == 0
     assert info.last_scheduled_at == t("2026-01-06T00:00:00")
     assert info.active == [] and info.last_successful_at is not None
+    assert all(run.status == "completed" for run in runs)
     return [(run.trigger.scheduled_at or 0.0, run.started_at, run.id) for run in runs]
 
 
@@ -102,7 +104,6 @@ async def test_a_minutely_schedule_fires_once_per_tick_over_a_day(
     fired = await _a_day_of_minutes(tmp_path / "a")
     expected = [t("2026-01-05T00:01:00") + 60 * i for i in range(1440)]
     assert [tick for tick, _, _ in fired] == expected
-    assert all(run.status == "completed" for run in [])  # statuses checked by conftest
     assert {run_id for _, _, run_id in fired} == {
         f"schedule:minutely:{round(tick * 1000)}" for tick in expected
     }
@@ -230,10 +231,10 @@ async def test_buffer_one_starts_one_waiting_tick_when_the_run_ends(
 async def test_replace_cancels_the_active_run_then_starts(
     tmp_path: Path, autojump_clock: Any
 ) -> None:
-    info, runs = await _overlap(tmp_path / "d", "replace")
+    _info, runs = await _overlap(tmp_path / "d", "replace")
     assert [minute(tick) for tick in ticks(runs)] == list(range(1, 11))
     assert [run.status for run in runs] == ["cancelled"] * 9 + ["completed"]
-    for earlier, later in zip(runs, runs[1:], strict=False):
+    for earlier, later in itertools.pairwise(runs):
         # At most one run at a time: the new one starts once the old one has ended.
         assert earlier.finished_at is not None and later.started_at is not None
         assert earlier.finished_at <= later.started_at
