@@ -501,18 +501,6 @@ class ScheduleService:
         rec = live.rec
         if at <= rec.cursor or self._exhausted(rec):
             return []  # handled already, or the schedule is done
-            return []
-        key = fire_key(rec.name, at)
-        run_id = fire_run_id(rec.name, key.at_ms)
-        if self._engine.store.tick_taken(key.schedule, key.at_ms, run_id):
-            if self._engine.store.get_fire(key.schedule, key.at_ms) is not None:
-                live.rec = msgspec.structs.replace(rec, cursor=max(rec.cursor, at))
-                return []  # fired already
-            log.error("perdure: schedule %s: run id %s is taken; tick skipped", rec.name, run_id)
-            live.rec = msgspec.structs.replace(
-                rec, cursor=max(rec.cursor, at), skipped=rec.skipped + 1
-            )
-            return [self._save(live)]
         action = overlap_action(
             rec.overlap,  # type: ignore[arg-type]
             bool(rec.active),
@@ -520,6 +508,16 @@ class ScheduleService:
         )
         rec = live.rec = msgspec.structs.replace(rec, cursor=max(rec.cursor, at))
         if action == Action.START:
+            key = fire_key(rec.name, at)
+            run_id = fire_run_id(rec.name, key.at_ms)
+            if self._engine.store.tick_taken(key.schedule, key.at_ms, run_id):
+                if self._engine.store.get_fire(key.schedule, key.at_ms) is not None:
+                    return []  # fired already
+                log.error(
+                    "perdure: schedule %s: run id %s is taken; tick skipped", rec.name, run_id
+                )
+                live.rec = msgspec.structs.replace(rec, skipped=rec.skipped + 1)
+                return [self._save(live)]
             return self._start(live, at)
         if action == Action.SKIP:
             live.rec = msgspec.structs.replace(rec, skipped=rec.skipped + 1)
