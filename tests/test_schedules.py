@@ -27,6 +27,7 @@ import pytest
 import trio
 
 import perdure
+from perdure.runtime._cron import CronSpec, fires_between
 from perdure.testing import internals, pin_wall_time
 
 P = perdure.Project("p1")
@@ -118,6 +119,26 @@ async def test_the_same_schedule_fires_the_same_way_every_time(
     first = await _a_day_of_minutes(tmp_path / "a")
     second = await _a_day_of_minutes(tmp_path / "b")
     assert first == second
+
+
+async def test_a_year_of_an_hourly_schedule_across_both_dst_nights(
+    tmp_path: Path, autojump_clock: Any
+) -> None:
+    """A simulated year in Lord Howe (30-minute shifts): the engine fires exactly the
+    instants the pure time logic lists, each once."""
+    pin_wall_time(t("2026-01-01T00:00:30"))
+    rt = make(tmp_path / "d")
+    rt.schedule("h", "30 * * * *", target="task:tick", timezone="Australia/Lord_Howe")
+    async with rt:
+        await trio.sleep(365 * 86_400)
+        await settle(rt)
+        fired = ticks(schedule_runs(rt, "h"))
+    expected, _ = fires_between(
+        CronSpec("30 * * * *", "Australia/Lord_Howe"), t("2026-01-01T00:00:30"),
+        t("2027-01-01T00:00:30"), 10_000,
+    )
+    assert fired == expected and len(fired) == 8760 + 1  # + the repeated 01:30 in April
+    assert fired == sorted(set(fired))
 
 
 # -- DST (docs/schedules.md) ---------------------------------------------------------------
