@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.perdure-installed
 NODE_VERIFIER := tests/agui_node/node_modules/.installed
 
-.PHONY: demo test lint bench bench-peers bench-waits soak clean
+.PHONY: demo test lint bench bench-peers bench-waits bench-schedules soak clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,11 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/throughput.py
+
+# 10,000 minutely schedules in virtual time (fires/s, memory) and idle ones on a live
+# runtime (trio CPU per second). `--hours 24` simulates the whole day (long).
+bench-schedules: $(STAMP)
+	$(BIN)/python bench/schedules.py
 
 # Peers (DBOS, LangGraph) are installed from PyPI into the bench environment only here.
 $(VENV)/.peers-installed: $(STAMP) bench/peers_requirements.txt

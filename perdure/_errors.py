@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 __all__ = [
+    "BatchNotFound",
     "ChildCancelled",
     "ChildFailed",
     "CorruptStore",
@@ -20,6 +21,7 @@ __all__ = [
     "ForeignDirectory",
     "IdempotencyConflict",
     "InvalidInput",
+    "InvalidOutput",
     "InvalidSignal",
     "InvalidTransition",
     "NonDeterminismError",
@@ -28,6 +30,7 @@ __all__ = [
     "PermissionDenied",
     "RunNotActive",
     "RunNotFound",
+    "ScheduleNotFound",
     "SchemaTooNew",
     "SerializationError",
     "SignalConflict",
@@ -72,6 +75,20 @@ class RunNotActive(PerdureError):
 
     code = "RUN_NOT_ACTIVE"
     http_status = 410
+
+
+class ScheduleNotFound(PerdureError):
+    """No schedule has this name (R25)."""
+
+    code = "SCHEDULE_NOT_FOUND"
+    http_status = 404
+
+
+class BatchNotFound(PerdureError):
+    """No batch has this id (R24)."""
+
+    code = "BATCH_NOT_FOUND"
+    http_status = 404
 
 
 class InvalidTransition(PerdureError):
@@ -156,6 +173,13 @@ class WaitExpired(PerdureError):
 
     code = "WAIT_EXPIRED"
     http_status = 408
+
+
+class InvalidOutput(PerdureError):
+    """A task's result fails its declared ``output_schema`` (R24): the job fails."""
+
+    code = "INVALID_OUTPUT"
+    http_status = 500
 
 
 class ChildFailed(PerdureError):

@@ -8,6 +8,9 @@
     perdure runs cancel ID [--dir D] [--reason R] [--timeout S] [--json]
     perdure runs resume ID (--tool-result ID JSON | --approve K | --reject K | --event N JSON
                             | --input K JSON) [--url URL | --dir D] [--json]
+    perdure runs logs ID [--dir D] [--after N] [--backward] [--follow] [--json]
+    perdure schedules list|show NAME|pause NAME|resume NAME|trigger NAME [--key K]
+    perdure targets MODULE:ATTR [--json]                           # perdure._cli_jobs
     perdure serve MODULE:ATTR [--host H] [--port P] [--token T]    # perdure.server
     perdure demo  [--dir D] [--force|--keep] [--durability D] [--runs N] [--agents N] ...
     perdure bench [ARGS...]        # bench/throughput.py (``--quick``, ``--json OUT`` ...)
@@ -45,7 +48,7 @@ from rich.console import Console, JustifyMethod
 from rich.table import Table
 from rich.text import Text
 
-from perdure import _demo
+from perdure import _cli_jobs, _demo
 from perdure._errors import InvalidInput, PerdureError, RunNotFound, StorageError
 from perdure.agui import (
     Event,
@@ -207,6 +210,9 @@ def _build_parser() -> _Parser:
     p.set_defaults(func=_cmd_cancel)
     _server_cli.add_runs_resume(runs_sub, add_dir)
     _server_cli.add_serve(sub)
+    _cli_jobs.add_runs_logs(runs_sub, add_dir)
+    _cli_jobs.add_schedules(sub, add_dir)
+    _cli_jobs.add_targets(sub)
 
     p = sub.add_parser(
         "demo",

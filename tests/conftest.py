@@ -3,7 +3,9 @@
 After each test, every data directory that a ``perdure.Runtime`` (or ``perdure.Host``)
 created during the test is reopened read-only and each run's log is checked with
 :func:`helpers.checks.check_log`: valid AG-UI (the verifier port and the ``ag_ui.core``
-models), event ids without gaps, a terminal event that matches the completion. Opt out
+models), event ids without gaps, a terminal event that matches the completion; and
+every cron fire key maps to exactly one run of that schedule and tick
+(:func:`helpers.fires.check_store_fires`). Opt out
 with ``@pytest.mark.no_log_check`` (for tests that deliberately damage a store).
 """
 
@@ -17,6 +19,7 @@ from typing import Any
 import pytest
 from helpers.checks import check_store_logs
 from helpers.defs import BODY_CALLS, register
+from helpers.fires import check_store_fires
 
 import perdure
 
@@ -75,8 +78,9 @@ def _every_log_is_valid(
             continue
         seen.add(path)
         problems.extend(check_store_logs(path))
+        problems.extend(check_store_fires(path))  # R25: one run per tick, one tick per run
     if problems:
-        pytest.fail("invalid run logs left in the store:\n" + "\n".join(problems), pytrace=False)
+        pytest.fail("invalid run logs or fires left in the store:\n" + "\n".join(problems), pytrace=False)
 
 
 # -- the official AG-UI verifier, per module (opt in) ---------------------------------------

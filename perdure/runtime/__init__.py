@@ -3,10 +3,12 @@
 from perdure.agui import AgentInput
 
 from ._asyncio_host import AsyncioHost
+from ._batches import BatchInfo
 from ._context import AgentContext, ChildHandle, RunContext
 from ._definitions import Definition, RestartPolicy, validate_identifier
 from ._host import Host
 from ._lifecycle import STATUSES, TERMINAL, TRANSITIONS, check_transition
+from ._logs import LogEntry, LogPage
 from ._results import (
     Cancelled,
     Page,
@@ -20,6 +22,7 @@ from ._results import (
 )
 from ._retry import RetryPolicy
 from ._runtime import Runtime
+from ._schedules import ScheduleInfo
 from ._signals import (
     ApprovalDecision,
     ExternalEvent,
@@ -39,12 +42,15 @@ __all__ = [
     "AgentInput",
     "ApprovalDecision",
     "AsyncioHost",
+    "BatchInfo",
     "Cancelled",
     "ChildHandle",
     "Definition",
     "ExternalEvent",
     "Host",
     "InputResponse",
+    "LogEntry",
+    "LogPage",
     "Page",
     "RestartPolicy",
     "Resumed",
@@ -53,6 +59,7 @@ __all__ = [
     "RunEvent",
     "Runtime",
     "RuntimeStats",
+    "ScheduleInfo",
     "Signal",
     "Snapshot",
     "Started",

@@ -58,7 +58,10 @@ from ._runtime import Runtime
 if TYPE_CHECKING:
     from perdure.storage import Owner, RunRecord
 
+    from ._batches import BatchInfo
+    from ._logs import LogPage
     from ._results import Cancelled, Page, RunEvent, RuntimeStats, Snapshot, Started, TargetInfo
+    from ._schedules import ScheduleInfo
     from ._signals import ExternalEvent, Resumed, Signal
 
 __all__ = ["RUNTIME_SURFACE", "AsyncioHost"]
@@ -88,6 +91,19 @@ RUNTIME_SURFACE: Final[dict[str, Forwarding]] = {
     "snapshot": "sync",
     "targets": "sync",
     "events": "stream",
+    # jobs: logs and batches
+    "logs": "sync",
+    "start_batch": "await",
+    "batch": "sync",
+    "cancel_batch": "await",
+    # schedules ("schedule" declares before opening, like a definition)
+    "schedule": "define",
+    "pause_schedule": "await",
+    "resume_schedule": "await",
+    "delete_schedule": "await",
+    "trigger_schedule": "await",
+    "get_schedule": "sync",
+    "list_schedules": "sync",
 }
 """How each public callable of :class:`Runtime` reaches a host (see the module doc)."""
 
@@ -266,6 +282,32 @@ class AsyncioHost:
         ) -> builtins.list[Resumed]: ...
         async def publish(self, event: ExternalEvent, *, owner: Owner) -> builtins.list[str]: ...
         async def cancel(self, run_id: str, reason: str = "cancelled") -> Cancelled: ...
+        async def logs(
+            self,
+            run_id: str,
+            after: int | str | None = None,
+            limit: int = 100,
+            direction: str = "forward",
+        ) -> LogPage: ...
+        async def start_batch(
+            self,
+            target: str,
+            inputs: builtins.list[Any],
+            *,
+            owner: Owner,
+            idempotency_key: str | None = None,
+        ) -> BatchInfo: ...
+        async def batch(self, batch_id: str) -> BatchInfo: ...
+        async def cancel_batch(self, batch_id: str, reason: str = "batch cancelled") -> int: ...
+        def schedule(self, name: str, cron: str, **options: Any) -> None: ...
+        async def pause_schedule(self, name: str) -> None: ...
+        async def resume_schedule(self, name: str) -> None: ...
+        async def delete_schedule(self, name: str) -> None: ...
+        async def trigger_schedule(
+            self, name: str, idempotency_key: str | None = None
+        ) -> Started: ...
+        async def get_schedule(self, name: str) -> ScheduleInfo: ...
+        async def list_schedules(self) -> builtins.list[ScheduleInfo]: ...
 
 
 class _EventStream:

@@ -42,6 +42,7 @@ from ._boundary import MAX_VALUE_BYTES, instant, label, text
 from ._boundary import event as checked_event
 from ._boundary import seconds as _seconds
 from ._boundary import usage as _usage
+from ._logs import draft, log_body, log_step, step_log_ops
 from ._retry import RetryPolicy
 from ._schemas import check_schema
 from ._signals import (
@@ -148,17 +149,42 @@ class RunContext:
         await actor.record("emit", name, events=self._check_events(events))
 
     async def flush(self) -> None:
-        """Inside a step: commit the events emitted so far, so followers see them live.
+        """Commit what is buffered now, so followers see it live.
 
-        Without it a step's events commit together with its result. If a crash then
-        cuts the attempt, recovery closes what it left open and marks the log
-        with a ``perdure.attempt_aborted`` event before the step re-runs (R21).
+        Inside a step: the events emitted and the entries logged so far (without it
+        they commit together with the step's result). If a crash then cuts the
+        attempt, recovery closes what it left open and marks the log with a
+        ``perdure.attempt_aborted`` event before the step re-runs (R21). In the body:
+        the :meth:`log` entries queued for the run's next commit.
         """
         actor = self._actor
-        if actor.step is not None:
-            events = actor.step.take()
-            if events:
-                await actor.persist(events=events)
+        step = actor.step
+        if step is not None:
+            events = step.take()
+            logged = step_log_ops(actor, step) if step.logs else []
+            if events or logged:
+                await actor.persist(events=events, extra_ops=logged)
+        elif actor.pending_ops and actor.logs is not None:
+            await actor.persist()
+
+    # -- raw logs (R24) -----------------------------------------------------------------------
+
+    def log(self, message: str, level: str = "info", **fields: Any) -> None:
+        """Write a raw log entry (``rt.logs``), apart from the run's AG-UI events.
+
+        ``level`` is ``debug``, ``info``, ``warning`` or ``error``; ``fields`` are
+        structured data (msgpack-encodable, at most 8 KiB). Kept exactly once across
+        replays: inside a step the entry commits with the step attempt's outcome; in
+        the body with the run's next commit, or at :meth:`flush` (see
+        :mod:`perdure.runtime._logs`). Callable from a step's worker thread too.
+        """
+        actor = self._actor
+        item = draft(actor.engine.now(), message, level, fields)
+        step = actor.step
+        if step is not None:
+            log_step(step, item)
+        else:
+            log_body(actor, item)
 
     # -- durable steps and timers -------------------------------------------------------------
 

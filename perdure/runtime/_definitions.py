@@ -9,6 +9,7 @@ alike.
 from __future__ import annotations
 
 import inspect
+import math
 import re
 import typing
 from collections.abc import Awaitable, Callable
@@ -17,11 +18,15 @@ from typing import Any
 
 import msgspec
 
-from perdure._errors import InvalidInput, SerializationError, UnknownTarget
+from perdure._errors import InvalidInput, InvalidOutput, SerializationError, UnknownTarget
 from perdure.agui import AgentInput
 from perdure.storage import Conversation, Kind, Owner, Project
 
 from ._boundary import plain
+from ._schemas import CompiledSchema
+
+if typing.TYPE_CHECKING:
+    from ._schedules import Declaration
 
 __all__ = [
     "Body",
@@ -82,6 +87,12 @@ class Definition:
     inline_steps: bool = False
     """Plain step functions run on the trio thread (no worker-thread hop)."""
     description: str | None = None
+    input_schema: CompiledSchema | None = None
+    """JSON Schema the stored (plain) input must satisfy (tasks, R24)."""
+    output_schema: CompiledSchema | None = None
+    """JSON Schema the result must satisfy, else the run fails ``INVALID_OUTPUT``."""
+    max_attempts: int | None = None
+    """Whole-job attempts (tasks): carried out as a count-based ``restart`` policy."""
 
     @property
     def target(self) -> str:
@@ -105,7 +116,20 @@ class Definition:
             raise InvalidInput(
                 f"input for {self.target} cannot be read: {exc}", target=self.target
             ) from None
-        return typed, plain(typed, f"input for {self.target}", SerializationError)
+        stored = plain(typed, f"input for {self.target}", SerializationError)
+        if self.input_schema is not None:
+            self.input_schema.check(stored, self.target)
+        return typed, stored
+
+    def check_output(self, plain: Any) -> None:
+        """:class:`InvalidOutput` unless the body's (plain) result fits ``output_schema``."""
+        if self.output_schema is not None:
+            problem = self.output_schema.problem(plain)
+            if problem is not None:
+                message, detail = problem
+                raise InvalidOutput(
+                    f"result of {self.target} fails its output_schema: {message}", **detail
+                )
 
     def decode_input(self, stored: Any) -> Any:
         """Rebuild the body's typed input from its stored plain form."""
@@ -115,6 +139,29 @@ class Definition:
 def to_plain(value: Any, what: str) -> Any:
     """``value`` as the plain data it is stored as, or :class:`SerializationError` (R10, R30)."""
     return plain(value, what, SerializationError)
+
+
+def _schema(schema: Any, what: str) -> CompiledSchema | None:
+    return None if schema is None else CompiledSchema(schema, what)
+
+
+def attempts_policy(
+    kind: str, name: str, max_attempts: object, restart: RestartPolicy | None
+) -> RestartPolicy:
+    """``max_attempts=N`` as the restart policy that carries it out (R18, R24).
+
+    A whole-job retry is a supervision restart: the body re-runs from its journal with
+    the failed step's record dropped, logged as ``CUSTOM perdure.restart``. N attempts
+    are N - 1 restarts over an unbounded period, waiting 1 s, 2 s, 4 s … between them.
+    """
+    if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
+        raise InvalidInput(f"{kind} {name!r}: max_attempts must be an integer >= 1")
+    if restart is not None:
+        raise InvalidInput(
+            f"{kind} {name!r}: give max_attempts or a restart policy, not both "
+            "(max_attempts=N is RestartPolicy(max_restarts=N - 1, period=inf))"
+        )
+    return RestartPolicy(max_restarts=max_attempts - 1, period=math.inf, backoff=1.0)
 
 
 def _input_type(fn: Body) -> Any:
@@ -133,6 +180,8 @@ class Registry:
 
     def __init__(self) -> None:
         self._defs: dict[str, Definition] = {}
+        self.schedules: dict[str, Declaration] = {}
+        """Schedules declared in code (``rt.schedule``), applied at open (R25)."""
 
     def add(
         self,
@@ -144,6 +193,10 @@ class Registry:
         timeout: float | None = None,
         restart: RestartPolicy | None = None,
         inline_steps: bool = False,
+        description: str | None = None,
+        input_schema: Any = None,
+        output_schema: Any = None,
+        max_attempts: int | None = None,
     ) -> Definition:
         if not isinstance(name, str) or not _NAME.fullmatch(name):
             raise InvalidInput(f"definition name must match {_NAME.pattern} (got {name!r})")
@@ -153,8 +206,15 @@ class Registry:
             input_type = _input_type(fn)
             if kind == "agent" and input_type is Any:
                 input_type = AgentInput  # agent input is AG-UI RunAgentInput-shaped
+        if description is not None and not isinstance(description, str):
+            raise InvalidInput(f"{kind} {name!r}: description must be a string")
+        if max_attempts is not None:
+            restart = attempts_policy(kind, name, max_attempts, restart)
         definition = Definition(
-            description=inspect.getdoc(fn),
+            description=description if description is not None else inspect.getdoc(fn),
+            input_schema=_schema(input_schema, "input_schema"),
+            output_schema=_schema(output_schema, "output_schema"),
+            max_attempts=max_attempts,
             kind=kind,
             name=name,
             fn=fn,

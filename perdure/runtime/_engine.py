@@ -30,6 +30,7 @@ from perdure.storage import (
     Durability,
     ErrorInfo,
     JournalEntry,
+    LogRecord,
     Op,
     Ops,
     Owner,
@@ -48,6 +49,7 @@ from ._hub import ChangeHub
 from ._recovery import recover
 from ._results import Started
 from ._run_actor import RunActor, RunMessage
+from ._schedules import ScheduleService
 from ._spawning import spawn, start_queued, timer_due, wake_parent
 from ._starting import Starter
 from ._timers import TimerService
@@ -132,11 +134,13 @@ class Engine:
         self.supervisor = Supervisor(
             nursery, on_failure=self._actor_failed, max_live=self.max_live_actors
         )
+        self.schedules = ScheduleService(self)
         try:
             if self.recover:
                 self.recovered = recover(self)
             else:
                 self.next_seq = self.store.last_seq() + 1
+            await self.schedules.open(self.registry.schedules)  # R25, R26: after recovery
         except BaseException as exc:
             await self.close(exc)
             raise
@@ -200,6 +204,9 @@ class Engine:
     def stored_state(self, run_id: str) -> tuple[RunRecord | None, list[JournalEntry]]:
         return self.store.get_run(run_id), self.store.journal(run_id)
 
+    def stored_last_log(self, run_id: str) -> LogRecord | None:
+        return self.store.last_log(run_id)
+
     async def start_child(
         self, target: str, input: Any, *, owner: Owner, run_id: str | None, parent: RunRecord
     ) -> Started:
@@ -216,6 +223,8 @@ class Engine:
     def run_finished(self, actor: RunActor) -> None:
         if not actor.top_level:
             wake_parent(self, actor)
+        elif actor.rec.trigger.type == "schedule":
+            self.schedules.run_ended(actor.rec)
 
     def actor_stopped(self, actor: RunActor) -> None:
         if actor.top_level:

@@ -15,7 +15,16 @@ if TYPE_CHECKING:
     import trio
 
     from perdure.actors import Supervisor
-    from perdure.storage import JournalEntry, Op, Ops, Owner, RunRecord, TimerRef, Writer
+    from perdure.storage import (
+        JournalEntry,
+        LogRecord,
+        Op,
+        Ops,
+        Owner,
+        RunRecord,
+        TimerRef,
+        Writer,
+    )
 
     from ._admission import Admission
     from ._definitions import Definition
@@ -64,6 +73,10 @@ class EnginePort(Protocol):
 
     def stored_state(self, run_id: str) -> tuple[RunRecord | None, list[JournalEntry]]:
         """The run's committed record and journal (a failed commit rolls back to them)."""
+        ...
+
+    def stored_last_log(self, run_id: str) -> LogRecord | None:
+        """The run's newest stored log entry (``ctx.log`` numbering goes on from it)."""
         ...
 
     async def start_child(

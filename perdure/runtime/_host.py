@@ -32,9 +32,12 @@ import trio
 from perdure._errors import PerdureError
 from perdure.storage import Owner, RunRecord
 
+from ._batches import BatchInfo
 from ._definitions import Body
+from ._logs import LogPage
 from ._results import Cancelled, Page, RunEvent, RuntimeStats, Snapshot, Started, TargetInfo
 from ._runtime import Runtime
+from ._schedules import ScheduleInfo
 from ._signals import ExternalEvent, Resumed, Signal
 
 __all__ = ["Host"]
@@ -189,6 +192,67 @@ class Host:
     def targets(self) -> builtins.list[TargetInfo]:
         """:meth:`Runtime.targets` (works before opening too)."""
         return self.runtime.targets()
+
+    # -- jobs: logs and batches; schedules ------------------------------------------------
+
+    def logs(
+        self,
+        run_id: str,
+        after: int | str | None = None,
+        limit: int = 100,
+        direction: str = "forward",
+    ) -> LogPage:
+        """Blocking :meth:`Runtime.logs`."""
+        return self._call_sync(self.runtime.logs, run_id, after, limit, direction)
+
+    def start_batch(
+        self,
+        target: str,
+        inputs: builtins.list[Any],
+        *,
+        owner: Owner,
+        idempotency_key: str | None = None,
+    ) -> BatchInfo:
+        """Blocking :meth:`Runtime.start_batch`."""
+        return self._call(
+            self.runtime.start_batch, target, inputs, owner=owner, idempotency_key=idempotency_key
+        )
+
+    def batch(self, batch_id: str) -> BatchInfo:
+        """Blocking :meth:`Runtime.batch`."""
+        return self._call_sync(self.runtime.batch, batch_id)
+
+    def cancel_batch(self, batch_id: str, reason: str = "batch cancelled") -> int:
+        """Blocking :meth:`Runtime.cancel_batch`."""
+        return self._call(self.runtime.cancel_batch, batch_id, reason)
+
+    def schedule(self, name: str, cron: str, **options: Any) -> None:
+        """:meth:`Runtime.schedule` (before opening)."""
+        self.runtime.schedule(name, cron, **options)
+
+    def pause_schedule(self, name: str) -> None:
+        """Blocking :meth:`Runtime.pause_schedule`."""
+        self._call(self.runtime.pause_schedule, name)
+
+    def resume_schedule(self, name: str) -> None:
+        """Blocking :meth:`Runtime.resume_schedule`."""
+        self._call(self.runtime.resume_schedule, name)
+
+    def delete_schedule(self, name: str) -> None:
+        """Blocking :meth:`Runtime.delete_schedule`."""
+        self._call(self.runtime.delete_schedule, name)
+
+    def trigger_schedule(self, name: str, idempotency_key: str | None = None) -> Started:
+        """Blocking :meth:`Runtime.trigger_schedule`."""
+        return self._call(self.runtime.trigger_schedule, name, idempotency_key)
+
+    def get_schedule(self, name: str) -> ScheduleInfo:
+        """Blocking :meth:`Runtime.get_schedule`."""
+        return self._call_sync(self.runtime.get_schedule, name)
+
+    def list_schedules(self) -> builtins.list[ScheduleInfo]:
+        """Blocking :meth:`Runtime.list_schedules`."""
+        return self._call_sync(self.runtime.list_schedules)
 
     def events(self, run_id: str, after: int = 0, *, follow: bool = True) -> Iterator[RunEvent]:
         """Blocking iterator over :meth:`Runtime.events`."""

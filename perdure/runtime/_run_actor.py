@@ -61,6 +61,7 @@ from ._waits import WaitFuture, accept_signals
 
 if TYPE_CHECKING:
     from ._engine_port import EnginePort
+    from ._logs import RunLogs
 
 __all__ = ["CancelMsg", "Phase", "RunActor", "RunMessage", "SignalMsg"]
 
@@ -69,7 +70,9 @@ log = logging.getLogger("perdure.run")
 Phase = Literal["serving", "live", "finalizing", "ended"]
 """Where an actor is in its life (see the module docstring)."""
 
-_NEVER_RESTART = frozenset({"NON_DETERMINISM", "RUN_TIMEOUT", "SERIALIZATION_ERROR"})
+_NEVER_RESTART = frozenset(
+    {"NON_DETERMINISM", "RUN_TIMEOUT", "SERIALIZATION_ERROR", "INVALID_OUTPUT"}
+)
 
 
 class RunMessage:
@@ -121,6 +124,7 @@ class RunActor(Actor[RunMessage]):
         "finish_reason",
         "futures",
         "journal",
+        "logs",
         "model",
         "open",
         "parked_on",
@@ -169,6 +173,8 @@ class RunActor(Actor[RunMessage]):
         """The stored timer that wakes the body while it is parked: re-armed if we stop."""
         self.preloaded_events = events
         self.chain = Chain()
+        self.logs: RunLogs | None = None
+        """Raw-log state (``ctx.log``), built at the first call (``_logs``)."""
 
     @property
     def deadline(self) -> float | None:
@@ -266,6 +272,7 @@ class RunActor(Actor[RunMessage]):
         rec, entries = self.engine.stored_state(self.rec.id)
         self.chain = Chain()
         self.pending_ops = []
+        self.logs = None  # queued log entries were dropped with pending_ops: re-read
         if rec is None:
             return
         consumed = self.journal.pos
@@ -473,6 +480,7 @@ class RunActor(Actor[RunMessage]):
                     scope.deadline = engine.trio_time(self.deadline)
                 value = await definition.fn(ctx, typed)
                 result, self.result_size = plain_sized(value, f"result of {self.rec.target}")
+                definition.check_output(result)
                 return "completed", result, None
             if self.rec.cancel is not None:
                 return "cancelled", None, None
@@ -509,11 +517,18 @@ class RunActor(Actor[RunMessage]):
             self.journal.drop_last(tail)
         marker = CustomEvent(
             name="perdure.restart",
-            value={"restart": len(recent) + 1, "delay": delay, "error": msgspec.to_builtins(error)},
+            value={
+                "restart": len(recent) + 1,
+                "attempt": len(recent) + 2,
+                "delay": delay,
+                "error": msgspec.to_builtins(error),
+            },
         )
         await self.persist(rec, [*self.open.closing_cut_step(), marker], extra_ops=ops)
         await trio.sleep(delay)
         self.journal.rewind()
+        if self.logs is not None:
+            self.logs.rewind()
         self.usage.clear()  # the re-run body reports its usage again
         return self.rec.cancel is None
 

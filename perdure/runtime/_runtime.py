@@ -18,10 +18,13 @@ from perdure._errors import InvalidInput, InvalidSignal, PerdureError, RunNotFou
 from perdure.agui import decode_event, is_terminal_event
 from perdure.storage import DEFAULT_MAP_SIZE, Durability, Owner, RunRecord, Trigger
 
+from ._batches import BatchInfo, batch_info, cancel_batch, start_batch
 from ._boundary import text
 from ._definitions import Body, Registry, RestartPolicy, validate_identifier, validate_owner
 from ._delivery import cancel, publish, resume, wait_run
 from ._engine import Engine
+from ._logs import LogPage
+from ._logs import public as public_log
 from ._results import (
     Cancelled,
     Page,
@@ -33,6 +36,8 @@ from ._results import (
     check_statuses,
     parse_cursor,
 )
+from ._schedules import ScheduleInfo, declare
+from ._schemas import CompiledSchema
 from ._signals import ExternalEvent, Resumed, Signal, signal_key, stored_signal
 from ._snapshots import snapshot_of
 from ._tuning import ProcessTuning
@@ -161,9 +166,41 @@ class Runtime:
         timeout: float | None = None,
         restart: RestartPolicy | None = None,
         inline_steps: bool = False,
+        description: str | None = None,
+        input_schema: dict[str, Any] | None = None,
+        output_schema: dict[str, Any] | None = None,
+        max_attempts: int | None = None,
     ) -> Callable[[F], F]:
-        """Register a task (target ``task:NAME``), run as a job owned by a Project."""
-        return self._register("job", name, input_type, timeout, restart, inline_steps)
+        """Register a task (target ``task:NAME``), run as a job owned by a Project (R24).
+
+        ``description`` (default: the body's docstring) is listed by ``targets()``.
+        ``input_schema`` / ``output_schema`` are JSON Schemas: an input failing it is
+        :class:`~perdure.InvalidInput` and nothing is stored; a result failing it fails
+        the job with code ``INVALID_OUTPUT``. Checks are bounded in time and never fetch
+        remote ``$ref`` s (see :mod:`perdure.runtime._schemas`). ``timeout`` bounds the
+        whole job, retries included. ``max_attempts=N`` retries a failed job up to
+        N - 1 times, waiting 1 s, 2 s, 4 s … : each attempt re-runs the body from its
+        journal (recorded steps are not run again, the failed step is), logged as
+        ``CUSTOM perdure.restart``; it is a restart policy (R18), so not both.
+        """
+
+        def decorate(fn: F) -> F:
+            self._registry.add(
+                "job",
+                name,
+                fn,
+                input_type=input_type,
+                timeout=timeout,
+                restart=restart,
+                inline_steps=inline_steps,
+                description=description,
+                input_schema=input_schema,
+                output_schema=output_schema,
+                max_attempts=max_attempts,
+            )
+            return fn
+
+        return decorate
 
     def _register(
         self,
@@ -269,6 +306,9 @@ class Runtime:
                     name=d.name,
                     description=d.description,
                     timeout=d.timeout,
+                    input_schema=_schema_of(d.input_schema),
+                    output_schema=_schema_of(d.output_schema),
+                    max_attempts=d.max_attempts,
                 )
                 for d in self._registry
             ),
@@ -299,6 +339,140 @@ class Runtime:
             target, input, owner, idempotency_key, run_id, None, Trigger()
         )
 
+    # -- jobs: logs and batches ---------------------------------------------------------------
+
+    def logs(
+        self,
+        run_id: str,
+        after: int | str | None = None,
+        limit: int = 100,
+        direction: str = "forward",
+    ) -> LogPage:
+        """A page of the run's raw log entries (``ctx.log``), apart from its events (R24).
+
+        ``forward`` (default): entries with ``seq > after``, oldest first; ``backward``:
+        ``seq < after`` (from the newest when ``after`` is None), newest first. At most
+        ``limit`` (1-1000) entries; ``next_cursor`` continues in the same direction
+        (``None`` when nothing more was there).
+        """
+        engine = self._open_engine()
+        self.get(run_id)
+        if direction not in ("forward", "backward"):
+            raise InvalidInput(f"direction must be 'forward' or 'backward' (got {direction!r})")
+        if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 1000:
+            raise InvalidInput(f"limit must be an integer from 1 to 1000 (got {limit!r})")
+        cursor = _log_cursor(after)
+        backward = direction == "backward"
+        records = engine.store.logs(run_id, cursor, limit + 1, backward=backward)
+        entries = [public_log(record) for record in records[:limit]]
+        more = len(records) > limit
+        return LogPage(entries=entries, next_cursor=entries[-1].seq if more else None)
+
+    async def start_batch(
+        self,
+        target: str,
+        inputs: builtins.list[Any],
+        *,
+        owner: Owner,
+        idempotency_key: str | None = None,
+    ) -> BatchInfo:
+        """Start one job of ``target`` per input, atomically, under one batch id (R24).
+
+        Every input is checked first (the first bad one is :class:`~perdure.InvalidInput`
+        naming its index; nothing is stored), then all jobs and the batch commit in one
+        transaction (at most 10,000 jobs). Idempotent with ``idempotency_key`` (per
+        owner): the same key returns the existing batch with ``duplicate=True``.
+        """
+        engine = self._open_engine()
+        return await start_batch(engine, target, inputs, owner, idempotency_key)
+
+    def batch(self, batch_id: str) -> BatchInfo:
+        """A batch and how many of its jobs are in each status now."""
+        return batch_info(self._open_engine(), batch_id)
+
+    async def cancel_batch(self, batch_id: str, reason: str = "batch cancelled") -> int:
+        """Cancel every job of the batch that has not ended (R15); how many it cancelled."""
+        if not isinstance(reason, str):
+            raise InvalidInput("reason must be a string")
+        return await cancel_batch(self._open_engine(), batch_id, reason[:1000])
+
+    # -- schedules ----------------------------------------------------------------------------
+
+    def schedule(
+        self,
+        name: str,
+        cron: str,
+        *,
+        target: str,
+        input: Any = None,
+        timezone: str = "UTC",
+        overlap: str = "forbid",
+        catchup: str = "latest",
+        catchup_bound: int = 100,
+        max_runs: int | None = None,
+        owner: Owner | None = None,
+        description: str | None = None,
+    ) -> None:
+        """Declare a cron schedule (R25); it is applied when the runtime opens.
+
+        ``cron``: 5 fields (names, ranges, lists, steps) in the IANA ``timezone``, with
+        the DST rules of docs/schedules.md. At open the stored schedule of that name is
+        created, updated if this declaration changed, or left alone (its counters and
+        pause state stay). Each tick fires exactly once, even across crashes: its fire
+        key, its run and the schedule's cursor commit together. ``overlap`` (``forbid``,
+        ``allow``, ``replace``, ``buffer_one``) decides a tick that comes while a run it
+        started still runs; ``catchup`` (``latest``, ``skip``, ``all`` up to
+        ``catchup_bound``) the ticks missed while the runtime was down (R26);
+        ``max_runs`` stops it after that many ticks started a run. Runs are owned by
+        ``owner`` (default ``Project("schedule:NAME")``), with trigger type
+        ``schedule``.
+        """
+        if self._engine is not None:
+            raise PerdureError("declare schedules before opening the runtime")
+        declaration = declare(
+            name,
+            cron,
+            target=target,
+            input=input,
+            timezone=timezone,
+            overlap=overlap,
+            catchup=catchup,
+            catchup_bound=catchup_bound,
+            max_runs=max_runs,
+            owner=owner,
+            description=description,
+        )
+        if declaration.name in self._registry.schedules:
+            raise InvalidInput(f"schedule {declaration.name!r} is already declared")
+        self._registry.schedules[declaration.name] = declaration
+
+    async def pause_schedule(self, name: str) -> None:
+        """Stop firing ``name`` until resumed (future ticks only; runs go on)."""
+        await self._open_engine().schedules.pause(name)
+
+    async def resume_schedule(self, name: str) -> None:
+        """Fire ``name`` again, from now on (ticks of the paused stretch are not caught up)."""
+        await self._open_engine().schedules.resume(name)
+
+    async def delete_schedule(self, name: str) -> None:
+        """Remove ``name`` (its runs go on). A declaration in code creates it again at
+        the next open: remove it from the code to delete it for good."""
+        engine = self._open_engine()
+        await engine.schedules.delete(name, self._registry.schedules)
+
+    async def trigger_schedule(self, name: str, idempotency_key: str | None = None) -> Started:
+        """Start a run of ``name`` now, whatever its overlap policy; idempotent with
+        ``idempotency_key`` (the same key returns the same run, ``duplicate=True``)."""
+        return await self._open_engine().schedules.trigger(name, idempotency_key)
+
+    def get_schedule(self, name: str) -> ScheduleInfo:
+        """The stored schedule ``name``: definition, counters, next five ticks."""
+        return self._open_engine().schedules.info(name)
+
+    def list_schedules(self) -> builtins.list[ScheduleInfo]:
+        """Every stored schedule, by name."""
+        return self._open_engine().schedules.infos()
+
     # -- reading ------------------------------------------------------------------------------
 
     def get(self, run_id: str) -> RunRecord:
@@ -320,6 +494,7 @@ class Runtime:
         root_id: str | None = None,
         after: str | None = None,
         limit: int = 100,
+        batch_id: str | None = None,
     ) -> Page:
         """Runs matching every given filter, oldest first, ``limit`` per page.
 
@@ -334,7 +509,7 @@ class Runtime:
             raise InvalidInput(f"limit must be an integer from 1 to 1000 (got {limit!r})")
         if owner is not None:
             validate_owner(owner)
-        for name, value in (("parent_id", parent_id), ("root_id", root_id)):
+        for name, value in (("parent_id", parent_id), ("root_id", root_id), ("batch_id", batch_id)):
             if value is not None and (not isinstance(value, str) or not value):
                 raise InvalidInput(f"{name} must be a non-empty string")
         runs, next_seq = engine.store.query_runs(
@@ -343,6 +518,7 @@ class Runtime:
             kind=kind,
             parent_id=parent_id,
             root_id=root_id,
+            batch_id=batch_id,
             after=parse_cursor(after),
             limit=limit,
         )
@@ -473,3 +649,20 @@ class Runtime:
         if rec.terminal:
             return Cancelled(cancelled=False, run=rec)
         return await cancel(self._open_engine(), rec, reason)
+
+
+def _schema_of(schema: CompiledSchema | None) -> Any:
+    return None if schema is None else schema.schema
+
+
+def _log_cursor(after: object) -> int | None:
+    """``rt.logs``'s ``after``: a seq (int), its text (a ``next_cursor`` sent as text), None."""
+    if after is None:
+        return None
+    if isinstance(after, int) and not isinstance(after, bool):
+        if not 0 <= after < 2**63:
+            raise InvalidInput(f"after must be a log seq from 0 to 2**63-1 (got {after!r})")
+        return after
+    if isinstance(after, str):
+        return parse_cursor(after)
+    raise InvalidInput(f"after must be a log seq (got {after!r})")

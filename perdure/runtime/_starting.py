@@ -16,8 +16,10 @@ admission.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import time
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -25,7 +27,7 @@ import trio
 
 from perdure._errors import IdempotencyConflict, InvalidInput
 from perdure.agui import AgentInput
-from perdure.storage import Owner, RunRecord, TimerRef, Trigger, owner_key
+from perdure.storage import Op, Owner, RunRecord, TimerRef, Trigger, owner_key
 
 from ._definitions import Definition, to_plain, validate_identifier
 from ._lifecycle import begin
@@ -105,6 +107,22 @@ class Starter:
                 self._claims.pop(claim, None)
             done.set()
 
+    @contextlib.asynccontextmanager
+    async def claim(self, claims: list[tuple[str, ...]]) -> AsyncIterator[None]:
+        """Hold ``claims`` (waiting while another task holds one): starts with the same
+        idempotency key are serialised, so exactly one of them creates what it names."""
+        while any(claim in self._claims for claim in claims):
+            await next(self._claims[c] for c in claims if c in self._claims).wait()
+        done = trio.Event()
+        for claim in claims:
+            self._claims[claim] = done
+        try:
+            yield
+        finally:
+            for claim in claims:
+                self._claims.pop(claim, None)
+            done.set()
+
     async def start_child(
         self, target: str, input: Any, *, owner: Owner, run_id: str | None, parent: RunRecord
     ) -> Started:
@@ -151,6 +169,35 @@ class Starter:
         parent: RunRecord | None,
         trigger: Trigger,
     ) -> Started:
+        rec, ops, admit = self.build(
+            definition, owner, typed, plain, idempotency_key, run_id, parent, trigger
+        )
+        try:
+            await self._engine.writer.commit(ops)
+        except BaseException:
+            self.abandon(rec, admit)
+            raise
+        self.launch(rec, admit)
+        return Started(run=rec, duplicate=False)
+
+    def build(
+        self,
+        definition: Definition,
+        owner: Owner,
+        typed: Any,
+        plain: Any,
+        idempotency_key: str | None,
+        run_id: str | None,
+        parent: RunRecord | None,
+        trigger: Trigger,
+        batch_id: str | None = None,
+    ) -> tuple[RunRecord, list[Op], bool]:
+        """A new run's record and the ops that store it, and whether it is admitted.
+
+        For callers that commit runs together with ops of their own (batches, schedule
+        fires): commit the ops, then :meth:`launch` the run, or :meth:`abandon` it if
+        the commit failed. Nothing here awaits, so what is checked before still holds.
+        """
         engine = self._engine
         now = engine.now()
         rid = run_id or new_run_id()
@@ -184,8 +231,9 @@ class Starter:
             trigger=trigger,
             idempotency_key=idempotency_key,
             last_event_id=1 if admit else 0,  # the RUN_STARTED committed with it
+            batch_id=batch_id,
         )
-        ops = []
+        ops: list[Op] = []
         if admit:
             change = begin(rec, now)
             rec = change.record
@@ -193,17 +241,19 @@ class Starter:
             if definition.timeout is not None:
                 ops.append(engine.arm_timer(TimerRef.at(rid, now + definition.timeout, "deadline")))
         ops.extend(engine.ops.save_run(None, rec))
-        try:
-            await engine.writer.commit(ops)
-        except BaseException:
-            if admit and parent is None:
-                admission.release(rid)
-            raise
+        return rec, ops, admit
+
+    def abandon(self, rec: RunRecord, admit: bool) -> None:
+        """The commit of a :meth:`build` failed: give back its ``max_running`` slot."""
+        if admit and rec.parent_id is None:
+            self._engine.admission.release(rec.id)
+
+    def launch(self, rec: RunRecord, admit: bool) -> None:
+        """The run of a :meth:`build` is durable: start its actor, or queue it."""
         if admit:
-            spawn(engine, rec, fresh=True)
+            spawn(self._engine, rec, fresh=True)
         else:
-            admission.queue(rid)
-        return Started(run=rec, duplicate=False)
+            self._engine.admission.queue(rec.id)
 
 
 def _duplicate(

@@ -30,6 +30,7 @@ from perdure.agui import CustomEvent, Event, OpenItems, StepFinishedEvent, StepS
 from perdure.storage import ErrorInfo, JournalEntry
 
 from ._boundary import MAX_VALUE_BYTES, check_stored, text
+from ._logs import Draft, step_log_ops
 from ._retry import RetryPolicy
 
 if TYPE_CHECKING:
@@ -61,6 +62,7 @@ class StepBuffer:
         "before",
         "events",
         "inactivity",
+        "logs",
         "name",
         "task",
         "watchdog",
@@ -75,6 +77,8 @@ class StepBuffer:
         self.events: list[Event] = [StepStartedEvent(step_name=name)]
         self.inactivity = inactivity
         self.watchdog: trio.CancelScope | None = None
+        self.logs: list[Draft] | None = None
+        """``ctx.log`` entries of this attempt, committed with its outcome (``_logs``)."""
 
     @property
     def open(self) -> OpenItems:
@@ -189,7 +193,8 @@ async def run_step(
                     f"step {name!r} returned a value that cannot be stored: {exc}", step=name
                 )
             else:
-                await actor.record("step", name, encoded, None, [*buffer.events, *closing])
+                logged = step_log_ops(actor, buffer) if buffer.logs else ()
+                await actor.record("step", name, encoded, None, [*buffer.events, *closing], logged)
                 return result
         error = _error_info(failure, name, attempt)
         if policy.should_retry(attempt, failure):
@@ -205,12 +210,13 @@ async def run_step(
                 _encode(_Retry(attempt, due, error)),
                 None,
                 [*buffer.events, *closing, marker],
-                [timer],
+                [timer, *step_log_ops(actor, buffer)],
             )
             await actor.sleep_until(due, ref)
             attempt += 1
             continue
-        await actor.record("step", name, b"", error, [*buffer.events, *closing])
+        logged = step_log_ops(actor, buffer) if buffer.logs else ()
+        await actor.record("step", name, b"", error, [*buffer.events, *closing], logged)
         raise _as_exception(error)
 
 

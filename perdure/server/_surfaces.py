@@ -40,6 +40,7 @@ class SurfacesAPI:
             request.path_params["run_id"],
             after=int(after) if after is not None and after.isdigit() else after,
             limit=query_int(request, "limit", 100, 1, 1000),
+            direction=request.query_params.get("direction", "forward"),
         )
         return json_response(page)
 

@@ -26,7 +26,8 @@ Databases:
 - ``fires``: schedule name, NUL, u64 scheduled instant (UTC ms) -> run id. The
   exactly-once key of a cron tick: written in the same transaction as the run it
   starts, so a tick that has a key has its run, and a crash or a racing fire finds it
-- ``batches``: batch id -> BatchRecord (its members are the ``b`` index family)
+- ``batches``: batch id -> BatchRecord (its members are the ``b`` index family); a
+  batch's idempotency key lives in ``idem`` under the owner key prefixed ``batch@``
 
 Schema 3 added ``logs``, ``fires`` and ``batches``: opening a schema-2 store for writing
 creates them and restamps it; nothing else changed.
@@ -45,11 +46,15 @@ __all__ = [
     "IDX_PARENT",
     "IDX_ROOT",
     "IDX_STATUS",
+    "batch_idem_owner",
     "event_key",
+    "fires_key",
+    "fires_prefix",
     "idem_key",
     "index_key",
     "index_prefix",
     "journal_key",
+    "log_key",
     "run_prefix",
     "seq_of_index_key",
     "timer_key",
@@ -117,3 +122,20 @@ def idem_key(owner: str, key: str) -> bytes:
 
 def timer_key(due_ms: int, run_id: str, name: str) -> bytes:
     return _U64.pack(due_ms) + run_id.encode() + b"\0" + name.encode()
+
+
+def log_key(run_id: str, seq: int) -> bytes:
+    return run_id.encode() + b"\0" + _U64.pack(seq)
+
+
+def fires_prefix(schedule: str) -> bytes:
+    return schedule.encode() + b"\0"
+
+
+def fires_key(schedule: str, at_ms: int) -> bytes:
+    return schedule.encode() + b"\0" + _U64.pack(at_ms)
+
+
+def batch_idem_owner(owner: str) -> str:
+    """The ``idem`` scope of batch idempotency keys: apart from the owner's run keys."""
+    return "batch@" + owner

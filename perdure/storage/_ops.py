@@ -22,19 +22,30 @@ import msgspec
 from perdure.agui import Event, encode_events
 
 from ._keys import (
+    IDX_BATCH,
     IDX_CANCELLING,
     IDX_KIND,
     IDX_OWNER,
     IDX_PARENT,
     IDX_ROOT,
     IDX_STATUS,
+    batch_idem_owner,
     event_key,
+    fires_key,
     idem_key,
     index_key,
     journal_key,
+    log_key,
     timer_key,
 )
-from ._records import JournalEntry, RunRecord, owner_key
+from ._records import (
+    BatchRecord,
+    JournalEntry,
+    LogRecord,
+    RunRecord,
+    ScheduleRecord,
+    owner_key,
+)
 
 __all__ = ["Op", "Ops", "TimerRef"]
 
@@ -81,7 +92,19 @@ class TimerRef(NamedTuple):
 class Ops:
     """Op builders for one open store (they need its database handles)."""
 
-    __slots__ = ("_events", "_idem", "_index", "_journal", "_runs", "_timers", "_waiting")
+    __slots__ = (
+        "_batches",
+        "_events",
+        "_fires",
+        "_idem",
+        "_index",
+        "_journal",
+        "_logs",
+        "_runs",
+        "_schedules",
+        "_timers",
+        "_waiting",
+    )
 
     def __init__(self, dbs: dict[str, Any]) -> None:
         self._runs = dbs["runs"]
@@ -91,6 +114,10 @@ class Ops:
         self._journal = dbs["journal"]
         self._timers = dbs["timers"]
         self._waiting = dbs["waiting"]
+        self._logs = dbs["logs"]
+        self._schedules = dbs["schedules"]
+        self._fires = dbs["fires"]
+        self._batches = dbs["batches"]
 
     def save_run(self, old: RunRecord | None, new: RunRecord) -> list[Op]:
         """Store ``new`` (replacing ``old``, ``None`` for a new run) with its index entries."""
@@ -108,6 +135,8 @@ class Ops:
             if new.idempotency_key is not None:
                 key = idem_key(owner_key(new.owner), new.idempotency_key)
                 ops.append((self._idem, key, run_id))
+            if new.batch_id is not None:
+                ops.append((index, index_key(IDX_BATCH, new.batch_id, seq), run_id))
         elif old.status != new.status:
             ops.append((index, index_key(IDX_STATUS, old.status, old.seq), None))
             ops.append((index, index_key(IDX_STATUS, new.status, new.seq), run_id))
@@ -136,3 +165,27 @@ class Ops:
 
     def disarm_timer(self, ref: TimerRef) -> Op:
         return (self._timers, ref.key(), None)
+
+    # -- jobs: logs and batches; schedules (R24, R25) ----------------------------------------
+
+    def log(self, run_id: str, entry: LogRecord) -> Op:
+        """Store one log entry of ``run_id`` under its ``seq``."""
+        return (self._logs, log_key(run_id, entry.seq), _encode(entry))
+
+    def save_batch(self, batch: BatchRecord) -> list[Op]:
+        """A new batch (its members are indexed by :meth:`save_run`) and its idempotency key."""
+        ops: list[Op] = [(self._batches, batch.id.encode(), _encode(batch))]
+        if batch.idempotency_key is not None:
+            key = idem_key(batch_idem_owner(owner_key(batch.owner)), batch.idempotency_key)
+            ops.append((self._idem, key, batch.id.encode()))
+        return ops
+
+    def save_schedule(self, schedule: ScheduleRecord) -> Op:
+        return (self._schedules, schedule.name.encode(), _encode(schedule))
+
+    def delete_schedule(self, name: str) -> Op:
+        return (self._schedules, name.encode(), None)
+
+    def fire(self, schedule: str, at_ms: int, run_id: str) -> Op:
+        """The exactly-once key of a schedule's tick: commit it with the run it starts."""
+        return (self._fires, fires_key(schedule, at_ms), run_id.encode())

@@ -19,15 +19,18 @@ __all__ = [
     "STATUSES",
     "TERMINAL",
     "UPGRADABLE_FROM",
+    "BatchRecord",
     "CancelRequest",
     "Completion",
     "Conversation",
     "ErrorInfo",
     "JournalEntry",
     "Kind",
+    "LogRecord",
     "Owner",
     "Project",
     "RunRecord",
+    "ScheduleRecord",
     "SchemaInfo",
     "Status",
     "TokenUsage",
@@ -111,10 +114,16 @@ class Waiting(msgspec.Struct, gc=False):
 
 
 class Trigger(msgspec.Struct, gc=False, omit_defaults=True):
-    """What created a run: ``api``, ``child`` (of ``ref``), ``schedule`` (fire ``ref``) …"""
+    """What created a run: ``api``, ``child`` (of ``ref``), ``schedule`` (named ``ref``),
+    ``batch`` (id ``ref``) …
+
+    ``scheduled_at`` is the tick (UTC epoch seconds) a schedule's fire started the run
+    for; a manual trigger of a schedule leaves it unset.
+    """
 
     type: str = "api"
     ref: str | None = None
+    scheduled_at: float | None = None
 
 
 class CancelRequest(msgspec.Struct, gc=False):
@@ -159,6 +168,72 @@ class RunRecord(msgspec.Struct, gc=False, omit_defaults=True):
     def terminal(self) -> bool:
         """Whether the run has ended; a terminal run never changes again."""
         return self.status in TERMINAL
+
+
+class LogRecord(msgspec.Struct, gc=False, omit_defaults=True):
+    """One raw log entry of a run (``ctx.log``), kept apart from its AG-UI events (R24).
+
+    ``step`` and ``attempt`` say which step attempt wrote it (none: the body itself).
+    ``mark`` is the number of body-level log calls the run had made when this entry
+    was committed: the last entry's mark is how a replayed body knows which of its
+    log calls are already stored (see ``perdure.runtime._logs``).
+    """
+
+    seq: int
+    at: float
+    level: str
+    message: str
+    fields: dict[str, Any] = msgspec.field(default_factory=dict)
+    step: str | None = None
+    attempt: int = 1
+    mark: int = 0
+
+
+class BatchRecord(msgspec.Struct, gc=False, omit_defaults=True):
+    """A group of jobs started together (``rt.start_batch``); members: the ``b`` index."""
+
+    id: str
+    target: str
+    owner: Owner
+    total: int
+    created_at: float
+    idempotency_key: str | None = None
+
+
+class ScheduleRecord(msgspec.Struct, gc=False, omit_defaults=True):
+    """A cron schedule (R25): what code declared, and where its firing has got to.
+
+    ``cursor`` is the last scheduled instant handled (fired, skipped, buffered or
+    dropped): the next fire is the first one after it. ``active`` are the runs it
+    started that were not yet seen to end; ``buffered_at`` a tick waiting for the
+    active run to end (``buffer_one``, ``replace``). Instants are UTC epoch seconds.
+    """
+
+    name: str
+    cron: str
+    timezone: str
+    target: str
+    owner: Owner
+    created_at: float
+    updated_at: float
+    input: Any = None
+    overlap: str = "forbid"
+    catchup: str = "latest"
+    catchup_bound: int = 100
+    max_runs: int | None = None
+    description: str | None = None
+    paused: bool = False
+    cursor: float = 0.0
+    last_scheduled_at: float | None = None
+    last_successful_at: float | None = None
+    last_run_id: str | None = None
+    fired: int = 0
+    triggered: int = 0
+    skipped: int = 0
+    buffered: int = 0
+    missed: int = 0
+    active: list[str] = msgspec.field(default_factory=list)
+    buffered_at: float | None = None
 
 
 class JournalEntry(msgspec.Struct, gc=False, array_like=True, omit_defaults=True):

@@ -38,14 +38,19 @@ from perdure._errors import (
 from ._faults import DAMAGE, check_data_file, check_own_file, translate
 from ._keys import (
     DB_NAMES,
+    IDX_BATCH,
     IDX_CANCELLING,
     IDX_KIND,
     IDX_OWNER,
     IDX_PARENT,
     IDX_ROOT,
     IDX_STATUS,
+    batch_idem_owner,
+    fires_key,
+    fires_prefix,
     idem_key,
     index_prefix,
+    log_key,
     run_prefix,
     seq_of_index_key,
 )
@@ -55,9 +60,12 @@ from ._records import (
     SCHEMA_VERSION,
     STATUSES,
     UPGRADABLE_FROM,
+    BatchRecord,
     JournalEntry,
+    LogRecord,
     Owner,
     RunRecord,
+    ScheduleRecord,
     SchemaInfo,
     owner_key,
 )
@@ -73,6 +81,9 @@ _run_decoder = msgspec.msgpack.Decoder(RunRecord)
 _journal_decoder = msgspec.msgpack.Decoder(JournalEntry)
 _schema_decoder = msgspec.msgpack.Decoder(SchemaInfo)
 _chunk_decoder = msgspec.msgpack.Decoder(list[msgspec.Raw])
+_log_decoder = msgspec.msgpack.Decoder(LogRecord)
+_schedule_decoder = msgspec.msgpack.Decoder(ScheduleRecord)
+_batch_decoder = msgspec.msgpack.Decoder(BatchRecord)
 
 
 class RunState(NamedTuple):
@@ -519,6 +530,7 @@ class Store:
         kind: str | None = None,
         parent_id: str | None = None,
         root_id: str | None = None,
+        batch_id: str | None = None,
         after: int = 0,
         limit: int = 100,
     ) -> tuple[list[RunRecord], int | None]:
@@ -528,7 +540,9 @@ class Store:
         Returns the runs and the creation seq to pass as ``after`` for the next page
         (``None`` on the last page).
         """
-        if parent_id is not None:
+        if batch_id is not None:
+            sources = [(IDX_BATCH, batch_id)]
+        elif parent_id is not None:
             sources = [(IDX_PARENT, parent_id)]
         elif root_id is not None:
             sources = [(IDX_ROOT, root_id)]
@@ -560,6 +574,7 @@ class Store:
                     and (kind is None or rec.kind == kind)
                     and (parent_id is None or rec.parent_id == parent_id)
                     and (root_id is None or rec.root_id == root_id)
+                    and (batch_id is None or rec.batch_id == batch_id)
                 ):
                     continue
                 runs.append(rec)
@@ -649,6 +664,137 @@ class Store:
                         rec = _with_counters(rec, last_event, journal_len)
                     states.append(RunState(rec, journal, events))
             yield from states
+
+    # -- jobs: logs and batches; schedules (R24, R25) ----------------------------------------
+
+    def logs(
+        self, run_id: str, after: int | None = None, limit: int = 100, *, backward: bool = False
+    ) -> list[LogRecord]:
+        """Up to ``limit`` log entries of a run: ``seq > after`` ascending, or with
+        ``backward`` ``seq < after`` descending (``after=None``: from the first or the last)."""
+        prefix = run_prefix(run_id)
+        out: list[LogRecord] = []
+        with self.read() as txn:
+            cur = txn.cursor(db=self.dbs["logs"])
+            if not backward:
+                start = log_key(run_id, (after or 0) + 1)
+                if not cur.set_range(start):
+                    return out
+                for raw_key, value in cur:
+                    if not bytes(raw_key).startswith(prefix) or len(out) >= limit:
+                        break
+                    out.append(_log_decoder.decode(value))
+                return out
+            bound = log_key(run_id, after) if after is not None else prefix + b"\xff" * 9
+            found = cur.prev() if cur.set_range(bound) else cur.last()
+            while found and len(out) < limit:
+                if not bytes(cur.key()).startswith(prefix):
+                    break
+                out.append(_log_decoder.decode(cur.value()))
+                found = cur.prev()
+        return out
+
+    def last_log(self, run_id: str) -> LogRecord | None:
+        """The run's newest log entry, if it has one."""
+        page = self.logs(run_id, None, 1, backward=True)
+        return page[0] if page else None
+
+    def get_schedule(self, name: str) -> ScheduleRecord | None:
+        with self.read() as txn:
+            raw = txn.get(name.encode(), db=self.dbs["schedules"])
+            return None if raw is None else _schedule_decoder.decode(raw)
+
+    def schedules(self) -> list[ScheduleRecord]:
+        """Every stored schedule, by name."""
+        with self.read() as txn:
+            return [
+                _schedule_decoder.decode(value)
+                for _, value in txn.cursor(db=self.dbs["schedules"])
+            ]
+
+    def get_fire(self, schedule: str, at_ms: int) -> str | None:
+        """The run started by ``schedule``'s tick at ``at_ms``, if that tick fired."""
+        with self.read() as txn:
+            raw = txn.get(fires_key(schedule, at_ms), db=self.dbs["fires"])
+        return None if raw is None else bytes(raw).decode()
+
+    def tick_taken(self, schedule: str, at_ms: int, run_id: str) -> bool:
+        """Whether the tick has a fire key, or its run id is taken (one transaction)."""
+        with self.read() as txn:
+            return (
+                txn.get(fires_key(schedule, at_ms), db=self.dbs["fires"]) is not None
+                or txn.get(run_id.encode(), db=self.dbs["runs"]) is not None
+            )
+
+    def recent_fires(self, schedule: str, limit: int = 10) -> list[tuple[int, str]]:
+        """``(tick in ms, run id)`` of the schedule's newest fires, newest first."""
+        prefix = fires_prefix(schedule)
+        out: list[tuple[int, str]] = []
+        with self.read() as txn:
+            cur = txn.cursor(db=self.dbs["fires"])
+            found = cur.prev() if cur.set_range(prefix + b"\xff" * 9) else cur.last()
+            while found and len(out) < limit:
+                key = bytes(cur.key())
+                if not key.startswith(prefix):
+                    break
+                out.append((int.from_bytes(key[len(prefix) :], "big"), bytes(cur.value()).decode()))
+                found = cur.prev()
+        return out
+
+    def iter_fires(self) -> Iterator[tuple[str, int, str]]:
+        """``(schedule, tick in ms, run id)`` of every stored fire, in key order."""
+        after = b""
+        while True:
+            page: list[tuple[bytes, str]] = []
+            with self.read() as txn:
+                cur = txn.cursor(db=self.dbs["fires"])
+                if not cur.set_range(after):
+                    return
+                for raw_key, value in cur:
+                    key = bytes(raw_key)
+                    if key == after:
+                        continue
+                    page.append((key, bytes(value).decode()))
+                    if len(page) >= 1000:
+                        break
+            if not page:
+                return
+            for key, run_id in page:
+                # name, NUL, u64: the integer may itself hold NUL bytes
+                yield key[:-9].decode(), int.from_bytes(key[-8:], "big"), run_id
+            after = page[-1][0]
+
+    def get_batch(self, batch_id: str) -> BatchRecord | None:
+        with self.read() as txn:
+            raw = txn.get(batch_id.encode(), db=self.dbs["batches"])
+            return None if raw is None else _batch_decoder.decode(raw)
+
+    def get_batch_idem(self, owner: Owner, key: str) -> str | None:
+        """The batch started by ``owner`` with idempotency key ``key``, if any."""
+        return self.get_idem(batch_idem_owner(owner_key(owner)), key)
+
+    def batch_members(self, batch_id: str) -> list[str]:
+        """Run ids of a batch's jobs, in creation order."""
+        out: list[str] = []
+        after = 0
+        while page := self._scan_index(IDX_BATCH, batch_id, after, 10_000):
+            out.extend(run_id for _, run_id in page)
+            after = page[-1][0]
+        return out
+
+    def batch_counts(self, batch_id: str) -> dict[str, int]:
+        """How many of a batch's jobs are in each status (statuses with none are left out)."""
+        counts: dict[str, int] = {}
+        members = self.batch_members(batch_id)
+        runs_db = self.dbs["runs"]
+        for start in range(0, len(members), 512):
+            with self.read() as txn:
+                for run_id in members[start : start + 512]:
+                    raw = txn.get(run_id.encode(), db=runs_db)
+                    if raw is not None:
+                        status = _run_decoder.decode(raw).status
+                        counts[status] = counts.get(status, 0) + 1
+        return counts
 
     def _sources(self, status: str | None, family: bytes | None) -> list[tuple[bytes, str]]:
         if family is not None:

@@ -290,6 +290,10 @@ class Writer:
     async def aclose(self) -> None:
         """Commit what is queued, then stop the writer thread."""
         ref, self._ref = self._ref, None
+        if self.inline:
+            # A task may sit between submitting and flushing (its shielded checkpoint):
+            # commit its batch now, while the store is still open.
+            self._flush()
         self._closed = True
         if self._instrument is not None:
             with contextlib.suppress(KeyError):

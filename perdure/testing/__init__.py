@@ -6,6 +6,7 @@
 - :func:`assert_valid_log`: a run's log is a valid, complete AG-UI stream at every prefix.
 - :func:`internals`: the engine behind an open runtime (store, supervisor, writer,
   timers), for tests that check what the public API cannot show. Not a stable API.
+- :func:`pin_wall_time`: start virtual wall time at a chosen instant (a DST night …).
 - :class:`MockClock`: trio's virtual clock. Under
   ``trio.run(main, clock=MockClock(autojump_threshold=0))`` every perdure timer,
   retry backoff and timeout runs in virtual time, and the runtime commits on the
@@ -29,6 +30,7 @@ __all__ = [
     "MockClock",
     "assert_valid_log",
     "internals",
+    "pin_wall_time",
     "run_log",
     "verify_events",
     "verify_prefixes",
@@ -57,3 +59,21 @@ async def assert_valid_log(rt: Runtime, run_id: str) -> list[dict[str, Any]]:
     log = await run_log(rt, run_id)
     verify_prefixes(log)
     return log
+
+
+def pin_wall_time(when: float) -> None:
+    """Make the runtime clock of the current trio run read ``when`` (epoch seconds) now.
+
+    For virtual-time tests and simulations that need a particular date (a daylight
+    saving transition, a month end): call it inside ``trio.run(..., clock=MockClock())``
+    before opening a runtime. Every runtime opened later in that trio run shares the
+    pinned clock. Refused under the real clock, whose wall time is the system's.
+    """
+    import trio
+
+    from perdure.runtime._clock import _EPOCHS
+
+    clock = trio.lowlevel.current_clock()
+    if not isinstance(clock, MockClock):
+        raise RuntimeError("pin_wall_time needs trio's MockClock (virtual time)")
+    _EPOCHS[clock] = float(when) - trio.current_time()
