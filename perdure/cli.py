@@ -52,7 +52,6 @@ from perdure import _cli_jobs, _demo
 from perdure._errors import InvalidInput, PerdureError, RunNotFound, StorageError
 from perdure.agui import (
     Event,
-    decode_event,
     event_to_json,
     event_type,
     is_terminal_event,
@@ -520,9 +519,8 @@ def _cmd_events(args: argparse.Namespace) -> int:
         _get(store, run_id)
         cursor = after
         while True:
-            batch = store.events(run_id, cursor, 1024)
-            for event_id, raw in batch:
-                event = decode_event(raw)
+            batch = store.read_events(run_id, cursor, 1024)
+            for event_id, event in batch:
                 cursor = event_id
                 _print_event(console, run_id, event_id, event)
                 if args.follow and is_terminal_event(event):

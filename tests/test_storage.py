@@ -520,7 +520,7 @@ async def test_recovery_loader_reads_what_the_per_run_reads_do(data_dir: Path) -
                 rec, journal, events = states[rid]
                 assert rec == store.get_run(rid)
                 assert journal == store.journal(rid)
-                assert events == [raw for _, raw in store.events(rid)]
+                assert events == [event for _, event in store.read_events(rid)]
             running = [s.rec.id for s in store.iter_run_states("running", per_txn=per_txn)]
             assert running == [ids[0], ids[1], ids[3]]
         assert states[ids[3]].rec.journal_len == 4 and len(states[ids[3]].events) == 1 + 2 * 3

@@ -161,14 +161,14 @@ async def test_an_actor_crash_fails_the_run_and_every_caller_gets_an_answer(
     callers that were parked on the run; ``cancel`` and ``resume`` afterwards answer."""
     import perdure.runtime._run_actor as run_actor
 
-    real_accept = run_actor.accept_signal
+    real_accept = run_actor.accept_signals
 
-    async def accept(actor: Any, signal: Any, key: str) -> bool:
-        if key == "event:boom":
+    async def accept(actor: Any, signals: Any) -> Any:
+        if any(key == "event:boom" for _, key in signals):
             raise ActorBug("boom \ud800 (a message that is not even valid UTF-8)")
-        return await real_accept(actor, signal, key)
+        return await real_accept(actor, signals)
 
-    monkeypatch.setattr(run_actor, "accept_signal", accept)
+    monkeypatch.setattr(run_actor, "accept_signals", accept)
     async with make(data_dir) as rt:
         run_id = (await rt.start("workflow:hold", None, owner=P)).run.id
         other = (await rt.start("workflow:hold", None, owner=P)).run.id
@@ -210,15 +210,15 @@ async def test_concurrent_callers_are_answered_when_the_actor_crashes(
     are answered too (on_stop answers the mailbox), never left waiting."""
     import perdure.runtime._run_actor as run_actor
 
-    real_accept = run_actor.accept_signal
+    real_accept = run_actor.accept_signals
 
-    async def accept(actor: Any, signal: Any, key: str) -> bool:
-        if key == "event:boom":
+    async def accept(actor: Any, signals: Any) -> Any:
+        if any(key == "event:boom" for _, key in signals):
             await trio.sleep(0.05)  # let the other messages queue up behind this one
             raise ActorBug("boom")
-        return await real_accept(actor, signal, key)
+        return await real_accept(actor, signals)
 
-    monkeypatch.setattr(run_actor, "accept_signal", accept)
+    monkeypatch.setattr(run_actor, "accept_signals", accept)
     async with make(data_dir) as rt:
         run_id = (await rt.start("workflow:hold", None, owner=P)).run.id
         await waiting(rt, run_id)
@@ -251,13 +251,13 @@ async def test_when_even_the_failure_cannot_be_stored_waiters_get_the_error(
     import perdure.runtime._engine as engine_module
     import perdure.runtime._run_actor as run_actor
 
-    async def accept(actor: Any, signal: Any, key: str) -> bool:
+    async def accept(actor: Any, signals: Any) -> Any:
         raise ActorBug("boom")
 
     def spawn(*args: Any, **kwargs: Any) -> Any:
         raise ActorBug("cannot spawn either")
 
-    monkeypatch.setattr(run_actor, "accept_signal", accept)
+    monkeypatch.setattr(run_actor, "accept_signals", accept)
     monkeypatch.setattr(engine_module, "spawn", spawn)
     async with make(data_dir) as rt:
         run_id = (await rt.start("workflow:hold", None, owner=P)).run.id
@@ -482,12 +482,6 @@ trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: under a MockClock, a passivated run's durable timer can spin for ever "
-    "at one virtual instant (TimerService.run: trio.current_time() + (due - now()) rounds "
-    "to the current time while now() * 1000 < due_ms)",
-)
 def test_long_virtual_sleeps_end() -> None:
     """``ctx.sleep(12 years)`` then a 12-year wait timeout under virtual time end (the
     runtime promises that every timer runs in virtual time). With this (2026) start of

@@ -159,21 +159,11 @@ async def test_a_catastrophic_pattern_takes_milliseconds_and_runs_keep_going(
     """``^(a+)+$`` against ``"a" * 26 + "!"`` (3.4 s of backtracking with Python's ``re``,
     holding the event loop) is refused in milliseconds, as a ``pattern`` and as a
     ``patternProperties`` key; the event loop is never blocked long (a ticking run and a
-    sampling task keep going). Patterns RE2 cannot run (backreferences, lookaround) are
-    refused when the wait is declared."""
+    sampling task keep going)."""
     rt = make(data_dir)
-    declared: list[BaseException] = []
 
     @rt.workflow("guarded")
     async def guarded(ctx: perdure.RunContext, inp: Any) -> Any:
-        for schema in (
-            {"type": "string", "pattern": "(a)\\1"},
-            {"type": "string", "pattern": "a(?=b)"},
-        ):
-            try:
-                await ctx.wait_for_input("x", schema=schema)
-            except perdure.InvalidInput as exc:
-                declared.append(exc)
         value = await ctx.wait_for_input("s", schema={"type": "string", "pattern": "^(a+)+$"})
         keyed = await ctx.wait_for_event(
             "k",
@@ -189,7 +179,6 @@ async def test_a_catastrophic_pattern_takes_milliseconds_and_runs_keep_going(
         ticker = (await rt.start("workflow:ticker", None, owner=P)).run.id
         run_id = (await rt.start("workflow:guarded", None, owner=P)).run.id
         await waiting(rt, run_id)
-        assert len(declared) == 2
         gaps: list[float] = []
         stop = trio.Event()
 

@@ -161,12 +161,6 @@ async def test_a_failed_emit_commit_leaves_no_gap_and_the_run_goes_on(data_dir: 
         await assert_readers_work(rt)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a signal whose commit fails was already handed to the waiting body (the "
-    "wake-up runs when the batch is queued); the body goes on with a value never stored, "
-    "its next commit fails with the chain and the run ends failed (STORAGE_ERROR)",
-)
 async def test_a_failed_signal_commit_leaves_the_run_waiting(data_dir: Path) -> None:
     """R32: ``resume`` whose commit fails raises StorageError and changes nothing: the run
     is still waiting for that key, and the same signal sent again is taken."""
@@ -221,11 +215,6 @@ def mounted(target: Path, *args: str) -> Iterator[None]:
         perdure.StorageError,
         pytest.param(
             perdure.StorageFull,
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="BUG: a full disk surfaces as a plain StorageError 'mdb_txn_commit: "
-                "Input/output error' (LMDB turns the short pwrite into EIO), not StorageFull",
-            ),
         ),
     ],
     ids=["typed", "says-full"],
@@ -466,12 +455,6 @@ def damage_one_event(path: Path, run_id: str) -> None:
 
 
 @pytest.mark.no_log_check  # the store is damaged on purpose
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a damaged stored event reaches readers as a raw UnicodeDecodeError / "
-    "msgspec.ValidationError (rt.events, perdure runs events print a traceback): events "
-    "are decoded outside the storage boundary",
-)
 async def test_a_damaged_event_is_corrupt_store_for_every_reader(
     pristine: Path, tmp_path: Path
 ) -> None:

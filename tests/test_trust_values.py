@@ -321,12 +321,6 @@ async def test_unloggable_events_are_refused_and_the_log_stays_readable(data_dir
     cli_reads(data_dir, [run_id])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a journaled call refused the first time (emit, start_child) is matched "
-    "against the journal on replay: it consumes the entry of the next call of its kind "
-    "(duplicate event, second child) or raises NonDeterminismError",
-)
 @pytest.mark.parametrize("call", ["emit", "emit-other-kind", "start_child"])
 async def test_a_refused_call_is_refused_again_on_replay(data_dir: Path, call: str) -> None:
     """A deterministic body that catches a refused ``emit`` / ``start_child`` and goes on
@@ -377,11 +371,6 @@ async def test_a_refused_call_is_refused_again_on_replay(data_dir: Path, call: s
     assert len(children) == (1 if call == "start_child" else 0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: ctx.emit(None) / ctx.emit({...}) outside a step raise AttributeError "
-    "(RunContext.emit reads type(events[0]).__struct_config__ before checking the events)",
-)
 async def test_emit_of_a_non_event_is_invalid_input(data_dir: Path) -> None:
     """``ctx.emit({...})`` and ``ctx.emit(None)`` are InvalidInput, like any other value
     that is not an AG-UI event struct (issue 9: raw AttributeError)."""
@@ -513,12 +502,6 @@ async def test_hostile_plain_values_are_typed_errors_everywhere(data_dir: Path) 
     cli_reads(data_dir, [*step_runs.values(), *result_runs.values()][:4])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a dict whose keys collide once made JSON strings ({1: 'a', '1': 'b'}) is "
-    "accepted; the JSON wire then carries a duplicate key (inputs, results) or silently "
-    "drops an entry (an emitted CUSTOM value)",
-)
 async def test_keys_that_collide_on_the_json_wire_are_refused(data_dir: Path) -> None:
     """R30: an accepted value reads back equal on every reader. ``{1: "a", "1": "b"}`` is
     stored as given, but JSON (events, HTTP, ``--json``) cannot say it: refuse it."""

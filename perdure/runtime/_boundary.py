@@ -78,6 +78,7 @@ FAILURES = (
 _encode = msgspec.msgpack.Encoder().encode
 _decode = msgspec.msgpack.Decoder().decode
 _json = msgspec.json.Encoder().encode
+_json_sorted = msgspec.json.Encoder(order="sorted").encode
 
 
 def plain(
@@ -91,7 +92,7 @@ def plain(
         builtin = msgspec.to_builtins(value)
         packed = _encode(builtin)
         stored = _decode(packed)
-        _json(stored)  # the wire (and the HTTP API) must be able to carry it too
+        _wire(stored, what, error)  # the wire (and the HTTP API) must be able to carry it too
     except FAILURES as exc:
         raise error(f"{what} is not storable plain data: {reason(exc)}", what=what) from None
     cap = limit or MAX_VALUE_BYTES
@@ -111,7 +112,7 @@ def plain_sized(value: Any, what: str) -> tuple[Any, int]:
         builtin = msgspec.to_builtins(value)
         packed = _encode(builtin)
         stored = _decode(packed)
-        wire = _json(stored)
+        wire = _wire(stored, what, SerializationError)
     except FAILURES as exc:
         raise SerializationError(
             f"{what} is not storable plain data: {reason(exc)}", what=what
@@ -123,6 +124,27 @@ def plain_sized(value: Any, what: str) -> tuple[Any, int]:
             size=len(packed),
         )
     return stored, len(wire)
+
+
+def _wire(stored: Any, what: str, error: type[PerdureError]) -> bytes:
+    """``stored`` as JSON; a dict whose keys collide as JSON strings (``1`` and ``"1"``)
+    is refused: it would reach the wire with a duplicate key, and readers keep one.
+
+    The usual value has string keys only, and sorted encoding (which refuses any other
+    key) proves it in one pass. Otherwise the keys are compared: a JSON object keeps
+    every key when decoded unless two were equal, so decoding the wire form and encoding
+    it again gives the same bytes exactly when none collided.
+    """
+    try:
+        return _json_sorted(stored)
+    except TypeError:
+        pass
+    wire = _json(stored)
+    if _json(msgspec.json.decode(wire)) != wire:
+        raise error(
+            f"{what} has dict keys that are equal as JSON strings (e.g. 1 and '1')", what=what
+        )
+    return wire
 
 
 def check_stored(stored: Any, what: str, error: type[PerdureError] = SerializationError) -> None:
@@ -204,6 +226,12 @@ def event(value: Any) -> Event:
         ) from None
     if type(back) is not type(value):
         raise InvalidInput(f"{type(value).__name__} is not an AG-UI event perdure can log")
+    if event_to_json(back) != wire:
+        # Decoding kept one of two keys that are equal as JSON strings (1 and "1").
+        raise InvalidInput(
+            f"{type(value).__name__} has dict keys that are equal as JSON strings "
+            "(e.g. 1 and '1')"
+        )
     if len(wire) > MAX_EVENT_BYTES - 64:
         raise InvalidInput(
             f"{type(value).__name__} is {len(wire)} bytes; events are capped at "

@@ -138,15 +138,18 @@ class RunContext:
         """
         if not events:
             return
+        # Checked before the journal is consulted: a refused call records nothing, so on
+        # replay it must be refused again, not take the next call's entry.
+        checked = tuple(_checked_event(event) for event in events)
         actor = self._actor
         if actor.step is not None:
-            actor.step.add(self._check_events(events))
+            actor.step.add(self._check_events(checked))
             return
-        name = type(events[0]).__struct_config__.tag
+        name = type(checked[0]).__struct_config__.tag
         assert isinstance(name, str)
         if actor.journal.take("emit", name) is not None:
             return  # logged (and checked) the first time; the log already holds them
-        await actor.record("emit", name, events=self._check_events(events))
+        await actor.record("emit", name, events=self._check_events(checked))
 
     async def flush(self) -> None:
         """Commit what is buffered now, so followers see it live.
@@ -288,8 +291,7 @@ class RunContext:
         def open_now(kind: str, item: str) -> bool:
             return (kind, item) in opened or (is_open(kind, item) and (kind, item) not in closed)
 
-        for raw in events:
-            event = _checked_event(raw)
+        for event in events:  # each already checked by _checked_event
             if isinstance(event, _RESERVED):
                 raise InvalidInput(f"{type(event).__name__} is written by the runtime, not emitted")
             if isinstance(event, TextMessageStartEvent | ToolCallStartEvent):
@@ -469,6 +471,10 @@ class RunContext:
         actor = self._actor
         if actor.step is not None:
             raise InvalidInput("child runs are started from the body, not inside a step")
+        child_owner = owner if owner is not None else actor.rec.owner
+        # Checked before the journal is consulted: a refused start records nothing, so on
+        # replay it must be refused again, not take the next start's entry.
+        actor.engine.check_child(target, input, owner=child_owner, run_id=run_id, parent=actor.rec)
         entry = actor.journal.take("child", target)
         if entry is not None:
             return ChildHandle(actor.engine, entry.value.decode())
@@ -476,11 +482,7 @@ class RunContext:
         child_id = run_id or uuid.uuid5(uuid.NAMESPACE_URL, f"{actor.rec.id}/{position}").hex
         actor.journal.has_children = True  # a cancel racing the start must find the child
         started = await actor.engine.start_child(
-            target,
-            input,
-            owner=owner if owner is not None else actor.rec.owner,
-            run_id=child_id,
-            parent=actor.rec,
+            target, input, owner=child_owner, run_id=child_id, parent=actor.rec
         )
         await actor.record("child", target, started.run.id.encode())
         return ChildHandle(actor.engine, started.run.id)

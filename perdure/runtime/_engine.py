@@ -26,6 +26,7 @@ import trio
 
 from perdure._errors import StorageError
 from perdure.actors import Actor, Supervisor
+from perdure.agui import Event
 from perdure.storage import (
     Durability,
     ErrorInfo,
@@ -198,8 +199,8 @@ class Engine:
         self.timers.arm(ref)
         return self.ops.arm_timer(ref)
 
-    def stored_events(self, run_id: str) -> list[bytes]:
-        return [raw for _, raw in self.store.events(run_id)]
+    def stored_events(self, run_id: str) -> list[Event]:
+        return [event for _, event in self.store.read_events(run_id)]
 
     def stored_state(self, run_id: str) -> tuple[RunRecord | None, list[JournalEntry]]:
         return self.store.get_run(run_id), self.store.journal(run_id)
@@ -213,6 +214,11 @@ class Engine:
         return await self.starter.start_child(
             target, input, owner=owner, run_id=run_id, parent=parent
         )
+
+    def check_child(
+        self, target: str, input: Any, *, owner: Owner, run_id: str | None, parent: RunRecord
+    ) -> None:
+        self.starter.check_child(target, input, owner=owner, run_id=run_id, parent=parent)
 
     async def cancel_children(self, run_id: str, reason: str) -> None:
         await cancel_children(self, run_id, reason)

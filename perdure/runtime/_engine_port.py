@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     import trio
 
     from perdure.actors import Supervisor
+    from perdure.agui import Event
     from perdure.storage import (
         JournalEntry,
         LogRecord,
@@ -67,8 +68,8 @@ class EnginePort(Protocol):
         """Arm a durable wake-up; returns the op that stores it (commit it with the run)."""
         ...
 
-    def stored_events(self, run_id: str) -> list[bytes]:
-        """Every committed event of a run, encoded (to rebuild what its log left open)."""
+    def stored_events(self, run_id: str) -> list[Event]:
+        """Every committed event of a run (to rebuild what its log left open)."""
         ...
 
     def stored_state(self, run_id: str) -> tuple[RunRecord | None, list[JournalEntry]]:
@@ -83,6 +84,12 @@ class EnginePort(Protocol):
         self, target: str, input: Any, *, owner: Owner, run_id: str | None, parent: RunRecord
     ) -> Started:
         """Start a child run of ``parent`` (R17)."""
+        ...
+
+    def check_child(
+        self, target: str, input: Any, *, owner: Owner, run_id: str | None, parent: RunRecord
+    ) -> None:
+        """Refuse a child start that can never succeed, before it is journaled."""
         ...
 
     async def cancel_children(self, run_id: str, reason: str) -> None:

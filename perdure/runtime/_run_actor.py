@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import logging
 import traceback
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
@@ -39,7 +39,7 @@ import trio
 
 from perdure._errors import PerdureError, RunNotActive, StorageError
 from perdure.actors import Actor, LazyEvent
-from perdure.agui import CustomEvent, Event, OpenItems, decode_event
+from perdure.agui import CustomEvent, Event, OpenItems
 from perdure.storage import (
     Chain,
     ErrorInfo,
@@ -146,7 +146,7 @@ class RunActor(Actor[RunMessage]):
         journal: list[JournalEntry],
         *,
         serve_only: bool = False,
-        events: list[bytes] | None = None,
+        events: list[Event] | None = None,
     ) -> None:
         super().__init__(rec.id)
         self.engine = engine
@@ -200,15 +200,12 @@ class RunActor(Actor[RunMessage]):
         events: Sequence[Event] = (),
         journal: Sequence[JournalEntry] = (),
         extra_ops: Sequence[Op] = (),
-        queued: Callable[[], None] | None = None,
         now: float | None = None,
     ) -> None:
         """Stage ``new`` (or the current record) plus events and journal entries, commit.
 
-        Returns once durable; followers are notified after the acknowledgement.
-        ``queued`` runs as soon as the batch is in the writer's queue: whatever the
-        run commits after that cannot become durable without this batch. If the commit
-        fails, the actor's memory is rolled back to the stored state and the error
+        Returns once durable; followers are notified after the acknowledgement. If the
+        commit fails, the actor's memory is rolled back to the stored state and the error
         (a :class:`~perdure.StorageError`) is raised.
         """
         if self.phase == "ended":
@@ -257,8 +254,6 @@ class RunActor(Actor[RunMessage]):
             observe(event)
         if journal:
             self.journal.tail = journal[-1]
-        if queued is not None:
-            queued()
         try:
             await writer.wait(pending)
         except StorageError:
@@ -283,8 +278,8 @@ class RunActor(Actor[RunMessage]):
         self.journal = journal
         self.rec = rec
         self.open = OpenItems()
-        for raw in self.engine.stored_events(rec.id):
-            self.open.observe(decode_event(raw))
+        for event in self.engine.stored_events(rec.id):
+            self.open.observe(event)
         log.warning("run %s: a commit failed; in-memory state rolled back to the store", rec.id)
 
     def record(
@@ -362,11 +357,11 @@ class RunActor(Actor[RunMessage]):
 
     async def on_start(self) -> None:
         if self.rec.last_event_id:
-            raws = self.preloaded_events
-            if raws is None:
-                raws = self.engine.stored_events(self.rec.id)
-            for raw in raws:
-                self.open.observe(decode_event(raw))
+            events = self.preloaded_events
+            if events is None:
+                events = self.engine.stored_events(self.rec.id)
+            for event in events:
+                self.open.observe(event)
         self.preloaded_events = None
 
     async def run(self) -> None:

@@ -15,7 +15,7 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from perdure._errors import InvalidInput, InvalidSignal, PerdureError, RunNotFound
-from perdure.agui import decode_event, is_terminal_event
+from perdure.agui import is_terminal_event
 from perdure.storage import DEFAULT_MAP_SIZE, Durability, Owner, RunRecord, Trigger
 
 from ._batches import BatchInfo, batch_info, cancel_batch, start_batch
@@ -542,9 +542,8 @@ class Runtime:
         while True:
             changed = hub.watch(run_id) if follow else None
             try:
-                batch = store.events(run_id, cursor, 512)
-                for event_id, raw in batch:
-                    event = decode_event(raw)
+                batch = store.read_events(run_id, cursor, 512)
+                for event_id, event in batch:
                     cursor = event_id
                     yield RunEvent(run_id=run_id, event_id=event_id, event=event)
                     if follow and is_terminal_event(event):

@@ -221,11 +221,12 @@ def check_signal(signal: Signal, wait: Wait) -> None:
 
 def interrupt_for(wait: Wait) -> Interrupt:
     """The AG-UI interrupt announcing an open wait."""
-    expires = (
-        datetime.datetime.fromtimestamp(wait.deadline, datetime.UTC).isoformat()
-        if wait.deadline is not None
-        else None
-    )
+    expires: str | None = None
+    if wait.deadline is not None:
+        try:
+            expires = datetime.datetime.fromtimestamp(wait.deadline, datetime.UTC).isoformat()
+        except (OverflowError, OSError, ValueError):
+            expires = None  # beyond what a datetime can say (virtual time only)
     return Interrupt(
         id=wait_key(wait.reason, wait.key),
         reason=_AGUI_REASON[wait.reason],

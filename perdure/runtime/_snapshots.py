@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from perdure.agui import LogSnapshot, decode_event, fold_events
+from perdure.agui import LogSnapshot, fold_events
 from perdure.storage import RunRecord, Store
 
 from ._results import Snapshot
@@ -34,8 +34,8 @@ def seed_of(rec: RunRecord) -> LogSnapshot:
 def snapshot_of(store: Store, rec: RunRecord, upto: int | None) -> Snapshot:
     """``rec``'s log folded up to event ``upto`` (the whole committed log when None)."""
     limit = 1 << 62 if upto is None else upto
-    raws = store.events(rec.id, 0, limit) if limit > 0 else []
-    snap = fold_events((decode_event(raw) for _, raw in raws), start=seed_of(rec))
+    events = store.read_events(rec.id, 0, limit) if limit > 0 else []
+    snap = fold_events((event for _, event in events), start=seed_of(rec))
     return Snapshot(
         after_event_id=snap.after_event_id,
         messages=snap.messages,

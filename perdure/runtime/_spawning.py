@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from perdure.agui import Event
 from perdure.storage import JournalEntry, RunRecord, TimerRef
 
 from ._run_actor import RunActor
@@ -29,7 +30,7 @@ def spawn(
     serve_only: bool = False,
     fresh: bool = False,
     journal: list[JournalEntry] | None = None,
-    events: list[bytes] | None = None,
+    events: list[Event] | None = None,
 ) -> RunActor:
     """Start the actor of ``rec`` (``fresh``: just created, nothing to read back).
 

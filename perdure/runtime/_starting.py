@@ -123,6 +123,22 @@ class Starter:
                 self._claims.pop(claim, None)
             done.set()
 
+    def check_child(
+        self, target: str, input: Any, *, owner: Owner, run_id: str | None, parent: RunRecord
+    ) -> None:
+        """Everything :meth:`start_child` refuses that does not depend on the store."""
+        registry = self._engine.registry
+        definition = registry.resolve(target)
+        registry.check_owner(definition, owner)
+        if run_id is not None:
+            validate_identifier(run_id, "run_id")
+            if run_id in (parent.id, parent.root_id):
+                raise InvalidInput(
+                    f"a child of {parent.id} cannot take the id {run_id!r} of its own tree",
+                    run_id=run_id,
+                )
+        definition.convert_input(input)
+
     async def start_child(
         self, target: str, input: Any, *, owner: Owner, run_id: str | None, parent: RunRecord
     ) -> Started:

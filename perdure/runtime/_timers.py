@@ -22,6 +22,10 @@ from perdure.storage import TimerRef
 __all__ = ["TimerService"]
 
 
+_MIN_STEP = 0.0001
+"""Seconds: the least a not-yet-due timer waits before the service looks again."""
+
+
 class TimerService:
     """Calls ``on_due(ref)`` when each armed timer's wall time arrives."""
 
@@ -46,14 +50,18 @@ class TimerService:
 
     async def run(self) -> None:
         while True:
-            with trio.CancelScope() as scope:
-                self._scope = scope
-                scope.deadline = (
-                    self._trio_time(self._heap[0][0] / 1000) if self._heap else math.inf
-                )
-                await trio.sleep_forever()
-            self._scope = None
             now_ms = self._now() * 1000
             while self._heap and self._heap[0][0] <= now_ms:
                 self._on_due(heapq.heappop(self._heap)[1])
-            await trio.lowlevel.checkpoint()
+            with trio.CancelScope() as scope:
+                self._scope = scope
+                if self._heap:
+                    # Not due by the wall clock, so at least a little later by trio's: the
+                    # two clocks round differently (far from zero a sub-millisecond gap can
+                    # vanish in a float), and a deadline already past would spin for ever.
+                    floor = trio.current_time() + _MIN_STEP
+                    scope.deadline = max(self._trio_time(self._heap[0][0] / 1000), floor)
+                else:
+                    scope.deadline = math.inf
+                await trio.sleep_forever()
+            self._scope = None

@@ -304,14 +304,10 @@ async def _close_wait(
     if wait.deadline is not None:
         extra.append(actor.engine.ops.disarm_timer(actor.timer(wait.deadline, wait.slot)))
 
-    def wake_body() -> None:
-        future = actor.futures.get(wait.slot)
-        if future is not None:
-            future.resolve(entry)
-
-    await actor.persist(
-        change.record, change.events, journal=[entry], extra_ops=extra, queued=wake_body
-    )
+    await actor.persist(change.record, change.events, journal=[entry], extra_ops=extra)
+    future = actor.futures.get(wait.slot)
+    if future is not None:
+        future.resolve(entry)
 
 
 def _result_events(signal: Signal) -> list[Event]:
@@ -464,18 +460,13 @@ async def _apply(actor: RunActor, plans: list[_Plan]) -> None:
     remaining = [interrupt_for(w) for w in rec.waiting.waits if w.slot not in closed]
     change = leave_wait(rec, closed.keys(), results, remaining)
 
-    def wake_bodies() -> None:
-        # The body may go on as soon as the signals are queued: its next commit is
-        # ordered after them, so they can share one flush. resume() itself still
-        # returns only once they are durable (R12).
-        for slot, entry in closed.items():
-            future = actor.futures.get(slot)
-            if future is not None:
-                future.resolve(entry)
-
-    await actor.persist(
-        change.record, change.events, journal=entries, extra_ops=extra, queued=wake_bodies
-    )
+    await actor.persist(change.record, change.events, journal=entries, extra_ops=extra)
+    # Only now: a body that went on with a signal whose commit then failed would act on
+    # something the store never got (R32).
+    for slot, entry in closed.items():
+        future = actor.futures.get(slot)
+        if future is not None:
+            future.resolve(entry)
 
 
 def _fits(entry: JournalEntry, spec: WaitSpec, slot: str) -> bool:

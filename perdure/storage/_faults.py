@@ -39,6 +39,7 @@ DAMAGE = (
     lmdb.InvalidError,
     lmdb.VersionMismatchError,
     lmdb.BadTxnError,
+    lmdb.IncompatibleError,
     msgspec.DecodeError,
     UnicodeDecodeError,
     struct.error,
@@ -111,6 +112,18 @@ def check_own_file(path: Path) -> None:
         )
 
 
+def _nearly_full(path: Path | str) -> bool:
+    """Whether the file system holding ``path`` has (almost) no room left."""
+    target = Path(path)
+    while not target.exists() and target != target.parent:
+        target = target.parent
+    try:
+        st = os.statvfs(target)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < 1024 * 1024
+
+
 def translate(exc: BaseException, path: Path | str) -> StorageError:
     """The typed error for a fault met while opening, reading or writing ``path``."""
     if isinstance(exc, StorageError):
@@ -126,7 +139,12 @@ def translate(exc: BaseException, path: Path | str) -> StorageError:
     text = str(exc)
     if isinstance(exc, ValueError) and "null" in text.lower():
         return StorageUnavailable(f"{where!r}: a path may not contain NUL", path=where)
-    if code in (errno.ENOSPC, errno.EDQUOT) or "No space left" in text:
+    if (
+        code in (errno.ENOSPC, errno.EDQUOT)
+        or "No space left" in text
+        # LMDB reports a short write at commit as EIO: on a full disk that is ENOSPC.
+        or ((code == errno.EIO or "Input/output error" in text) and _nearly_full(path))
+    ):
         return StorageFull(
             f"{where}: the disk is full; free space (or raise the quota) and retry", path=where
         )

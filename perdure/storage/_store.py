@@ -34,6 +34,7 @@ from perdure._errors import (
     StorageError,
     StorageUnavailable,
 )
+from perdure.agui import Event, decode_event
 
 from ._faults import DAMAGE, check_data_file, check_own_file, translate
 from ._keys import (
@@ -81,17 +82,18 @@ _run_decoder = msgspec.msgpack.Decoder(RunRecord)
 _journal_decoder = msgspec.msgpack.Decoder(JournalEntry)
 _schema_decoder = msgspec.msgpack.Decoder(SchemaInfo)
 _chunk_decoder = msgspec.msgpack.Decoder(list[msgspec.Raw])
+_events_decoder: msgspec.msgpack.Decoder[list[Event]] = msgspec.msgpack.Decoder(list[Event])
 _log_decoder = msgspec.msgpack.Decoder(LogRecord)
 _schedule_decoder = msgspec.msgpack.Decoder(ScheduleRecord)
 _batch_decoder = msgspec.msgpack.Decoder(BatchRecord)
 
 
 class RunState(NamedTuple):
-    """A run's record with its journal and its raw events, read in one transaction."""
+    """A run's record with its journal and its events, read in one transaction."""
 
     rec: RunRecord
     journal: list[JournalEntry]
-    events: list[bytes]
+    events: list[Event]
 
 
 def _with_counters(rec: RunRecord, last_event_id: int, journal_len: int) -> RunRecord:
@@ -473,6 +475,14 @@ class Store:
         return out[:limit]
 
     @_reads
+    def read_events(
+        self, run_id: str, after: int = 0, limit: int = 1_000_000
+    ) -> list[tuple[int, Event]]:
+        """:meth:`events`, decoded: a damaged event is :class:`~perdure.CorruptStore`."""
+        raws = self.events(run_id, after, limit)
+        return [(event_id, decode_event(raw)) for event_id, raw in raws]
+
+    @_reads
     def journal(self, run_id: str) -> list[JournalEntry]:
         """Every recorded journal entry of a run, in position order."""
         prefix = run_prefix(run_id)
@@ -655,10 +665,10 @@ class Store:
                     for key, value in _prefixed(txn.cursor(db=journal_db), prefix):
                         journal.append(_journal_decoder.decode(value))
                         journal_len = int.from_bytes(key[len(prefix) :], "big") + 1
-                    events: list[bytes] = []
+                    events: list[Event] = []
                     last_event = 0
                     for key, value in _prefixed(txn.cursor(db=events_db), prefix):
-                        events.extend(bytes(item) for item in _chunk_decoder.decode(value))
+                        events.extend(_events_decoder.decode(value))
                         last_event = int.from_bytes(key[len(prefix) :], "big")
                     if not rec.terminal:
                         rec = _with_counters(rec, last_event, journal_len)
