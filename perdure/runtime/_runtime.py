@@ -131,13 +131,16 @@ class Runtime:
         timeout: float | None = None,
         restart: RestartPolicy | None = None,
         inline_steps: bool = False,
+        version: int | None = None,
     ) -> Callable[[F], F]:
         """Register an agent (target ``agent:NAME``); runs are owned by a Conversation.
 
         ``inline_steps=True`` runs the body's plain (non-async) step functions on the
         trio thread, without a worker-thread hop (see :meth:`RunContext.step`).
+        ``version`` (an integer) is recorded on every run the definition starts
+        (``run.version``); raise it when a change needs :meth:`RunContext.patched` (R37).
         """
-        return self._register("agent", name, input_type, timeout, restart, inline_steps)
+        return self._register("agent", name, input_type, timeout, restart, inline_steps, version)
 
     def workflow(
         self,
@@ -147,9 +150,10 @@ class Runtime:
         timeout: float | None = None,
         restart: RestartPolicy | None = None,
         inline_steps: bool = False,
+        version: int | None = None,
     ) -> Callable[[F], F]:
         """Register a code workflow (target ``workflow:NAME``); owned by a Project."""
-        return self._register("workflow", name, input_type, timeout, restart, inline_steps)
+        return self._register("workflow", name, input_type, timeout, restart, inline_steps, version)
 
     def task(
         self,
@@ -159,9 +163,10 @@ class Runtime:
         timeout: float | None = None,
         restart: RestartPolicy | None = None,
         inline_steps: bool = False,
+        version: int | None = None,
     ) -> Callable[[F], F]:
         """Register a task (target ``task:NAME``), run as a job owned by a Project."""
-        return self._register("job", name, input_type, timeout, restart, inline_steps)
+        return self._register("job", name, input_type, timeout, restart, inline_steps, version)
 
     def _register(
         self,
@@ -171,6 +176,7 @@ class Runtime:
         timeout: float | None,
         restart: RestartPolicy | None,
         inline_steps: bool,
+        version: int | None = None,
     ) -> Callable[[F], F]:
         def decorate(fn: F) -> F:
             self._registry.add(
@@ -181,6 +187,7 @@ class Runtime:
                 timeout=timeout,
                 restart=restart,
                 inline_steps=inline_steps,
+                version=version,
             )
             return fn
 

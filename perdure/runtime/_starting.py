@@ -162,6 +162,7 @@ class Starter:
             parent_id=parent.id if parent is not None else None,
             trigger=trigger,
             idempotency_key=idempotency_key,
+            version=definition.version,
             last_event_id=1 if admit else 0,  # the RUN_STARTED committed with it
         )
         ops = []
