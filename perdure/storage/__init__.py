@@ -4,8 +4,10 @@ This layer speaks records and keys, never run behaviour; it imports nothing from
 ``perdure.runtime`` or ``perdure.actors``.
 """
 
+from ._backup import BackupInfo, backup_store
 from ._lock import DirectoryLock, Holder, read_holder
 from ._ops import Op, Ops, TimerRef
+from ._purge import Purger, RunHead, Tree
 from ._records import (
     SCHEMA_VERSION,
     STATUSES,
@@ -35,6 +37,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "STATUSES",
     "TERMINAL",
+    "BackupInfo",
     "CancelRequest",
     "Chain",
     "Completion",
@@ -49,6 +52,8 @@ __all__ = [
     "Ops",
     "Owner",
     "Project",
+    "Purger",
+    "RunHead",
     "RunRecord",
     "RunState",
     "SchemaInfo",
@@ -56,11 +61,13 @@ __all__ = [
     "Store",
     "TimerRef",
     "TokenUsage",
+    "Tree",
     "Trigger",
     "Wait",
     "Waiting",
     "Writer",
     "WriterStats",
+    "backup_store",
     "owner_key",
     "read_holder",
 ]

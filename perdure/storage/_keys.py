@@ -7,7 +7,8 @@ order. Identifiers never contain NUL (the runtime validates them), which makes
 
 Databases:
 
-- ``meta``: ``schema`` -> SchemaInfo
+- ``meta``: ``schema`` -> SchemaInfo; ``seq_floor`` -> u64, the highest creation seq a
+  purge may have removed (so seqs stay unique after the newest runs are purged, R38)
 - ``runs``: run id -> RunRecord
 - ``events``: run id, NUL, u64 id of the chunk's last event -> one commit's events,
   a msgpack array of AG-UI events with consecutive ids (one record per commit, not
@@ -45,6 +46,7 @@ __all__ = [
     "IDX_PARENT",
     "IDX_ROOT",
     "IDX_STATUS",
+    "SEQ_FLOOR",
     "event_key",
     "idem_key",
     "index_key",
@@ -80,6 +82,9 @@ IDX_CANCELLING = b"x"
 """Runs with a cancellation requested but not yet terminal (recovery finishes them)."""
 IDX_BATCH = b"b"
 """The jobs of a batch: batch id, NUL, seq -> run id."""
+
+SEQ_FLOOR = b"seq_floor"
+"""``meta`` key: no run created from now on may reuse a seq at or below this (R38)."""
 
 _U64 = struct.Struct(">Q")
 _U32 = struct.Struct(">I")

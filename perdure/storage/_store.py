@@ -36,6 +36,7 @@ from ._keys import (
     IDX_PARENT,
     IDX_ROOT,
     IDX_STATUS,
+    SEQ_FLOOR,
     idem_key,
     index_prefix,
     run_prefix,
@@ -519,12 +520,15 @@ class Store:
         """Highest creation sequence number ever assigned (0 for a new store).
 
         Every run has exactly one status entry, so the highest is the last entry of
-        one of the status families.
+        one of the status families, unless a purge removed the newest runs: the purge
+        leaves its floor in ``meta`` so that a seq is never handed out twice (R38).
         """
         with self.read() as txn:
             cur = txn.cursor(db=self.dbs["index"])
+            floor = txn.get(SEQ_FLOOR, db=self.dbs["meta"])
             return max(
-                _last_suffix(cur, index_prefix(IDX_STATUS, status)) or 0 for status in STATUSES
+                int.from_bytes(floor, "big") if floor else 0,
+                *(_last_suffix(cur, index_prefix(IDX_STATUS, status)) or 0 for status in STATUSES),
             )
 
     def count_waiting(self) -> int:
