@@ -3,11 +3,13 @@
 from perdure.agui import AgentInput
 
 from ._asyncio_host import AsyncioHost
+from ._check import CheckReport, RunCheck
 from ._context import AgentContext, ChildHandle, RunContext
 from ._definitions import Definition, RestartPolicy
 from ._host import Host
 from ._lifecycle import STATUSES, TERMINAL, TRANSITIONS, check_transition
 from ._results import Cancelled, Page, RunEvent, RuntimeStats, Started, TargetInfo
+from ._retention import Retention
 from ._retry import RetryPolicy
 from ._runtime import Runtime
 from ._signals import (
@@ -29,6 +31,7 @@ __all__ = [
     "ApprovalDecision",
     "AsyncioHost",
     "Cancelled",
+    "CheckReport",
     "ChildHandle",
     "Definition",
     "ExternalEvent",
@@ -37,7 +40,9 @@ __all__ = [
     "Page",
     "RestartPolicy",
     "Resumed",
+    "Retention",
     "RetryPolicy",
+    "RunCheck",
     "RunContext",
     "RunEvent",
     "Runtime",

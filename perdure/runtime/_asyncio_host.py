@@ -58,6 +58,7 @@ from ._runtime import Runtime
 if TYPE_CHECKING:
     from perdure.storage import Owner, RunRecord
 
+    from ._check import CheckReport
     from ._results import Cancelled, Page, RunEvent, RuntimeStats, Started, TargetInfo
     from ._signals import ExternalEvent, Resumed, Signal
 
@@ -80,6 +81,8 @@ RUNTIME_SURFACE: Final[dict[str, Forwarding]] = {
     "resume": "await",
     "publish": "await",
     "cancel": "await",
+    "check": "await",
+    "purge": "await",
     "get": "sync",
     "list": "sync",
     "now": "sync",
@@ -260,6 +263,14 @@ class AsyncioHost:
         async def resume(self, run_id: str, signal: Signal) -> Resumed: ...
         async def publish(self, event: ExternalEvent, *, owner: Owner) -> builtins.list[str]: ...
         async def cancel(self, run_id: str, reason: str = "cancelled") -> Cancelled: ...
+        async def check(
+            self, path: str | os.PathLike[str] | None = None, *, timeout: float = 5.0
+        ) -> CheckReport: ...
+        async def purge(
+            self,
+            before: float | None = None,
+            statuses: builtins.list[str] | tuple[str, ...] = ("completed", "failed", "cancelled"),
+        ) -> int: ...
 
 
 class _EventStream:

@@ -97,17 +97,24 @@ def deprecate_patch(actor: RunActor, patch_id: str) -> None:
     _mark(actor, patch_id)
 
 
-def behind_record(journal: Journal, rec: RunRecord) -> dict[str, Any] | None:
+def behind_record(
+    journal: Journal, rec: RunRecord, *, markers: bool = True
+) -> dict[str, Any] | None:
     """The first thing the run recorded that the replaying body has not reached yet.
 
     ``None`` when the body is at the run's frontier: nothing it does from here on has
     been recorded. Otherwise ``{"kind", "name"}`` (and ``position`` for a positional
     entry) of what lies ahead: a journal entry, a signal for a wait not reopened yet,
-    or a wait the run is parked on.
+    or a wait the run is parked on. ``markers=False``: patch markers ahead do not count
+    (a replay skips them; they only matter to a patch's own decision).
     """
-    if journal.pos < len(journal.entries):
-        entry = journal.entries[journal.pos]
-        return {"kind": entry.kind, "name": entry.name, "position": journal.pos}
+    entries = journal.entries
+    pos = journal.pos
+    while not markers and pos < len(entries) and entries[pos].kind == "patch":
+        pos += 1
+    if pos < len(entries):
+        entry = entries[pos]
+        return {"kind": entry.kind, "name": entry.name, "position": pos}
     for slot, entry in journal.slots.items():
         if entry.kind == "signal" and not _reached(journal, slot):
             return {"kind": "signal", "name": slot}

@@ -5,6 +5,11 @@ commits through the writer; this module knows the key layout and turns "purge th
 of root R" into delete operations. Reads happen here, in short read transactions, from
 any thread; nothing here writes.
 
+Candidates come from the ``f`` index: top-level runs by the time they ended, per
+terminal status (:meth:`Purger.ended`). An age rule is one forward walk that stops at
+the first run that ended too late; a count rule walks back from the latest end
+(:meth:`Purger.boundary`, keys only). Neither decodes a record until a tree is chosen.
+
 A tree is purged only when every run of it is terminal. Terminal runs never change
 again (R1) and no terminal run can start a child, so what a read transaction shows of a
 terminal tree stays true until the purge's own commit: its operations may be computed
@@ -15,8 +20,9 @@ Per run, a purge deletes:
 - ``runs``: the record;
 - ``events``, ``journal``, ``logs``: every key of the run's prefix;
 - ``index``: its status, owner and kind entries; parent and root entries (child runs);
-  its batch entry (jobs of a batch); a cancelling entry or a ``waiting`` entry if one
-  is left (a terminal run has neither, but a purge does not rely on that);
+  its batch entry (jobs of a batch); the root's ``f`` entry; a cancelling entry or a
+  ``waiting`` entry if one is left (a terminal run has neither, but a purge does not
+  rely on that);
 - ``idem``: its idempotency key, if that key still names this run. A later start with
   the same key therefore creates a new run (the key is free again, as a Temporal
   workflow id is once its execution is past retention).
@@ -47,14 +53,17 @@ import lmdb
 import msgspec
 
 from ._keys import (
+    FINISH_INDEX,
     IDX_BATCH,
     IDX_CANCELLING,
+    IDX_FINISHED,
     IDX_KIND,
     IDX_OWNER,
     IDX_PARENT,
     IDX_ROOT,
     IDX_STATUS,
     SEQ_FLOOR,
+    finished_key,
     idem_key,
     index_key,
     index_prefix,
@@ -65,7 +74,7 @@ from ._ops import Op
 from ._records import TERMINAL, Owner, owner_key
 from ._store import Store
 
-__all__ = ["CHUNK_OPS", "Purger", "RunHead", "Tree"]
+__all__ = ["CHUNK_OPS", "Ended", "Purger", "RunHead", "Tree"]
 
 CHUNK_OPS = 1000
 """Deletes per committed chunk (a 3-step run is about 14: ~70 runs per chunk)."""
@@ -74,8 +83,8 @@ CHUNK_OPS = 1000
 class RunHead(msgspec.Struct, gc=False):
     """The fields of a ``RunRecord`` a purge decides on and deletes by.
 
-    Decoding only these (inputs, completions and waits are skipped) is what keeps a
-    scan over a million terminal runs cheap.
+    Decoding only these (inputs, completions and waits are skipped) keeps the reads of
+    a purge cheap.
     """
 
     id: str
@@ -84,7 +93,7 @@ class RunHead(msgspec.Struct, gc=False):
     owner: Owner
     root_id: str
     status: str
-    created_at: float
+    updated_at: float
     parent_id: str | None = None
     finished_at: float | None = None
     idempotency_key: str | None = None
@@ -102,6 +111,15 @@ class RunHead(msgspec.Struct, gc=False):
 _head = msgspec.msgpack.Decoder(RunHead).decode
 
 
+class Ended(NamedTuple):
+    """One entry of the ``f`` index: a top-level run that ended, and when."""
+
+    key: bytes
+    run_id: str
+    finished_ms: int
+    seq: int
+
+
 class Tree(NamedTuple):
     """The delete operations of one terminal tree, in commit order."""
 
@@ -110,7 +128,6 @@ class Tree(NamedTuple):
     """Descendants first, the root last."""
     chunks: list[list[Op]]
     """Each chunk holds whole runs; the root's operations are in the last one."""
-    max_seq: int
 
 
 def _keys_with_prefix(cursor: lmdb.Cursor, prefix: bytes) -> Iterable[bytes]:
@@ -121,6 +138,10 @@ def _keys_with_prefix(cursor: lmdb.Cursor, prefix: bytes) -> Iterable[bytes]:
         if not key.startswith(prefix):
             return
         yield key
+
+
+_END = b"\xff" * 17
+"""Past every ``f`` key of a status (u64 finished, u64 seq)."""
 
 
 class Purger:
@@ -137,71 +158,130 @@ class Purger:
         self._timers = dbs["timers"]
         self._meta = dbs["meta"]
 
-    # -- scanning candidates ------------------------------------------------------------------
+    # -- which trees: the f index -------------------------------------------------------------
 
-    def heads(self, status: str, after_seq: int = 0, limit: int = 256) -> list[RunHead]:
-        """Runs of one status with ``seq > after_seq``, oldest first (at most ``limit``)."""
+    def ended(
+        self,
+        status: str,
+        after: bytes = b"",
+        limit: int = 256,
+        *,
+        before_ms: int | None = None,
+        below: bytes | None = None,
+    ) -> list[Ended]:
+        """Top-level runs that ended with ``status``, earliest end first.
+
+        Entries after key ``after`` (a previous page's last key), that ended before
+        ``before_ms`` and whose key is below ``below``; at most ``limit``.
+        """
+        prefix = index_prefix(IDX_FINISHED, status)
+        start = max(after + b"\0", prefix) if after else prefix
+        out: list[Ended] = []
+        with self._store.read() as txn:
+            cur = txn.cursor(db=self._index)
+            if not cur.set_range(start):
+                return out
+            for raw_key, run_id in cur:
+                key = bytes(raw_key)
+                if not key.startswith(prefix) or len(out) >= limit:
+                    break
+                if below is not None and key >= below:
+                    break
+                finished_ms = int.from_bytes(key[-16:-8], "big")
+                if before_ms is not None and finished_ms >= before_ms:
+                    break
+                out.append(Ended(key, bytes(run_id).decode(), finished_ms, seq_of_index_key(key)))
+        return out
+
+    def boundary(self, status: str, keep: int, per_txn: int = 20_000) -> bytes | None:
+        """The ``f`` key of the ``keep``-th latest run to end with ``status``.
+
+        Entries below it are the excess of a "keep at most ``keep``" rule; ``None`` if
+        there are at most ``keep``. Walks ``keep`` keys backwards (keys only, in read
+        transactions of ``per_txn`` keys so that no reader is held for long).
+        """
+        prefix = index_prefix(IDX_FINISHED, status)
+        if keep == 0:
+            return prefix + _END
+        seen = 0
+        before = prefix + _END
+        while True:
+            with self._store.read() as txn:
+                cur = txn.cursor(db=self._index)
+                found = cur.prev() if cur.set_range(before) else cur.last()
+                if not found:
+                    return None
+                for walked, raw in enumerate(cur.iterprev(keys=True, values=False), 1):
+                    key = bytes(raw)
+                    if not key.startswith(prefix):
+                        return None
+                    seen += 1
+                    if seen == keep:
+                        return key
+                    before = key
+                    if walked >= per_txn:
+                        break
+                else:
+                    return None
+
+    def finish_index_ready(self) -> bool:
+        """Whether every ended top-level run has its ``f`` entry (see :meth:`backfill`)."""
+        with self._store.read() as txn:
+            return txn.get(FINISH_INDEX, db=self._meta) is not None
+
+    def backfill(self, status: str, after_seq: int, limit: int = 512) -> tuple[list[Op], int]:
+        """``f`` entries for ended top-level runs of a store written before the family.
+
+        Returns puts for ``limit`` runs of ``status`` after ``after_seq`` (creation
+        order) and the last seq read (``after_seq`` when there are no more). Putting an
+        entry that exists already changes nothing, so this may race runs that end.
+        """
         prefix = index_prefix(IDX_STATUS, status)
-        out: list[RunHead] = []
+        ops: list[Op] = []
+        last = after_seq
         with self._store.read() as txn:
             cur = txn.cursor(db=self._index)
             if not cur.set_range(prefix + (after_seq + 1).to_bytes(8, "big")):
-                return out
-            for key, run_id in cur:
-                if not bytes(key).startswith(prefix) or len(out) >= limit:
+                return ops, last
+            for count, (raw_key, run_id) in enumerate(cur):
+                key = bytes(raw_key)
+                if not key.startswith(prefix) or count >= limit:
                     break
+                last = seq_of_index_key(key)
                 raw = txn.get(run_id, db=self._runs)
-                if raw is not None:
-                    out.append(_head(raw))
-        return out
+                if raw is None:
+                    continue
+                head = _head(raw)
+                if head.top_level and head.terminal:
+                    end = head.finished_at or head.updated_at
+                    entry = finished_key(head.status, end, head.seq)
+                    ops.append((self._index, entry, head.id.encode()))
+        return ops, last
 
-    def heads_back(self, status: str, before_seq: int | None, limit: int) -> list[RunHead]:
-        """Runs of one status with ``seq < before_seq`` (or all), newest first."""
-        prefix = index_prefix(IDX_STATUS, status)
-        out: list[RunHead] = []
-        with self._store.read() as txn:
-            cur = txn.cursor(db=self._index)
-            start = prefix + (before_seq or 2**64 - 1).to_bytes(8, "big")
-            found = cur.prev() if cur.set_range(start) else cur.last()
-            while found and len(out) < limit:
-                if not bytes(cur.key()).startswith(prefix):
-                    break
-                raw = txn.get(cur.value(), db=self._runs)
-                if raw is not None:
-                    out.append(_head(raw))
-                found = cur.prev()
-        return out
-
-    def newest_seq(self, status: str) -> int:
-        """The highest seq of a run in this status (0 if none)."""
-        prefix = index_prefix(IDX_STATUS, status)
-        with self._store.read() as txn:
-            cur = txn.cursor(db=self._index)
-            if cur.set_range(prefix + b"\xff" * 8):
-                if not cur.prev():
-                    return 0
-            elif not cur.last():
-                return 0
-            key = bytes(cur.key())
-            return seq_of_index_key(key) if key.startswith(prefix) else 0
+    def finish_index_op(self) -> Op:
+        return (self._meta, FINISH_INDEX, b"1")
 
     # -- what a tree's purge deletes ----------------------------------------------------------
 
-    def trees(self, roots: Iterable[RunHead], chunk_ops: int = CHUNK_OPS) -> list[Tree]:
-        """The delete operations of each root's tree; trees with a live member are left out.
-
-        ``roots`` are heads of top-level terminal runs (as :meth:`heads` read them).
-        """
+    def trees(self, ended: Iterable[Ended], chunk_ops: int = CHUNK_OPS) -> list[Tree]:
+        """The delete operations of each ended run's tree (the ``f`` entries :meth:`ended`
+        read); a tree with a member that has not ended is left out: it stays whole."""
         out: list[Tree] = []
         with self._store.read() as txn:
-            for root in roots:
+            for entry in ended:
+                raw = txn.get(entry.run_id.encode(), db=self._runs)
+                if raw is None:
+                    continue
+                root = _head(raw)
                 if not root.top_level or not root.terminal:
                     continue
                 members = self._descendants(txn, root.id)
                 if members is None:
                     continue  # a member is not terminal: the whole tree stays (R38)
                 members.append(root)
-                out.append(self._tree(txn, root.id, members, chunk_ops))
+                tree = self._tree(txn, root.id, members, chunk_ops)
+                tree.chunks[-1].append((self._index, entry.key, None))
+                out.append(tree)
         return out
 
     def _descendants(self, txn: lmdb.Transaction, root_id: str) -> list[RunHead] | None:
@@ -234,12 +314,7 @@ class Purger:
                 chunk = []
             chunk.extend(ops)
         chunks.append(chunk)
-        return Tree(
-            root_id=root_id,
-            run_ids=[head.id for head in members],
-            chunks=chunks,
-            max_seq=max(head.seq for head in members),
-        )
+        return Tree(root_id=root_id, run_ids=[head.id for head in members], chunks=chunks)
 
     def _run_ops(self, txn: lmdb.Transaction, head: RunHead) -> list[Op]:
         run_key = head.id.encode()
