@@ -9,6 +9,8 @@
     perdure runs resume ID (--tool-result ID JSON | --approve K | --reject K | --event N JSON
                             | --input K JSON) [--url URL | --dir D] [--json]
     perdure serve MODULE:ATTR [--host H] [--port P] [--token T]    # perdure.server
+    perdure check --app MODULE:ATTR [--dir D] [--all] [--json]   # deploy check (R37)
+    perdure backup [--dir D] OUT | perdure export RUN_ID [--dir D] [--out FILE]
     perdure demo  [--dir D] [--force|--keep] [--durability D] [--runs N] [--agents N] ...
     perdure bench [ARGS...]        # bench/throughput.py (``--quick``, ``--json OUT`` ...)
 
@@ -45,7 +47,7 @@ from rich.console import Console, JustifyMethod
 from rich.table import Table
 from rich.text import Text
 
-from perdure import _demo
+from perdure import _demo, _store_commands
 from perdure._errors import InvalidInput, PerdureError, RunNotFound, StorageError
 from perdure.agui import (
     Event,
@@ -208,6 +210,7 @@ def _build_parser() -> _Parser:
     p.set_defaults(func=_cmd_cancel)
     _server_cli.add_runs_resume(runs_sub, add_dir)
     _server_cli.add_serve(sub)
+    _store_commands.add_store_commands(sub, add_dir)
 
     p = sub.add_parser(
         "demo",

@@ -283,12 +283,15 @@ async def check_run(
     async def body() -> None:
         try:
             await definition.fn(ctx, definition.decode_input(rec.input))
-        except (Exception, _Stop, BaseExceptionGroup) as exc:
+        except BaseException as exc:
+            # Whatever the body raises ends the dry run (the cancellation that tears
+            # it down once judged too, which is then ignored).
             ended.append(exc)
+            if any(isinstance(e, KeyboardInterrupt | SystemExit) for e in _leaves(exc)):
+                raise
         else:
             ended.append(None)
 
-    timed_out = False
     async with trio.open_nursery() as nursery:
         nursery.start_soon(body)
         with trio.move_on_after(timeout) as scope:
@@ -303,9 +306,11 @@ async def check_run(
                 )
                 quiet = quiet + 1 if actor.stops and marks == seen else 0
                 seen = marks
-        timed_out = scope.cancelled_caught
+        judged = _judge(
+            found, actor, ended[0] if ended else None, bool(ended), scope.cancelled_caught, timeout
+        )
         nursery.cancel_scope.cancel()
-    return _judge(found, actor, ended[0] if ended else None, bool(ended), timed_out, timeout)
+    return judged
 
 
 def _judge(
