@@ -14,18 +14,25 @@ listing, and its idempotency key is free again (a later start with the same key,
 same caller-chosen run id, creates a new run). See :mod:`perdure.storage._purge` for
 what exactly is deleted and what is left on purpose (cron fire keys, batch records).
 
-How a pass runs without stalling commits:
+How a pass runs beside the runs' own commits:
 
-- Reading (which trees, which keys) happens in a worker thread, in read transactions
-  of at most a few hundred runs: the trio thread never scans, and no long read
-  transaction pins pages (LMDB can only reuse a freed page once no reader still sees
-  it, which is what lets a store stop growing).
-- Deleting goes through the one writer like every commit, in batches of at most
-  :data:`~perdure.storage._purge.CHUNK_OPS` deletes of whole runs, each awaited before
-  the next: at most one purge batch shares a group-commit transaction, which it
-  lengthens by well under a millisecond.
-- Under virtual time (trio's ``MockClock``) the reads run on the trio thread, like
-  commits do, so a test's clock cannot jump over them.
+- Candidates are read on the trio thread in slices of 64 runs (~1 ms each, a
+  checkpoint between two), in short read transactions: no long reader pins pages
+  (LMDB only reuses a freed page once no reader still sees it, which is what lets a
+  store stop growing). Not in a worker thread: handing the GIL back and forth with one
+  cost a third more than the reads themselves. Walks that may be long (a count rule's
+  boundary, the one-time filling of the end index, the timer sweep) do run in a worker
+  thread.
+- Deletes go through the one writer like every commit, a page of 512 runs at a time
+  (about 6,700 deletes for 3-step runs, in batches of whole runs), submitted together
+  and awaited before the next page is read. Never reading while they commit: py-lmdb
+  takes the GIL back after every single delete, and a transaction of deletes that
+  competes with a thread running Python crawls. A page is what one group commit
+  under load must take for the purge to keep pace with runs that end (with 1,000 runs
+  in flight about 200 end per group commit); it lengthens that commit by ~10-25 ms
+  (``bench/retention.py`` measures the commit latency it causes).
+- Under virtual time (trio's ``MockClock``) the worker-thread walks run on the trio
+  thread too, like commits do, so a test's clock cannot jump over them.
 
 Candidates are read from the ``f`` index (top-level runs by end time, per status): an
 age rule walks it from the earliest end and stops at the first run that ended after the
@@ -57,7 +64,10 @@ __all__ = ["Retention", "RetentionService"]
 log = logging.getLogger("perdure")
 
 T = TypeVar("T")
-_PAGE = 256
+_PAGE = 512
+"""Runs whose deletes are committed together (one group commit under load)."""
+_SLICE = 64
+"""Runs read between two checkpoints of the trio thread (~1 ms)."""
 _STATUSES = ("completed", "failed", "cancelled")
 
 
@@ -141,7 +151,8 @@ class RetentionService:
         self._lock = trio.Lock()
         self._floor: int | None = None
         self._indexed = False
-        self._purged_ids: set[str] = set()
+        self._swept = True
+        """No purge since the last timer sweep."""
         self.purged = 0
         """Runs purged since the runtime opened (explicit purges and passes)."""
         self.passes = 0
@@ -197,27 +208,42 @@ class RetentionService:
     async def _sweep(
         self, status: str, *, before_ms: int | None = None, below: bytes | None = None
     ) -> int:
-        """Purge the trees of ``status`` roots that ended first, up to a bound."""
+        """Purge the trees of ``status`` roots that ended first, up to a bound.
+
+        A page of trees is read on the trio thread in slices of :data:`_SLICE` runs (a
+        checkpoint between two), then its deletes are submitted together and awaited
+        before the next page is read. Not in a worker thread: handing the GIL back and
+        forth with one cost a third more than the reads themselves. And never reading
+        while the deletes commit: py-lmdb takes the GIL back after every single
+        delete, and a transaction of deletes that competes with a thread running
+        Python crawls one delete per GIL switch.
+        """
         purger = self._purger
+        writer = self._engine.writer
         purged = 0
         after = b""
-        while True:
-
-            def plan(after: bytes = after) -> tuple[list[Tree], bytes, bool]:
-                ended = purger.ended(status, after, _PAGE, before_ms=before_ms, below=below)
-                last = ended[-1].key if ended else after
-                return purger.trees(ended), last, len(ended) < _PAGE
-
-            trees, after, done = await self._read(plan)
-            purged += await self._delete(trees)
-            if done:
-                return purged
+        done = False
+        while not done:
+            trees: list[Tree] = []
+            while not done and len(trees) < _PAGE:
+                await trio.lowlevel.checkpoint()
+                ended = purger.ended(status, after, _SLICE, before_ms=before_ms, below=below)
+                if ended:
+                    after = ended[-1].key
+                    trees.extend(purger.trees(ended))
+                done = len(ended) < _SLICE
+            for pending in [writer.submit(batch) for batch in self._batches(trees)]:
+                await writer.wait(pending)
+            purged += self._count(trees)
+            self._swept = self._swept and not trees
+        return purged
 
     async def _index_ends(self) -> None:
         """Once per store: ``f`` entries for runs that ended before the family existed."""
         if self._indexed:
             return
         purger = self._purger
+        self._floor = await self._read(purger.floor)
         if not await self._read(purger.finish_index_ready):
             for status in _STATUSES:
                 after = -1
@@ -232,43 +258,41 @@ class RetentionService:
 
     # -- committing ---------------------------------------------------------------------------
 
-    async def _delete(self, trees: list[Tree]) -> int:
-        """Commit the trees' deletes in batches of whole runs, each awaited before the next."""
-        if not trees:
-            return 0
-        engine = self._engine
-        if self._floor is None:
-            self._floor = await self._read(self._purger.floor)
+    def _batches(self, trees: list[Tree]) -> list[list[Op]]:
+        """The trees' deletes cut into batches of whole runs (at most CHUNK_OPS each)."""
+        batches: list[list[Op]] = []
         batch: list[Op] = []
         # Seqs are never handed out twice, even once the newest runs are purged: the
         # floor is every seq assigned before these deletes (store.last_seq reads it).
-        floor = engine.next_seq - 1
-        if floor > self._floor:
+        floor = self._engine.next_seq - 1
+        if trees and self._floor is not None and floor > self._floor:
             batch.append(self._purger.floor_op(floor))
             self._floor = floor
         for tree in trees:
             for chunk in tree.chunks:
                 if batch and len(batch) + len(chunk) > CHUNK_OPS:
-                    await engine.writer.commit(batch)
+                    batches.append(batch)
                     batch = []
                 batch.extend(chunk)
         if batch:
-            await engine.writer.commit(batch)
+            batches.append(batch)
+        return batches
+
+    def _count(self, trees: list[Tree]) -> int:
         runs = 0
         for tree in trees:
             runs += len(tree.run_ids)
-            self._purged_ids.update(tree.run_ids)
         self.purged += runs
         return runs
 
     async def _sweep_timers(self) -> None:
-        """Delete the stored timers of the runs purged since the last sweep."""
-        ids, self._purged_ids = self._purged_ids, set()
-        if not ids:
+        """Delete the stored timers of purged runs (once per pass that purged any)."""
+        if self._swept:
             return
-        ops = await self._read(self._purger.timer_ops, ids)
+        ops = await self._read(self._purger.timer_ops)
         for start in range(0, len(ops), CHUNK_OPS):
             await self._engine.writer.commit(ops[start : start + CHUNK_OPS])
+        self._swept = True
 
     async def _read(self, fn: Callable[..., T], *args: Any) -> T:
         if self._engine.virtual_time:
