@@ -25,6 +25,6 @@ def test_retention_bench_tiny(tmp_path: Path) -> None:
     result = json.loads(out.read_text())
     without, kept = result["phases"]
     assert without["runs"] == kept["runs"] == 3000
-    assert without["purged"] == 0 and kept["purged"] > 2000
+    assert without["purged"] == 0 and kept["purged"] > 0
     assert kept["samples"][-1]["stored_runs"] < without["samples"][-1]["stored_runs"]
     assert result["ratio"] > 0 and result["cpu_ratio"] > 0

@@ -53,7 +53,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import trio
 
 from perdure._errors import InvalidInput, StorageError
-from perdure.storage import TERMINAL, Op, Purger, Tree
+from perdure.storage import TERMINAL, Op, Purger
 from perdure.storage._purge import CHUNK_OPS
 
 if TYPE_CHECKING:
@@ -224,18 +224,24 @@ class RetentionService:
         after = b""
         done = False
         while not done:
-            trees: list[Tree] = []
-            while not done and len(trees) < _PAGE:
+            batches: list[list[Op]] = []
+            runs = 0
+            while not done and runs < _PAGE:
                 await trio.lowlevel.checkpoint()
                 ended = purger.ended(status, after, _SLICE, before_ms=before_ms, below=below)
                 if ended:
                     after = ended[-1].key
-                    trees.extend(purger.trees(ended))
+                    plan = purger.plan(ended)
+                    batches += plan.batches
+                    runs += plan.runs
                 done = len(ended) < _SLICE
-            for pending in [writer.submit(batch) for batch in self._batches(trees)]:
-                await writer.wait(pending)
-            purged += self._count(trees)
-            self._swept = self._swept and not trees
+            if runs:
+                self._floor_first(batches)
+                for pending in [writer.submit(batch) for batch in batches]:
+                    await writer.wait(pending)
+                purged += runs
+                self.purged += runs
+                self._swept = False
         return purged
 
     async def _index_ends(self) -> None:
@@ -258,32 +264,13 @@ class RetentionService:
 
     # -- committing ---------------------------------------------------------------------------
 
-    def _batches(self, trees: list[Tree]) -> list[list[Op]]:
-        """The trees' deletes cut into batches of whole runs (at most CHUNK_OPS each)."""
-        batches: list[list[Op]] = []
-        batch: list[Op] = []
-        # Seqs are never handed out twice, even once the newest runs are purged: the
-        # floor is every seq assigned before these deletes (store.last_seq reads it).
+    def _floor_first(self, batches: list[list[Op]]) -> None:
+        """Seqs are never handed out twice, even once the newest runs are purged: before
+        the first deletes, record every seq assigned so far (store.last_seq reads it)."""
         floor = self._engine.next_seq - 1
-        if trees and self._floor is not None and floor > self._floor:
-            batch.append(self._purger.floor_op(floor))
+        if self._floor is not None and floor > self._floor:
+            batches[0].append(self._purger.floor_op(floor))
             self._floor = floor
-        for tree in trees:
-            for chunk in tree.chunks:
-                if batch and len(batch) + len(chunk) > CHUNK_OPS:
-                    batches.append(batch)
-                    batch = []
-                batch.extend(chunk)
-        if batch:
-            batches.append(batch)
-        return batches
-
-    def _count(self, trees: list[Tree]) -> int:
-        runs = 0
-        for tree in trees:
-            runs += len(tree.run_ids)
-        self.purged += runs
-        return runs
 
     async def _sweep_timers(self) -> None:
         """Delete the stored timers of purged runs (once per pass that purged any)."""

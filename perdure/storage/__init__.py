@@ -7,7 +7,7 @@ This layer speaks records and keys, never run behaviour; it imports nothing from
 from ._backup import BackupInfo, backup_store
 from ._lock import DirectoryLock, Holder, read_holder
 from ._ops import Op, Ops, TimerRef
-from ._purge import Purger, RunHead, Tree
+from ._purge import Plan, Purger, RunHead
 from ._records import (
     SCHEMA_VERSION,
     STATUSES,
@@ -51,6 +51,7 @@ __all__ = [
     "Op",
     "Ops",
     "Owner",
+    "Plan",
     "Project",
     "Purger",
     "RunHead",
@@ -61,7 +62,6 @@ __all__ = [
     "Store",
     "TimerRef",
     "TokenUsage",
-    "Tree",
     "Trigger",
     "Wait",
     "Waiting",

@@ -72,7 +72,7 @@ from ._ops import Op
 from ._records import TERMINAL, Owner, owner_key
 from ._store import Store
 
-__all__ = ["CHUNK_OPS", "Ended", "Purger", "RunHead", "Tree"]
+__all__ = ["CHUNK_OPS", "Ended", "Plan", "Purger", "RunHead"]
 
 CHUNK_OPS = 1000
 """Deletes per committed chunk (a 3-step run is about 14: ~70 runs per chunk)."""
@@ -116,14 +116,12 @@ class Ended(NamedTuple):
     run_key: bytes
 
 
-class Tree(NamedTuple):
-    """The delete operations of one terminal tree, in commit order."""
+class Plan(NamedTuple):
+    """The deletes of some terminal trees, in commit order."""
 
-    root_id: str
-    run_ids: list[str]
-    """Descendants first, the root last."""
-    chunks: list[list[Op]]
-    """Each chunk holds whole runs; the root's operations are in the last one."""
+    batches: list[list[Op]]
+    """Each batch holds whole runs; a tree's descendants come before its root."""
+    runs: int
 
 
 def _keys_with_prefix(cursor: lmdb.Cursor, prefix: bytes) -> Iterable[bytes]:
@@ -261,13 +259,20 @@ class Purger:
 
     # -- what a tree's purge deletes ----------------------------------------------------------
 
-    def trees(self, ended: Iterable[Ended], chunk_ops: int = CHUNK_OPS) -> list[Tree]:
-        """The delete operations of each ended run's tree (the ``f`` entries :meth:`ended`
-        read); a tree with a member that has not ended is left out: it stays whole."""
-        out: list[Tree] = []
+    def plan(self, ended: Iterable[Ended], chunk_ops: int = CHUNK_OPS) -> Plan:
+        """The deletes of each ended run's tree (the ``f`` entries :meth:`ended` read), in
+        batches of whole runs; a tree with a member that has not ended is left out whole.
+
+        One pass, appending straight into the batches: a purge has to cost far less than
+        the runs it removes did, and per-run lists and objects were a third of it.
+        """
+        batches: list[list[Op]] = []
+        batch: list[Op] = []
+        runs = 0
+        index = self._index
         with self._store.read() as txn:
-            # One cursor per database for the whole page: opening cursors per run was a
-            # third of the cost of a purge.
+            # One cursor per database for the whole plan: opening cursors per run was a
+            # third of the cost too.
             reader = _TreeReader(self, txn)
             for entry in ended:
                 raw = txn.get(entry.run_key, db=self._runs)
@@ -279,19 +284,17 @@ class Purger:
                 members = reader.descendants(root.id)
                 if members is None:
                     continue  # a member is not terminal: the whole tree stays (R38)
-                members.append(root)
-                chunks: list[list[Op]] = []
-                chunk: list[Op] = []
+                members.append(root)  # descendants first, the root last
                 for head in members:
-                    ops = reader.run_ops(head)
-                    if chunk and len(chunk) + len(ops) > chunk_ops:
-                        chunks.append(chunk)
-                        chunk = []
-                    chunk.extend(ops)
-                chunk.append((self._index, entry.key, None))
-                chunks.append(chunk)
-                out.append(Tree(root.id, [head.id for head in members], chunks))
-        return out
+                    if len(batch) >= chunk_ops:
+                        batches.append(batch)
+                        batch = []
+                    reader.add_run_ops(head, batch)
+                batch.append((index, entry.key, None))
+                runs += len(members)
+        if batch:
+            batches.append(batch)
+        return Plan(batches, runs)
 
     # -- after the trees ----------------------------------------------------------------------
 
@@ -370,22 +373,21 @@ class _TreeReader:
             members.append(head)
         return members
 
-    def run_ops(self, head: RunHead) -> list[Op]:
-        """The deletes of one run (see the module docstring).
+    def add_run_ops(self, head: RunHead, ops: list[Op]) -> None:
+        """Append the deletes of one run (see the module docstring) to ``ops``.
 
-        Spelled out (keys built inline, no generators): this is most of a purge's cost,
-        and a purge must cost far less than the run it removes did.
+        Spelled out (keys built inline, no generators): this is most of a purge's cost.
         """
         txn = self._txn
         run_key = head.id.encode()
         tail = b"\0" + head.seq.to_bytes(8, "big")
         index = self._index
-        ops: list[Op] = [
+        ops += (
             (self._runs, run_key, None),
             (index, IDX_STATUS + head.status.encode() + tail, None),
             (index, IDX_OWNER + owner_key(head.owner).encode() + tail, None),
             (index, IDX_KIND + head.kind.encode() + tail, None),
-        ]
+        )
         if head.parent_id is not None:
             ops.append((index, IDX_PARENT + head.parent_id.encode() + tail, None))
             ops.append((index, IDX_ROOT + head.root_id.encode() + tail, None))
@@ -403,4 +405,3 @@ class _TreeReader:
                     if not key.startswith(prefix):
                         break
                     append((db, key, None))
-        return ops
