@@ -79,7 +79,8 @@ async def finish() -> None:
                 await rt.wait(rec.id)
         print("DONE", len(rt.list(status="completed", limit=1000).runs), flush=True)
 
-trio.run(load if sys.argv[1] == "load" else finish)
+if __name__ == "__main__":
+    trio.run(load if sys.argv[1] == "load" else finish)
 """
 
 
@@ -142,6 +143,11 @@ def test_backup_under_load_opens_and_recovers(tmp_path: Path) -> None:
             in_flight += 1
     assert in_flight >= 5  # the waiters, at least
     assert check_store_logs(copy) == []
+    # The deploy check works on a backup too (the same code: every run replays cleanly).
+    checked = _cli(tmp_path, "check", "--app", "app:rt", "--dir", "copy", "--json")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    report = json.loads(checked.stdout)
+    assert report["ok"] and len(report["runs"]) == in_flight
 
     # The copy opens like the original: a runtime on it recovers and finishes everything.
     finish = subprocess.run(

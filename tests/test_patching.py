@@ -280,6 +280,7 @@ async def test_runs_record_their_definition_version(data_dir: Path) -> None:
     rt = perdure.Runtime(data_dir)
     rt.workflow("w", version=3)(v1)
     rt.task("t")(v1)
+    assert {t.target: t.version for t in rt.targets()} == {"workflow:w": 3, "task:t": None}
     async with rt:
         started = await rt.start("workflow:w", {}, owner=P)
         assert started.run.version == 3

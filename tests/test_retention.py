@@ -303,3 +303,38 @@ async def test_freed_pages_are_reused(data_dir: Path) -> None:
 
 async def _one(rt: perdure.Runtime) -> None:
     await rt.wait((await rt.start("workflow:three", {}, owner=P)).run.id)
+
+
+def test_hosts_forward_purge_and_check(data_dir: Path) -> None:
+    host = perdure.Host(data_dir)
+
+    @host.workflow("w")
+    async def w(ctx: perdure.RunContext, inp: dict) -> dict:
+        await ctx.step("s", _value)
+        return inp
+
+    with host:
+        done = host.start("workflow:w", {}, owner=P)
+        host.wait(done.run.id)
+        parked = host.start("workflow:w", {}, owner=P, run_id="never-mind")
+        host.wait(parked.run.id)
+        report = host.check()
+        assert report.ok and report.runs == []
+        assert host.purge(before=host.now() + 1, statuses=["completed"]) == 2
+        with pytest.raises(RunNotFound):
+            host.get(done.run.id)
+
+
+async def test_asyncio_host_forwards_purge(data_dir: Path) -> None:
+    import asyncio
+
+    async def main() -> int:
+        async with perdure.AsyncioHost(data_dir) as host:
+            return await host.purge()
+
+    # The AsyncioHost is for asyncio programs: run one in a thread of its own.
+    assert await trio.to_thread.run_sync(lambda: asyncio.run(main())) == 0
+
+
+async def _value() -> int:
+    return 1
