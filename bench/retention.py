@@ -40,6 +40,7 @@ import shutil
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -83,6 +84,8 @@ class Phase:
     final_file_mb: float = 0.0
     cpu_us_per_run: float = 0.0
     """Process CPU time (every thread) per run: steadier than wall time on a shared VM."""
+    thread_cpu_us_per_run: dict[str, float] = field(default_factory=dict)
+    """The same per thread (Linux): the trio thread, the writer, worker threads."""
 
 
 async def _value(x: int) -> dict[str, int]:
@@ -100,6 +103,31 @@ def _runtime(path: Path, durability: str, retention: perdure.Retention | None) -
         return {"a": a, "b": b, "c": c}
 
     return rt
+
+
+def _thread_cpu() -> dict[str, float]:
+    """CPU seconds of each thread of this process, by thread name (Linux /proc)."""
+    names = {t.native_id: t.name for t in threading.enumerate()}
+    out: dict[str, float] = {}
+    try:
+        tids = os.listdir("/proc/self/task")
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            fields = Path(f"/proc/self/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        name = names.get(int(tid), "")
+        if name == "MainThread":
+            name = "trio"
+        elif "WriterActor" in name:
+            name = "writer"
+        else:
+            name = "other threads"
+        ticks = int(fields[11]) + int(fields[12])
+        out[name] = out.get(name, 0.0) + ticks / os.sysconf("SC_CLK_TCK")
+    return out
 
 
 def _pct(values: list[float]) -> dict[str, float]:
@@ -199,6 +227,7 @@ async def _phase(path: Path, args: argparse.Namespace, with_retention: bool) -> 
 
         t0 = time.perf_counter()
         cpu0 = time.process_time()
+        threads0 = _thread_cpu()
         half: tuple[float, int] | None = None
         async with trio.open_nursery() as outer:
             outer.start_soon(probe)
@@ -212,12 +241,18 @@ async def _phase(path: Path, args: argparse.Namespace, with_retention: bool) -> 
                     nursery.start_soon(one, slots)
             elapsed = time.perf_counter() - t0
             cpu = time.process_time() - cpu0
+            threads = _thread_cpu()
             sample(t0)
             outer.cancel_scope.cancel()
         phase.runs = done
         phase.seconds = elapsed
         phase.runs_per_s = done / elapsed
         phase.cpu_us_per_run = cpu * 1e6 / done
+        phase.thread_cpu_us_per_run = {
+            name: round((seconds - threads0.get(name, 0.0)) * 1e6 / done, 1)
+            for name, seconds in threads.items()
+            if seconds - threads0.get(name, 0.0) > 0
+        }
         if half is not None:
             phase.steady_runs_per_s = (done - half[1]) / (t0 + elapsed - half[0])
         phase.probe_ms = {k: _pct(v) for k, v in probes.items() if v}
@@ -286,6 +321,9 @@ def _report(all_phases: list[Phase], args: argparse.Namespace, tmp: Path) -> dic
             f"{phase.final_file_mb}",
         )
     console.print(summary)
+    for phase in all_phases:
+        parts = ", ".join(f"{k} {v:.0f}" for k, v in sorted(phase.thread_cpu_us_per_run.items()))
+        console.print(f"CPU us/run by thread, {phase.name}: {parts}", soft_wrap=True)
     probes = Table(title="commit latency (a 1-record probe commit every 10 ms), ms")
     for name in ("phase", "probes", "n", "p50", "p99", "max"):
         probes.add_column(name, justify="right" if name not in ("phase", "probes") else "left")
