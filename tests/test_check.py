@@ -214,6 +214,7 @@ async def test_check_inside_an_open_runtime_and_on_a_pending_run(data_dir: Path)
         await waiting(rt, "w")
         report = await rt.check()
         assert [r.run_id for r in report.runs] == ["w"] and report.ok
+        assert (await rt.check(data_dir)).runs == report.runs  # its own directory
     # A pending run (admitted later) replays from an empty journal.
     rt2 = perdure.Runtime(data_dir, max_running=1)
     rt2.workflow("order")(_blocking)

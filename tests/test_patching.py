@@ -290,3 +290,63 @@ async def test_runs_record_their_definition_version(data_dir: Path) -> None:
     for bad in (-1, "2", True, 1.5):
         with pytest.raises(InvalidInput):
             perdure.Runtime(data_dir).workflow("x", version=bad)(v1)  # type: ignore[arg-type]
+
+
+async def test_a_running_run_with_entries_past_the_point_keeps_the_old_branch(
+    data_dir: Path,
+) -> None:
+    gate = trio.Event()
+
+    async def old(ctx: perdure.RunContext, inp: dict) -> dict:
+        await ctx.step("a", value, 1)
+        await ctx.step("b", gate.wait)  # in flight at the deploy
+        return {}
+
+    async def new(ctx: perdure.RunContext, inp: dict) -> dict:
+        on = ctx.patched("pre")
+        SEEN.append((ctx.run_id, on))
+        if on:
+            await ctx.step("pre", value, 0)
+        await ctx.step("a", value, 1)
+        await ctx.step("b", value, 2)
+        return {"on": on}
+
+    async with runtime(data_dir, old) as rt:
+        await rt.start("workflow:w", {}, owner=P, run_id="r")
+        await trio.sleep(0.05)
+        assert journal(rt, "r") == [("step", "a")]
+    async with runtime(data_dir, new) as rt:
+        rec = await rt.wait("r")
+        assert rec.completion is not None and rec.completion.result == {"on": False}
+    assert SEEN == [("r", False)]
+
+
+async def test_an_unasked_marker_before_a_retried_step_is_skipped(
+    data_dir: Path, autojump_clock: Any
+) -> None:
+    """The retry loop peeks at the journal: a marker in front of a retry entry is skipped."""
+    attempts: list[int] = []
+
+    async def flaky() -> int:
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise RuntimeError("first attempt")
+        return 7
+
+    async def v1(ctx: perdure.RunContext, inp: dict) -> dict:
+        ctx.patched("p")
+        got = await ctx.step("s", flaky, retry=perdure.RetryPolicy(max_attempts=3, initial=1))
+        await ctx.wait_for_event("go")
+        return {"got": got}
+
+    async def v2(ctx: perdure.RunContext, inp: dict) -> dict:  # the patched() call is gone
+        got = await ctx.step("s", flaky, retry=perdure.RetryPolicy(max_attempts=3, initial=1))
+        await ctx.wait_for_event("go")
+        return {"got": got}
+
+    async with runtime(data_dir, v1) as rt:
+        await start_waiting(rt, "r")
+        assert journal(rt, "r") == [("patch", "p"), ("retry", "s"), ("step", "s")]
+    async with runtime(data_dir, v2) as rt:
+        assert await finish(rt, "r") == {"got": 7}
+    assert len(attempts) == 2  # the recorded step did not run again

@@ -169,6 +169,9 @@ class RetentionService:
                 await self.apply()
             except StorageError as exc:
                 log.warning("perdure: a retention pass failed (retried next pass): %s", exc)
+            except Exception:
+                # Whatever goes wrong in a pass must not take the runtime down with it.
+                log.exception("perdure: a retention pass failed (retried next pass)")
 
     async def apply(self) -> int:
         """One pass of the rules; returns how many runs it purged."""

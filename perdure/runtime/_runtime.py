@@ -465,7 +465,9 @@ class Runtime:
         if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
             raise InvalidInput(f"timeout must be a positive number of seconds (got {timeout!r})")
         engine = self._engine
-        if path is None and engine is not None and not engine.closing:
+        if engine is not None and not engine.closing and (
+            path is None or os.path.abspath(path) == os.path.abspath(engine.store.path)
+        ):
             return await check_store(self._registry, engine.store, timeout=timeout)
         where = path if path is not None else self.path
         if where is None:
