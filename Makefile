@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.perdure-installed
 NODE_VERIFIER := tests/agui_node/node_modules/.installed
 
-.PHONY: demo test lint bench bench-peers bench-waits bench-schedules soak clean
+.PHONY: demo test lint bench bench-peers bench-waits bench-schedules bench-retention soak clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,10 @@ bench: $(STAMP)
 # runtime (trio CPU per second). `--hours 24` simulates the whole day (long).
 bench-schedules: $(STAMP)
 	$(BIN)/python bench/schedules.py
+
+# A store under continuous load with and without retention (R38); RUNS=1000000 for the full run.
+bench-retention: $(STAMP)
+	$(BIN)/python bench/retention.py $(if $(RUNS),--runs $(RUNS))
 
 # Peers (DBOS, LangGraph) are installed from PyPI into the bench environment only here.
 $(VENV)/.peers-installed: $(STAMP) bench/peers_requirements.txt

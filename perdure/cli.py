@@ -12,6 +12,8 @@
     perdure schedules list|show NAME|pause NAME|resume NAME|trigger NAME [--key K]
     perdure targets MODULE:ATTR [--json]                           # perdure._cli_jobs
     perdure serve MODULE:ATTR [--host H] [--port P] [--token T]    # perdure.server
+    perdure check --app MODULE:ATTR [--dir D] [--all] [--json]   # deploy check (R37)
+    perdure backup [--dir D] OUT | perdure export RUN_ID [--dir D] [--out FILE]
     perdure demo  [--dir D] [--force|--keep] [--durability D] [--runs N] [--agents N] ...
     perdure bench [ARGS...]        # bench/throughput.py (``--quick``, ``--json OUT`` ...)
 
@@ -48,7 +50,7 @@ from rich.console import Console, JustifyMethod
 from rich.table import Table
 from rich.text import Text
 
-from perdure import _cli_jobs, _demo
+from perdure import _cli_jobs, _demo, _store_commands
 from perdure._errors import InvalidInput, PerdureError, RunNotFound, StorageError
 from perdure.agui import (
     Event,
@@ -212,6 +214,7 @@ def _build_parser() -> _Parser:
     _cli_jobs.add_runs_logs(runs_sub, add_dir)
     _cli_jobs.add_schedules(sub, add_dir)
     _cli_jobs.add_targets(sub)
+    _store_commands.add_store_commands(sub, add_dir)
 
     p = sub.add_parser(
         "demo",

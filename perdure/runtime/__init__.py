@@ -4,6 +4,7 @@ from perdure.agui import AgentInput
 
 from ._asyncio_host import AsyncioHost
 from ._batches import BatchInfo
+from ._check import CheckReport, RunCheck
 from ._context import AgentContext, ChildHandle, RunContext
 from ._definitions import Definition, RestartPolicy, validate_identifier
 from ._host import Host
@@ -20,6 +21,7 @@ from ._results import (
     check_statuses,
     parse_cursor,
 )
+from ._retention import Retention
 from ._retry import RetryPolicy
 from ._runtime import Runtime
 from ._schedules import ScheduleInfo
@@ -44,6 +46,7 @@ __all__ = [
     "AsyncioHost",
     "BatchInfo",
     "Cancelled",
+    "CheckReport",
     "ChildHandle",
     "Definition",
     "ExternalEvent",
@@ -54,7 +57,9 @@ __all__ = [
     "Page",
     "RestartPolicy",
     "Resumed",
+    "Retention",
     "RetryPolicy",
+    "RunCheck",
     "RunContext",
     "RunEvent",
     "Runtime",

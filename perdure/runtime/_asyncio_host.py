@@ -59,6 +59,7 @@ if TYPE_CHECKING:
     from perdure.storage import Owner, RunRecord
 
     from ._batches import BatchInfo
+    from ._check import CheckReport
     from ._logs import LogPage
     from ._results import Cancelled, Page, RunEvent, RuntimeStats, Snapshot, Started, TargetInfo
     from ._schedules import ScheduleInfo
@@ -84,6 +85,8 @@ RUNTIME_SURFACE: Final[dict[str, Forwarding]] = {
     "resume_many": "await",
     "publish": "await",
     "cancel": "await",
+    "check": "await",
+    "purge": "await",
     "get": "sync",
     "list": "sync",
     "now": "sync",
@@ -308,6 +311,14 @@ class AsyncioHost:
         ) -> Started: ...
         async def get_schedule(self, name: str) -> ScheduleInfo: ...
         async def list_schedules(self) -> builtins.list[ScheduleInfo]: ...
+        async def check(
+            self, path: str | os.PathLike[str] | None = None, *, timeout: float = 5.0
+        ) -> CheckReport: ...
+        async def purge(
+            self,
+            before: float | None = None,
+            statuses: builtins.list[str] | tuple[str, ...] = ("completed", "failed", "cancelled"),
+        ) -> int: ...
 
 
 class _EventStream:

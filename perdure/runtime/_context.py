@@ -53,6 +53,7 @@ from ._signals import (
     ToolResult,
 )
 from ._steps import run_step
+from ._versioning import deprecate_patch, patched
 from ._waits import WaitSpec, open_wait, open_waits
 
 if TYPE_CHECKING:
@@ -486,6 +487,29 @@ class RunContext:
         )
         await actor.record("child", target, started.run.id.encode())
         return ChildHandle(actor.engine, started.run.id)
+
+    # -- patching running code (R37) ----------------------------------------------------------
+
+    def patched(self, patch_id: str) -> bool:
+        """Whether this run takes the new branch of patch ``patch_id`` (R37).
+
+        True for a run that reaches this point under code that has the patch; False
+        when replaying a run that passed this point before the patch existed (it keeps
+        the old branch). The decision is journaled and never flips for a run, across
+        replays, passivation and restarts; later calls with the same id answer the
+        same. Call it from the body, not inside a step. See :mod:`perdure.runtime._versioning`.
+        """
+        return patched(self._actor, patch_id)
+
+    def deprecate_patch(self, patch_id: str) -> None:
+        """Retire ``patch_id``: its old branch is gone from the code (R37).
+
+        Replays of runs that recorded the patch stay aligned, and runs reaching this
+        point now record it, so rolling back to the ``patched`` code is safe. Once no
+        process may run that code, delete the call: a recorded marker nothing asks
+        about is skipped.
+        """
+        deprecate_patch(self._actor, patch_id)
 
     # -- completion metadata ------------------------------------------------------------------
 

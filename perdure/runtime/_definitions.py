@@ -93,6 +93,8 @@ class Definition:
     """JSON Schema the result must satisfy, else the run fails ``INVALID_OUTPUT``."""
     max_attempts: int | None = None
     """Whole-job attempts (tasks): carried out as a count-based ``restart`` policy."""
+    version: int | None = None
+    """The definition's version (R37): each run records the one it started under."""
 
     @property
     def target(self) -> str:
@@ -197,11 +199,18 @@ class Registry:
         input_schema: Any = None,
         output_schema: Any = None,
         max_attempts: int | None = None,
+        version: int | None = None,
     ) -> Definition:
         if not isinstance(name, str) or not _NAME.fullmatch(name):
             raise InvalidInput(f"definition name must match {_NAME.pattern} (got {name!r})")
         if not inspect.iscoroutinefunction(fn):
             raise InvalidInput(f"{kind} {name!r}: the body must be an `async def` function")
+        if version is not None and (
+            not isinstance(version, int) or isinstance(version, bool) or not 0 <= version < 2**63
+        ):
+            raise InvalidInput(
+                f"{kind} {name!r}: version must be an integer >= 0 (got {version!r})"
+            )
         if input_type is None:
             input_type = _input_type(fn)
             if kind == "agent" and input_type is Any:
@@ -222,6 +231,7 @@ class Registry:
             timeout=timeout,
             restart=restart,
             inline_steps=bool(inline_steps),
+            version=version,
         )
         if definition.target in self._defs:
             raise InvalidInput(f"{definition.target} is already registered")

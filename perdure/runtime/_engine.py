@@ -49,6 +49,7 @@ from ._delivery import cancel_children, wait_run
 from ._hub import ChangeHub
 from ._recovery import recover
 from ._results import Started
+from ._retention import Retention, RetentionService
 from ._run_actor import RunActor, RunMessage
 from ._schedules import ScheduleService
 from ._spawning import spawn, start_queued, timer_due, wake_parent
@@ -85,6 +86,7 @@ class Engine:
         passivate_after: float,
         recover: bool,
         tuning: ProcessTuning,
+        retention: Retention | None = None,
     ) -> None:
         self.registry = registry
         self.path = path
@@ -96,6 +98,7 @@ class Engine:
         self.passivate_after = passivate_after
         self.recover = recover
         self.tuning = tuning
+        self.retention_rules = retention
         self.closing = False
         self.recovered: dict[str, int] = {}
         self.next_seq = 1
@@ -142,6 +145,10 @@ class Engine:
             else:
                 self.next_seq = self.store.last_seq() + 1
             await self.schedules.open(self.registry.schedules)  # R25, R26: after recovery
+            # Purges (R38): rt.purge, and the rules' background passes when recovering.
+            self.retention = RetentionService(self, self.retention_rules)
+            if self.retention_rules is not None and self.recover:
+                nursery.start_soon(self.retention.run, name="perdure-retention")
         except BaseException as exc:
             await self.close(exc)
             raise

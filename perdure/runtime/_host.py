@@ -33,6 +33,7 @@ from perdure._errors import PerdureError
 from perdure.storage import Owner, RunRecord
 
 from ._batches import BatchInfo
+from ._check import CheckReport
 from ._definitions import Body
 from ._logs import LogPage
 from ._results import Cancelled, Page, RunEvent, RuntimeStats, Snapshot, Started, TargetInfo
@@ -176,6 +177,20 @@ class Host:
     def publish(self, event: ExternalEvent, *, owner: Owner) -> builtins.list[str]:
         """Blocking :meth:`Runtime.publish`."""
         return self._call(self.runtime.publish, event, owner=owner)
+
+    def check(
+        self, path: str | os.PathLike[str] | None = None, *, timeout: float = 5.0
+    ) -> CheckReport:
+        """Blocking :meth:`Runtime.check`."""
+        return self._call(self.runtime.check, path, timeout=timeout)
+
+    def purge(
+        self,
+        before: float | None = None,
+        statuses: builtins.list[str] | tuple[str, ...] = ("completed", "failed", "cancelled"),
+    ) -> int:
+        """Blocking :meth:`Runtime.purge`."""
+        return self._call(self.runtime.purge, before, statuses)
 
     def now(self) -> float:
         """Blocking :meth:`Runtime.now`."""

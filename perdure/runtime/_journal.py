@@ -28,6 +28,13 @@ Time is journaled too: every entry carries ``at``, the runtime clock when it was
 recorded, and :attr:`Journal.time` is the latest ``at`` the body has consumed (plus
 the due times of durable sleeps it slept through). ``ctx.now()`` reads it, so the time
 a body sees is the same on every replay, as Temporal's ``workflow.now()`` is.
+
+Patch markers (``patch`` entries, R37, :mod:`._versioning`) are positional, but a
+marker the code no longer asks about is skipped instead of being a mismatch: it
+records that the run took a patch's new branch, and code without the ``patched()``
+call runs that branch unconditionally. That is what lets a patch be retired
+(``patched`` -> ``deprecate_patch`` -> nothing) while runs that recorded it are alive.
+:attr:`Journal.patches` holds each patch's decision for this execution of the body.
 """
 
 from __future__ import annotations
@@ -62,6 +69,7 @@ class Journal:
     __slots__ = (
         "entries",
         "has_children",
+        "patches",
         "pos",
         "run_id",
         "slot_count",
@@ -78,6 +86,8 @@ class Journal:
         self.slot_count: dict[str, int] = {}
         self.wait_counts: dict[str, int] = {}
         self.has_children = False
+        self.patches: dict[str, bool] = {}
+        """Each patch id's decision in this execution of the body (R37): it never flips."""
         self.pos = 0
         self.time = start_time
         self.tail: JournalEntry | None = stored[-1] if stored else None
@@ -107,6 +117,11 @@ class Journal:
             return None
         entry = self.entries[self.pos]
         if entry.kind != kind or entry.name != name:
+            if entry.kind == "patch":
+                # R37: the marker of a patch whose patched() call is gone: the code
+                # now runs the branch the marker says this run took.
+                self.skip_patch()
+                return self.take(kind, name)
             raise NonDeterminismError(
                 f"run {self.run_id}: replay asked for {kind} {name!r} at position {self.pos}, "
                 f"but the journal recorded {entry.kind} {entry.name!r}",
@@ -121,8 +136,18 @@ class Journal:
         return entry
 
     def peek(self) -> JournalEntry | None:
-        """The recorded entry at the cursor, without consuming it."""
-        return self.entries[self.pos] if self.pos < len(self.entries) else None
+        """The recorded entry at the cursor, without consuming it (past patch markers)."""
+        while self.pos < len(self.entries):
+            entry = self.entries[self.pos]
+            if entry.kind != "patch":
+                return entry
+            self.skip_patch()
+        return None
+
+    def skip_patch(self) -> None:
+        """Consume the patch marker at the cursor: that patch is on for this run (R37)."""
+        self.patches.setdefault(self.entries[self.pos].name, True)
+        self.skip()
 
     def skip(self) -> None:
         """Consume the entry :meth:`peek` returned."""
@@ -149,6 +174,7 @@ class Journal:
         """Back to the start, for a restart of the body (R18): everything replays."""
         self.pos = 0
         self.wait_counts.clear()
+        self.patches.clear()
 
     def drop_last(self, entry: JournalEntry) -> None:
         """Forget ``entry`` if it is the last positional one (a restart drops a failed step)."""

@@ -16,10 +16,11 @@ from typing import Any, TypeVar
 
 from perdure._errors import InvalidInput, InvalidSignal, PerdureError, RunNotFound
 from perdure.agui import is_terminal_event
-from perdure.storage import DEFAULT_MAP_SIZE, Durability, Owner, RunRecord, Trigger
+from perdure.storage import DEFAULT_MAP_SIZE, Durability, Owner, RunRecord, Store, Trigger
 
 from ._batches import BatchInfo, batch_info, cancel_batch, start_batch
 from ._boundary import text
+from ._check import CheckReport, check_store
 from ._definitions import Body, Registry, RestartPolicy, validate_identifier, validate_owner
 from ._delivery import cancel, publish, resume, wait_run
 from ._engine import Engine
@@ -36,6 +37,7 @@ from ._results import (
     check_statuses,
     parse_cursor,
 )
+from ._retention import Retention, check_purge_args
 from ._schedules import ScheduleInfo, declare
 from ._schemas import CompiledSchema
 from ._signals import ExternalEvent, Resumed, Signal, signal_key, stored_signal
@@ -88,6 +90,9 @@ class Runtime:
         recover: ``False`` opens for administration only: nothing is re-activated, no
             timer fires, pending runs stay queued; ``get``/``list``/``events``/
             ``cancel``/``resume`` work, even for targets this process does not register.
+        retention: a :class:`~perdure.Retention`: how long terminal run trees are kept,
+            by age and/or count per status; purged in the background (R38). ``None``
+            (default) keeps every run; :meth:`purge` removes runs on demand.
 
     Virtual time: every timer, timeout and timestamp reads the trio clock, so a
     test or simulation run under ``trio.testing.MockClock`` sees hours pass
@@ -105,6 +110,7 @@ class Runtime:
         max_live_actors: int | None = 10_000,
         passivate_after: float = 60.0,
         recover: bool = True,
+        retention: Retention | None = None,
         switch_interval: float | None = 0.001,
         gc_threshold: tuple[int, int, int] | None = (200_000, 20, 100),
     ) -> None:
@@ -114,6 +120,8 @@ class Runtime:
             )
         if max_running is not None and (not isinstance(max_running, int) or max_running < 1):
             raise InvalidInput("max_running must be at least 1")
+        if retention is not None and not isinstance(retention, Retention):
+            raise InvalidInput(f"retention must be a perdure.Retention (got {retention!r})")
         # The options, readable; they take effect at the next open.
         self.path = path
         self.durability: Durability = durability
@@ -123,6 +131,7 @@ class Runtime:
         self.max_live_actors = max_live_actors
         self.passivate_after = passivate_after
         self.recover = recover
+        self.retention = retention
         self._tuning = ProcessTuning(switch_interval, gc_threshold)
         self._registry = Registry()
         self._engine: Engine | None = None
@@ -138,13 +147,16 @@ class Runtime:
         timeout: float | None = None,
         restart: RestartPolicy | None = None,
         inline_steps: bool = False,
+        version: int | None = None,
     ) -> Callable[[F], F]:
         """Register an agent (target ``agent:NAME``); runs are owned by a Conversation.
 
         ``inline_steps=True`` runs the body's plain (non-async) step functions on the
         trio thread, without a worker-thread hop (see :meth:`RunContext.step`).
+        ``version`` (an integer) is recorded on every run the definition starts
+        (``run.version``); raise it when a change needs :meth:`RunContext.patched` (R37).
         """
-        return self._register("agent", name, input_type, timeout, restart, inline_steps)
+        return self._register("agent", name, input_type, timeout, restart, inline_steps, version)
 
     def workflow(
         self,
@@ -154,9 +166,10 @@ class Runtime:
         timeout: float | None = None,
         restart: RestartPolicy | None = None,
         inline_steps: bool = False,
+        version: int | None = None,
     ) -> Callable[[F], F]:
         """Register a code workflow (target ``workflow:NAME``); owned by a Project."""
-        return self._register("workflow", name, input_type, timeout, restart, inline_steps)
+        return self._register("workflow", name, input_type, timeout, restart, inline_steps, version)
 
     def task(
         self,
@@ -170,6 +183,7 @@ class Runtime:
         input_schema: dict[str, Any] | None = None,
         output_schema: dict[str, Any] | None = None,
         max_attempts: int | None = None,
+        version: int | None = None,
     ) -> Callable[[F], F]:
         """Register a task (target ``task:NAME``), run as a job owned by a Project (R24).
 
@@ -197,6 +211,7 @@ class Runtime:
                 input_schema=input_schema,
                 output_schema=output_schema,
                 max_attempts=max_attempts,
+                version=version,
             )
             return fn
 
@@ -210,6 +225,7 @@ class Runtime:
         timeout: float | None,
         restart: RestartPolicy | None,
         inline_steps: bool,
+        version: int | None = None,
     ) -> Callable[[F], F]:
         def decorate(fn: F) -> F:
             self._registry.add(
@@ -220,6 +236,7 @@ class Runtime:
                 timeout=timeout,
                 restart=restart,
                 inline_steps=inline_steps,
+                version=version,
             )
             return fn
 
@@ -241,6 +258,7 @@ class Runtime:
             max_live_actors=self.max_live_actors,
             passivate_after=self.passivate_after,
             recover=self.recover,
+            retention=self.retention,
         )
         await engine.open()
         self._engine = engine
@@ -309,6 +327,7 @@ class Runtime:
                     input_schema=_schema_of(d.input_schema),
                     output_schema=_schema_of(d.output_schema),
                     max_attempts=d.max_attempts,
+                    version=d.version,
                 )
                 for d in self._registry
             ),
@@ -553,8 +572,8 @@ class Runtime:
                 if changed is None or engine.closing:
                     return
                 rec = store.get_run(run_id)
-                if rec is not None and rec.terminal and rec.last_event_id <= cursor:
-                    return
+                if rec is None or (rec.terminal and rec.last_event_id <= cursor):
+                    return  # ended, or purged while read (R38): nothing more will come
                 await changed.event.wait()
             finally:
                 if changed is not None:
@@ -648,6 +667,56 @@ class Runtime:
         if rec.terminal:
             return Cancelled(cancelled=False, run=rec)
         return await cancel(self._open_engine(), rec, reason)
+
+    # -- long-lived stores ---------------------------------------------------------------------
+
+    async def check(
+        self, path: str | os.PathLike[str] | None = None, *, timeout: float = 5.0
+    ) -> CheckReport:
+        """Replay every unfinished run against the code registered now, acting on nothing (R37).
+
+        Run it before a deploy: each pending, running or waiting run's journal is
+        replayed dry (recorded steps return their recorded values; the replay of a run
+        stops at the first call it has not recorded) and the report says, per run,
+        ``ok`` or the first mismatch: what the run recorded there and what the code
+        asks for instead. The store is this open runtime's, else the one at ``path``
+        (default: this runtime's directory), opened read-only: beside the live process
+        that owns it, or a backup. ``timeout``: seconds a body may block on something
+        that is not a journaled call before its run is reported ``timeout``.
+        """
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
+            raise InvalidInput(f"timeout must be a positive number of seconds (got {timeout!r})")
+        engine = self._engine
+        if engine is not None and not engine.closing and (
+            path is None or os.path.abspath(path) == os.path.abspath(engine.store.path)
+        ):
+            return await check_store(self._registry, engine.store, timeout=timeout)
+        where = path if path is not None else self.path
+        if where is None:
+            raise InvalidInput("check needs a path: this runtime keeps no directory")
+        store = Store(where, readonly=True)
+        try:
+            return await check_store(self._registry, store, timeout=timeout)
+        finally:
+            store.close()
+
+    async def purge(
+        self,
+        before: float | None = None,
+        statuses: builtins.list[str] | tuple[str, ...] = ("completed", "failed", "cancelled"),
+    ) -> int:
+        """Delete terminal run trees whose root ended before ``before``; returns runs purged.
+
+        Only whole trees go, and only when every run of the tree is terminal (R38); a
+        tree is chosen by its root's status (``statuses``) and end time, and its
+        descendants go with it. ``before=None`` purges every such tree. A purged run
+        is :class:`~perdure.RunNotFound`; its idempotency key is free again. Deletes
+        run in small background batches beside the runs' own commits.
+        """
+        cutoff, chosen = check_purge_args(before, statuses)
+        engine = self._open_engine()
+        return await engine.retention.purge(cutoff, chosen)
+
 
 
 def _schema_of(schema: CompiledSchema | None) -> Any:

@@ -29,7 +29,7 @@ from perdure._errors import IdempotencyConflict, InvalidInput
 from perdure.agui import AgentInput
 from perdure.storage import Op, Owner, RunRecord, TimerRef, Trigger, owner_key
 
-from ._definitions import Definition, to_plain, validate_identifier
+from ._definitions import Definition, Registry, to_plain, validate_identifier
 from ._lifecycle import begin
 from ._results import Started
 from ._spawning import spawn
@@ -127,17 +127,9 @@ class Starter:
         self, target: str, input: Any, *, owner: Owner, run_id: str | None, parent: RunRecord
     ) -> None:
         """Everything :meth:`start_child` refuses that does not depend on the store."""
-        registry = self._engine.registry
-        definition = registry.resolve(target)
-        registry.check_owner(definition, owner)
-        if run_id is not None:
-            validate_identifier(run_id, "run_id")
-            if run_id in (parent.id, parent.root_id):
-                raise InvalidInput(
-                    f"a child of {parent.id} cannot take the id {run_id!r} of its own tree",
-                    run_id=run_id,
-                )
-        definition.convert_input(input)
+        check_child_start(
+            self._engine.registry, target, input, owner=owner, run_id=run_id, parent=parent
+        )
 
     async def start_child(
         self, target: str, input: Any, *, owner: Owner, run_id: str | None, parent: RunRecord
@@ -246,6 +238,7 @@ class Starter:
             parent_id=parent.id if parent is not None else None,
             trigger=trigger,
             idempotency_key=idempotency_key,
+            version=definition.version,
             last_event_id=1 if admit else 0,  # the RUN_STARTED committed with it
             batch_id=batch_id,
         )
@@ -270,6 +263,29 @@ class Starter:
             spawn(self._engine, rec, fresh=True)
         else:
             self._engine.admission.queue(rec.id)
+
+
+def check_child_start(
+    registry: Registry,
+    target: str,
+    input: Any,
+    *,
+    owner: Owner,
+    run_id: str | None,
+    parent: RunRecord,
+) -> None:
+    """What a child start refuses without looking at the store (so a body's refused
+    ``start_child`` is refused again on replay, R7)."""
+    definition = registry.resolve(target)
+    registry.check_owner(definition, owner)
+    if run_id is not None:
+        validate_identifier(run_id, "run_id")
+        if run_id in (parent.id, parent.root_id):
+            raise InvalidInput(
+                f"a child of {parent.id} cannot take the id {run_id!r} of its own tree",
+                run_id=run_id,
+            )
+    definition.convert_input(input)
 
 
 def _duplicate(

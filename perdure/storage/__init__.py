@@ -4,8 +4,10 @@ This layer speaks records and keys, never run behaviour; it imports nothing from
 ``perdure.runtime`` or ``perdure.actors``.
 """
 
+from ._backup import BackupInfo, backup_store
 from ._lock import DirectoryLock, Holder, read_holder
 from ._ops import Op, Ops, TimerRef
+from ._purge import Plan, Purger, RunHead
 from ._records import (
     SCHEMA_VERSION,
     STATUSES,
@@ -38,6 +40,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "STATUSES",
     "TERMINAL",
+    "BackupInfo",
     "BatchRecord",
     "CancelRequest",
     "Chain",
@@ -53,7 +56,10 @@ __all__ = [
     "Op",
     "Ops",
     "Owner",
+    "Plan",
     "Project",
+    "Purger",
+    "RunHead",
     "RunRecord",
     "RunState",
     "ScheduleRecord",
@@ -67,6 +73,7 @@ __all__ = [
     "Waiting",
     "Writer",
     "WriterStats",
+    "backup_store",
     "owner_key",
     "read_holder",
 ]

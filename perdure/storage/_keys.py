@@ -7,7 +7,10 @@ order. Identifiers never contain NUL (the runtime validates them), which makes
 
 Databases:
 
-- ``meta``: ``schema`` -> SchemaInfo
+- ``meta``: ``schema`` -> SchemaInfo; ``seq_floor`` -> u64, the highest creation seq a
+  purge may have removed (so seqs stay unique after the newest runs are purged, R38);
+  ``finish_index`` -> b"1" once every ended top-level run has its ``f`` entry (stores
+  written before that family existed are filled in by the first purge, R38)
 - ``runs``: run id -> RunRecord
 - ``events``: run id, NUL, u64 id of the chunk's last event -> one commit's events,
   a msgpack array of AG-UI events with consecutive ids (one record per commit, not
@@ -15,7 +18,10 @@ Databases:
 - ``journal``: run id, NUL, u32 position -> JournalEntry
 - ``index``: one-letter family, value, NUL, u64 creation seq -> run id (status, owner
   and kind for every run; parent and root for child runs only; batch for the jobs of a
-  batch; ``x`` for runs with a cancellation in flight)
+  batch; ``x`` for runs with a cancellation in flight). One family is ordered by end
+  time instead: ``f``, terminal status, NUL, u64 finished (ms), u64 seq -> run id, for
+  top-level runs once they ended: retention (R38) walks it oldest-ended first and
+  counts it from the newest end without reading a record
 - ``idem``: owner key, NUL, idempotency key -> run id
 - ``timers``: u64 due time (ms), run id, NUL, name -> b""
 - ``waiting``: u64 creation seq -> run id, for every run in ``waiting`` (its entry count
@@ -39,15 +45,19 @@ import struct
 
 __all__ = [
     "DB_NAMES",
+    "FINISH_INDEX",
     "IDX_BATCH",
     "IDX_CANCELLING",
+    "IDX_FINISHED",
     "IDX_KIND",
     "IDX_OWNER",
     "IDX_PARENT",
     "IDX_ROOT",
     "IDX_STATUS",
+    "SEQ_FLOOR",
     "batch_idem_owner",
     "event_key",
+    "finished_key",
     "fires_key",
     "fires_prefix",
     "idem_key",
@@ -86,6 +96,14 @@ IDX_CANCELLING = b"x"
 IDX_BATCH = b"b"
 """The jobs of a batch: batch id, NUL, seq -> run id."""
 
+IDX_FINISHED = b"f"
+"""Ended top-level runs by end time: status, NUL, u64 finished (ms), u64 seq -> run id."""
+
+SEQ_FLOOR = b"seq_floor"
+"""``meta`` key: no run created from now on may reuse a seq at or below this (R38)."""
+FINISH_INDEX = b"finish_index"
+"""``meta`` key: present once every ended top-level run has its ``f`` entry."""
+
 _U64 = struct.Struct(">Q")
 _U32 = struct.Struct(">I")
 
@@ -114,6 +132,11 @@ def index_key(family: bytes, value: str, seq: int) -> bytes:
 
 def seq_of_index_key(key: bytes) -> int:
     return int(_U64.unpack_from(key, len(key) - 8)[0])
+
+
+def finished_key(status: str, finished_at: float, seq: int) -> bytes:
+    """The ``f`` entry of a top-level run that ended with ``status`` at ``finished_at``."""
+    return index_prefix(IDX_FINISHED, status) + _U64.pack(int(finished_at * 1000)) + _U64.pack(seq)
 
 
 def idem_key(owner: str, key: str) -> bytes:

@@ -8,7 +8,8 @@ Index upkeep: every index entry is ``family + value + NUL + seq -> run id``; a s
 change moves one entry. A new run adds a status, an owner and a kind entry, plus parent
 and root entries if it is a child. "All runs" is the merge of the status families and
 a root's own run is the root id itself, so neither needs an entry of its own: records
-per run are what bound the writer, and a top-level run writes three index entries.
+per run are what bound the writer, and a top-level run writes three index entries, plus
+one in the ``f`` family when it ends (retention's end-time order, R38).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from ._keys import (
     IDX_STATUS,
     batch_idem_owner,
     event_key,
+    finished_key,
     fires_key,
     idem_key,
     index_key,
@@ -39,6 +41,7 @@ from ._keys import (
     timer_key,
 )
 from ._records import (
+    TERMINAL,
     BatchRecord,
     JournalEntry,
     LogRecord,
@@ -140,6 +143,10 @@ class Ops:
         elif old.status != new.status:
             ops.append((index, index_key(IDX_STATUS, old.status, old.seq), None))
             ops.append((index, index_key(IDX_STATUS, new.status, new.seq), run_id))
+            if new.parent_id is None and new.status in TERMINAL:
+                # Retention's order (R38): when a run tree ended, by its root.
+                end = new.finished_at or new.updated_at
+                ops.append((index, finished_key(new.status, end, new.seq), run_id))
         if (old is not None and old.status == "waiting") != (new.status == "waiting"):
             waiting_key = new.seq.to_bytes(8, "big")
             ops.append((self._waiting, waiting_key, run_id if new.status == "waiting" else None))

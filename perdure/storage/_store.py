@@ -46,6 +46,7 @@ from ._keys import (
     IDX_PARENT,
     IDX_ROOT,
     IDX_STATUS,
+    SEQ_FLOOR,
     batch_idem_owner,
     fires_key,
     fires_prefix,
@@ -619,12 +620,15 @@ class Store:
         """Highest creation sequence number ever assigned (0 for a new store).
 
         Every run has exactly one status entry, so the highest is the last entry of
-        one of the status families.
+        one of the status families, unless a purge removed the newest runs: the purge
+        leaves its floor in ``meta`` so that a seq is never handed out twice (R38).
         """
         with self.read() as txn:
             cur = txn.cursor(db=self.dbs["index"])
+            floor = txn.get(SEQ_FLOOR, db=self.dbs["meta"])
             return max(
-                _last_suffix(cur, index_prefix(IDX_STATUS, status)) or 0 for status in STATUSES
+                int.from_bytes(floor, "big") if floor else 0,
+                *(_last_suffix(cur, index_prefix(IDX_STATUS, status)) or 0 for status in STATUSES),
             )
 
     @_reads

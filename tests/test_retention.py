@@ -1,0 +1,346 @@
+"""Retention and purges (R38): whole terminal trees go, nothing else, nothing left behind.
+
+``rt.purge(before=, statuses=)`` and ``Runtime(retention=perdure.Retention(...))``
+remove run trees whose every run is terminal: records, events, journals, logs, index
+entries (the ``f`` end-time index included), idempotency keys, waiting entries and
+timers. A purged run is ``RunNotFound``. Age rules run in virtual time here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+import trio
+from helpers.checks import waiting
+
+import perdure
+from perdure import ExternalEvent, InvalidInput, Retention, RunNotFound
+from perdure.testing import internals
+
+P = perdure.Project("p1")
+GO = ExternalEvent(name="go", payload=None)
+
+
+def runtime(path: Path, **options: Any) -> perdure.Runtime:
+    rt = perdure.Runtime(path, **options)
+
+    async def one(v: Any) -> Any:
+        return v
+
+    @rt.workflow("three", timeout=10_000)  # a deadline timer outlives every run
+    async def three(ctx: perdure.RunContext, inp: dict) -> dict:
+        for name in ("a", "b", "c"):
+            await ctx.step(name, one, name)
+        if inp.get("fail"):
+            raise RuntimeError("asked to fail")
+        return {"ok": True}
+
+    @rt.workflow("parent")
+    async def parent(ctx: perdure.RunContext, inp: dict) -> dict:
+        kids = [await ctx.start_child("workflow:three", {}) for _ in range(inp.get("kids", 2))]
+        results = [await kid.result() for kid in kids]
+        if inp.get("wait"):
+            await ctx.wait_for_event("go")
+        return {"kids": results}
+
+    @rt.workflow("waiter")
+    async def waiter(ctx: perdure.RunContext, inp: dict) -> None:
+        await ctx.wait_for_event("go")
+
+    return rt
+
+
+@contextmanager
+def raw_keys(rt: perdure.Runtime) -> Iterator[dict[str, list[bytes]]]:
+    """Every key of every database of an open runtime's store."""
+    store = internals(rt).store
+    out: dict[str, list[bytes]] = {}
+    with store.read() as txn:
+        for name, db in store.dbs.items():
+            out[name] = [bytes(key) for key, _ in txn.cursor(db=db)]
+    yield out
+
+
+def mentions(keys: dict[str, list[bytes]], run_id: str) -> list[str]:
+    """Where a run id still appears in the store (keys, or index values)."""
+    found = [f"{db}:{key!r}" for db, items in keys.items() for key in items if run_id.encode() in key]
+    return found
+
+
+def index_values(rt: perdure.Runtime) -> set[str]:
+    store = internals(rt).store
+    with store.read() as txn:
+        values = {bytes(v).decode() for _, v in txn.cursor(db=store.dbs["index"])}
+        values |= {bytes(v).decode() for _, v in txn.cursor(db=store.dbs["idem"])}
+        values |= {bytes(v).decode() for _, v in txn.cursor(db=store.dbs["waiting"])}
+    return values
+
+
+# -- purge ------------------------------------------------------------------------------------
+
+
+async def test_purge_removes_every_trace_of_a_terminal_tree(data_dir: Path) -> None:
+    async with runtime(data_dir) as rt:
+        tree = await rt.start("workflow:parent", {}, owner=P, idempotency_key="k1")
+        assert (await rt.wait(tree.run.id)).status == "completed"
+        kids = [r.id for r in rt.list(parent_id=tree.run.id).runs]
+        assert len(kids) == 2
+        keep = await rt.start("workflow:three", {}, owner=P)
+        await rt.wait(keep.run.id)
+        assert len(internals(rt).store.timers()) == 3  # deadline timers of the 3 "three" runs
+        with raw_keys(rt) as before:
+            assert mentions(before, tree.run.id)
+        assert await rt.purge(before=rt.now() + 1, statuses=["completed"]) == 4
+        for run_id in [tree.run.id, *kids, keep.run.id]:
+            with pytest.raises(RunNotFound):
+                rt.get(run_id)
+            with pytest.raises(RunNotFound):
+                await rt.wait(run_id)
+            with pytest.raises(RunNotFound):
+                [e async for e in rt.events(run_id, follow=False)]
+        assert rt.list().runs == []
+        with raw_keys(rt) as after:
+            for run_id in [tree.run.id, *kids, keep.run.id]:
+                assert mentions(after, run_id) == [], mentions(after, run_id)
+            assert after["index"] == [] and after["idem"] == [] and after["timers"] == []
+            assert after["events"] == [] and after["journal"] == [] and after["runs"] == []
+        assert index_values(rt) == set()
+        # Its idempotency key is free again: the same key starts a new run.
+        again = await rt.start("workflow:parent", {}, owner=P, idempotency_key="k1")
+        assert not again.duplicate and again.run.id != tree.run.id
+        await rt.wait(again.run.id)
+
+
+async def test_a_tree_with_a_member_still_going_is_kept(data_dir: Path) -> None:
+    async with runtime(data_dir) as rt:
+        root = await rt.start("workflow:parent", {"wait": True}, owner=P)
+        await waiting(rt, root.run.id)
+        kids = [r.id for r in rt.list(parent_id=root.run.id).runs]
+        assert all(rt.get(k).status == "completed" for k in kids)
+        # The children ended, their root did not: nothing goes, not even the children.
+        assert await rt.purge() == 0
+        assert all(rt.get(k).status == "completed" for k in kids)
+        await rt.resume(root.run.id, GO)
+        await rt.wait(root.run.id)
+        assert await rt.purge() == 3
+
+
+async def test_purge_by_end_time_and_status(data_dir: Path, autojump_clock: Any) -> None:
+    async with runtime(data_dir) as rt:
+        early = await rt.start("workflow:three", {}, owner=P)
+        failed = await rt.start("workflow:three", {"fail": True}, owner=P)
+        await rt.wait(early.run.id)
+        assert (await rt.wait(failed.run.id)).status == "failed"
+        await trio.sleep(100)
+        cutoff = rt.now()
+        await trio.sleep(100)
+        late = await rt.start("workflow:three", {}, owner=P)
+        await rt.wait(late.run.id)
+        assert await rt.purge(before=cutoff, statuses=("completed",)) == 1
+        assert {r.id for r in rt.list().runs} == {failed.run.id, late.run.id}
+        assert await rt.purge(before=cutoff, statuses=("failed", "cancelled")) == 1
+        assert await rt.purge(before=cutoff) == 0
+        assert [r.id for r in rt.list().runs] == [late.run.id]
+
+
+async def test_purge_arguments_are_checked(data_dir: Path) -> None:
+    async with runtime(data_dir) as rt:
+        for bad in ({"statuses": ["running"]}, {"statuses": []}, {"before": "yesterday"}):
+            with pytest.raises(InvalidInput):
+                await rt.purge(**bad)
+    for bad_rule in ({"completed": -1}, {"max_failed": 1.5}, {"interval": 0}, {"failed": True}):
+        with pytest.raises(InvalidInput):
+            Retention(**bad_rule)
+    with pytest.raises(InvalidInput):
+        perdure.Runtime(data_dir, retention={"completed": 1})  # type: ignore[arg-type]
+
+
+async def test_seqs_are_never_reused_after_the_newest_runs_are_purged(data_dir: Path) -> None:
+    async with runtime(data_dir) as rt:
+        started = await rt.start("workflow:three", {}, owner=P, run_id="reused")
+        await rt.wait("reused")
+        seq = started.run.seq
+        assert await rt.purge() == 1
+    async with runtime(data_dir) as rt:
+        again = await rt.start("workflow:three", {}, owner=P, run_id="reused")
+        assert not again.duplicate
+        assert again.run.seq > seq
+        await rt.wait("reused")
+
+
+# -- retention rules --------------------------------------------------------------------------
+
+
+async def test_retention_by_age_in_virtual_time(data_dir: Path, autojump_clock: Any) -> None:
+    rules = Retention(completed=3600, failed=7200, interval=60)
+    async with runtime(data_dir, retention=rules) as rt:
+        ok = await rt.start("workflow:three", {}, owner=P)
+        bad = await rt.start("workflow:three", {"fail": True}, owner=P)
+        parked = await rt.start("workflow:waiter", {}, owner=P)
+        await rt.wait(ok.run.id)
+        await rt.wait(bad.run.id)
+        await trio.sleep(3000)
+        assert len(rt.list().runs) == 3
+        await trio.sleep(700)  # past the hour and the next pass
+        assert {r.id for r in rt.list().runs} == {bad.run.id, parked.run.id}
+        await trio.sleep(3700)
+        assert [r.id for r in rt.list().runs] == [parked.run.id]  # never terminal: kept
+        assert internals(rt).retention.purged == 2
+
+
+async def test_retention_by_count_keeps_the_latest_to_end(data_dir: Path, autojump_clock: Any) -> None:
+    rules = Retention(max_completed=5, max_failed=0, interval=10)
+    async with runtime(data_dir, retention=rules) as rt:
+        # A long run started first but ending last is among the newest by end time.
+        long = await rt.start("workflow:waiter", {}, owner=P)
+        ids = []
+        for i in range(12):
+            started = await rt.start("workflow:three", {"fail": i == 3}, owner=P)
+            await rt.wait(started.run.id)
+            ids.append(started.run.id)
+            await trio.sleep(1)
+        await rt.resume(long.run.id, GO)
+        await rt.wait(long.run.id)
+        await trio.sleep(11)
+        kept = {r.id for r in rt.list().runs}
+        completed_ids = [i for n, i in enumerate(ids) if n != 3]
+        assert kept == {long.run.id, *completed_ids[-4:]}
+        # Cheap when nothing changed: another pass purges nothing.
+        purged = internals(rt).retention.purged
+        await trio.sleep(11)
+        assert internals(rt).retention.purged == purged
+
+
+async def test_a_store_without_the_end_index_is_indexed_by_the_first_purge(
+    data_dir: Path,
+) -> None:
+    """Stores written before the ``f`` family: the first purge fills it in."""
+    async with runtime(data_dir) as rt:
+        for _ in range(3):
+            await rt.wait((await rt.start("workflow:three", {}, owner=P)).run.id)
+        store = internals(rt).store
+        with store.read() as txn:
+            ends = [bytes(k) for k, _ in txn.cursor(db=store.dbs["index"]) if bytes(k)[:1] == b"f"]
+        assert len(ends) == 3
+        index, meta = store.dbs["index"], store.dbs["meta"]
+        await internals(rt).writer.commit([(index, key, None) for key in ends])
+        await internals(rt).writer.commit([(meta, b"finish_index", None)])
+    async with runtime(data_dir) as rt:
+        assert await rt.purge() == 3
+        assert rt.list().runs == []
+
+
+# -- storage-level: batches, logs, fires -----------------------------------------------------
+
+
+async def test_purge_deletes_logs_batch_entries_and_fire_keys(data_dir: Path) -> None:
+    from perdure.storage._keys import IDX_BATCH, index_key, run_prefix
+
+    async with runtime(data_dir) as rt:
+        done = await rt.start("workflow:three", {}, owner=P)
+        await rt.wait(done.run.id)
+        engine = internals(rt)
+        store = engine.store
+        rec = rt.get(done.run.id)
+        # What the jobs and cron surfaces write for a run: a batch membership, log lines,
+        # and the fire key of the tick that started it.
+        batched = msgspec.structs.replace(
+            rec,
+            batch_id="b1",
+            trigger=perdure.Trigger(type="schedule", ref="nightly", scheduled_at=0.001),
+        )
+        ops = [
+            (store.dbs["runs"], rec.id.encode(), msgspec.msgpack.encode(batched)),
+            (store.dbs["index"], index_key(IDX_BATCH, "b1", rec.seq), rec.id.encode()),
+            (store.dbs["batches"], b"b1", b"\x80"),
+            (store.dbs["fires"], b"nightly\0" + (1).to_bytes(8, "big"), rec.id.encode()),
+        ]
+        ops += [(store.dbs["logs"], run_prefix(rec.id) + i.to_bytes(8, "big"), b"x") for i in (1, 2)]
+        await engine.writer.commit(ops)
+        assert await rt.purge() == 1
+        with raw_keys(rt) as keys:
+            assert keys["logs"] == [] and keys["index"] == []
+            # The tick's key goes with its run: the schedule's cursor is past it, and
+            # keeping one key per tick for ever would leave the store unbounded (R38).
+            assert keys["fires"] == []
+            assert keys["batches"] == [b"b1"]
+
+
+async def test_a_terminal_root_with_a_live_descendant_is_kept(data_dir: Path) -> None:
+    """R15 ends children before their parent, so this only arises from damage or a future
+    path; the purge still refuses to split the tree."""
+    async with runtime(data_dir) as rt:
+        root = await rt.start("workflow:parent", {}, owner=P)
+        await rt.wait(root.run.id)
+        kid = rt.list(parent_id=root.run.id).runs[0]
+        store = internals(rt).store
+        live = msgspec.structs.replace(kid, status="running", completion=None)
+        await internals(rt).writer.commit(
+            [(store.dbs["runs"], kid.id.encode(), msgspec.msgpack.encode(live))]
+        )
+        assert await rt.purge() == 0
+        assert rt.get(root.run.id).status == "completed"
+        await internals(rt).writer.commit(
+            [(store.dbs["runs"], kid.id.encode(), msgspec.msgpack.encode(kid))]
+        )
+        assert await rt.purge() == 3
+
+
+async def test_freed_pages_are_reused(data_dir: Path) -> None:
+    """LMDB reuses the pages a purge frees: rounds of load with purges between them
+    leave the data file about the size the first rounds made it."""
+    sizes = []
+    async with runtime(data_dir, durability="process") as rt:
+        for _ in range(4):
+            async with trio.open_nursery() as nursery:
+                for _ in range(800):
+                    nursery.start_soon(_one, rt)
+            assert await rt.purge() == 800
+            sizes.append((data_dir / "data.mdb").stat().st_size)
+    # Four rounds without purges would need four times the first round's file; after
+    # the first purge the file holds steady (LMDB's free list settles in a round).
+    assert sizes[-1] <= sizes[1] * 1.05 and sizes[-1] < sizes[0] * 1.5, sizes
+
+
+async def _one(rt: perdure.Runtime) -> None:
+    await rt.wait((await rt.start("workflow:three", {}, owner=P)).run.id)
+
+
+def test_hosts_forward_purge_and_check(data_dir: Path) -> None:
+    host = perdure.Host(data_dir)
+
+    @host.workflow("w")
+    async def w(ctx: perdure.RunContext, inp: dict) -> dict:
+        await ctx.step("s", _value)
+        return inp
+
+    with host:
+        done = host.start("workflow:w", {}, owner=P)
+        host.wait(done.run.id)
+        parked = host.start("workflow:w", {}, owner=P, run_id="never-mind")
+        host.wait(parked.run.id)
+        report = host.check()
+        assert report.ok and report.runs == []
+        assert host.purge(before=host.now() + 1, statuses=["completed"]) == 2
+        with pytest.raises(RunNotFound):
+            host.get(done.run.id)
+
+
+async def test_asyncio_host_forwards_purge(data_dir: Path) -> None:
+    import asyncio
+
+    async def main() -> int:
+        async with perdure.AsyncioHost(data_dir) as host:
+            return await host.purge()
+
+    # The AsyncioHost is for asyncio programs: run one in a thread of its own.
+    assert await trio.to_thread.run_sync(lambda: asyncio.run(main())) == 0
+
+
+async def _value() -> int:
+    return 1
