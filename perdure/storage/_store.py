@@ -263,7 +263,15 @@ class Store:
             return
         check_data_file(self.path / "data.mdb")  # before LMDB maps it: no SIGBUS
         try:
-            env = lmdb.open(str(self.path), readonly=True, lock=False, max_dbs=len(DB_NAMES) + 4)
+            # A read-only map costs address space, not memory: reserve plenty, so a live
+            # writer growing the map meanwhile (MDB_MAP_RESIZED) is no reason to fail.
+            env = lmdb.open(
+                str(self.path),
+                readonly=True,
+                lock=False,
+                max_dbs=len(DB_NAMES) + 4,
+                map_size=1 << 40,
+            )
         except lmdb.Error as exc:
             raise CorruptStore(
                 f"{self.path / 'data.mdb'} is not a readable LMDB file: {exc}", path=str(self.path)
