@@ -1,6 +1,6 @@
 """Unit tests of the engine's pieces: the journal, the lifecycle changes, the writer chains,
 and the behaviours the restructure fixed (replay-stable clock, inline sync steps under
-virtual time, the concurrent-step message, an agent run's identity in its input)."""
+virtual time, concurrent steps, an agent run's identity in its input)."""
 
 from __future__ import annotations
 
@@ -324,27 +324,45 @@ async def test_inline_steps_per_definition_run_on_the_trio_thread(data_dir: Path
 # -- messages that say what happened --------------------------------------------------------
 
 
-async def test_concurrent_steps_say_so(data_dir: Path) -> None:
+async def test_concurrent_steps_run_and_are_journaled_by_key(data_dir: Path) -> None:
+    """Steps awaited concurrently (a nursery) run at once and are keyed, not positional.
+
+    (This replaced a test of the old refusal; tests/test_concurrent_steps.py has the rest.)
+    """
     rt = new_rt(data_dir)
+    both_running = trio.Event()
+    running = 0
 
     @rt.workflow("two-at-once")
     async def two(ctx: perdure.RunContext, inp: dict) -> dict:
-        async def slow() -> int:
-            await trio.sleep(0.05)
-            return 1
+        async def slow(tag: str) -> str:
+            nonlocal running
+            running += 1
+            if running == 2:
+                both_running.set()
+            await both_running.wait()  # only returns once both are in flight
+            return tag
+
+        results: dict[str, str] = {}
+
+        async def one(tag: str) -> None:
+            results[tag] = await ctx.step(tag, slow, tag)
 
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(ctx.step, "a", slow)
-            nursery.start_soon(ctx.step, "b", slow)
-        return {}
+            nursery.start_soon(one, "a")
+            nursery.start_soon(one, "b")
+        return results
 
     async with rt:
         run = (await rt.start("workflow:two-at-once", {}, owner=P)).run
         done = await rt.wait(run.id)
-    assert done.status == "failed" and done.completion is not None
-    message = done.completion.error.message if done.completion.error else ""
-    assert "do not nest" not in message
-    assert "still running" in message and "one after another" in message
+        journal = internals(rt).store.journal(run.id)
+    assert done.status == "completed" and done.completion is not None
+    assert done.completion.result == {"a": "a", "b": "b"}
+    assert sorted((e.kind, e.name) for e in journal) == [
+        ("kstep", "step:a#1"),
+        ("kstep", "step:b#1"),
+    ]
 
 
 async def test_an_agent_run_input_names_the_run_itself(data_dir: Path) -> None:

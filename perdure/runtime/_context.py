@@ -9,8 +9,9 @@ a step.
 
 from __future__ import annotations
 
+import contextlib
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -48,7 +49,7 @@ from ._signals import (
     ToolResult,
     check_schema,
 )
-from ._steps import run_step
+from ._steps import current_lane, lane_of, record_action, run_step, step_of
 from ._waits import WaitSpec, open_wait, open_waits
 
 if TYPE_CHECKING:
@@ -135,11 +136,18 @@ class RunContext:
         if not events:
             return
         actor = self._actor
-        if actor.step is not None:
-            actor.step.add(self._check_events(events))
+        step = step_of(actor)
+        if step is not None:
+            step.add(self._check_events(events))
             return
         name = type(events[0]).__struct_config__.tag
         assert isinstance(name, str)
+        if trio.lowlevel.current_task() is not actor.main_task:
+            # Another task of the body: keyed by lane and occurrence (see ``lane``).
+            slot = actor.journal.action("emit", lane_of(actor), name)
+            if actor.journal.recorded(slot) is None:
+                await record_action(actor, "kemit", slot, events=self._check_events(events))
+            return
         if actor.journal.take("emit", name) is not None:
             return  # logged (and checked) the first time; the log already holds them
         await actor.record("emit", name, events=self._check_events(events))
@@ -150,10 +158,16 @@ class RunContext:
         Without it a step's events commit together with its result. If a crash then
         cuts the attempt, recovery closes what it left open and marks the log
         with a ``perdure.attempt_aborted`` event before the step re-runs (R21).
+
+        It does nothing inside a step that runs concurrently with others (called from
+        a task other than the body's own) and while the run shows an interrupt: those
+        events commit with the step's result, as one block, so concurrent steps never
+        interleave their items and no open step meets an interrupt (R19).
         """
         actor = self._actor
-        if actor.step is not None:
-            events = actor.step.take()
+        step = step_of(actor)
+        if step is not None and not step.keyed and actor.rec.status != "waiting":
+            events = step.take()
             if events:
                 await actor.persist(events=events)
 
@@ -187,7 +201,14 @@ class RunContext:
         ``inactivity_timeout`` fails an attempt that has not called
         :meth:`heartbeat` for that long (R8). A step that fails on its last attempt
         raises :class:`~perdure.StepFailed` (also on replay, without running again).
-        Steps of one run must be awaited one after another.
+
+        Steps may run concurrently, in tasks the body starts in a nursery (parallel
+        tool calls): such a step is journaled by its name and occurrence instead of
+        its position, so replay finds it whichever finished first (see :meth:`lane`).
+        Steps that run at the same time must have distinct names (a second step of a
+        name already in flight is refused) and their events commit with their
+        results, each as one ``STEP_STARTED`` … ``STEP_FINISHED`` block. Steps do not
+        nest.
         """
         return await run_step(
             self._actor,
@@ -206,7 +227,7 @@ class RunContext:
 
         Callable from the step's async code or from its worker thread.
         """
-        step = self._actor.step
+        step = step_of(self._actor)
         if step is None:
             return
         try:
@@ -215,6 +236,45 @@ class RunContext:
             trio.from_thread.run_sync(step.heartbeat, trio_token=self._actor.engine.token)
         else:
             step.heartbeat()
+
+    @contextlib.contextmanager
+    def lane(self, name: str) -> Iterator[None]:
+        """Name the concurrent strand the current task runs (journal keys, R6/R7).
+
+        Journaled calls made from a task other than the body's own (a nursery's) are
+        found on replay by slot, not position. Steps carry a name of their own; sleeps,
+        child starts and emits do not, so two tasks doing them at once would number
+        them in whatever order the scheduler ran the tasks. Inside
+        ``with ctx.lane(name):`` they are numbered per lane instead, which is
+        deterministic as long as each concurrently running task has a lane of its own::
+
+            async def tool_call(call):
+                with ctx.lane(call.id):
+                    result = await ctx.step(f"tool {call.id}", execute, call)
+                    await ctx.sleep(1)   # keyed in lane call.id
+
+            async with trio.open_nursery() as nursery:
+                for call in calls:
+                    nursery.start_soon(tool_call, call)
+
+        Lanes nest (``outer/inner``) and are inherited by the tasks started inside.
+        When a lane ends normally it checks that it asked for every action its journal
+        recorded under it: a body that took another path than before raises
+        :class:`~perdure.NonDeterminismError` (R7). A lane that ends by an exception
+        (a cancelled race loser) is not checked. In the body's own task a lane changes
+        nothing: its actions are positional.
+        """
+        if not isinstance(name, str) or not 1 <= len(name) <= 200 or "|" in name:
+            raise InvalidInput(f"a lane name is 1-200 characters without '|' (got {name!r})")
+        actor = self._actor
+        outer = lane_of(actor)
+        full = name if outer is None else f"{outer}/{name}"
+        token = current_lane.set((actor, full))
+        try:
+            yield
+        finally:
+            current_lane.reset(token)
+        actor.journal.check_lane(full)
 
     async def sleep(self, seconds: float) -> None:
         """Durable sleep (R9): survives restarts and passivation, fires once."""
@@ -230,9 +290,23 @@ class RunContext:
 
     async def _durable_sleep(self, due_at: Callable[[], float]) -> None:
         actor = self._actor
-        if actor.step is not None:
+        if step_of(actor) is not None:
             raise InvalidInput("durable sleeps belong in the body, not inside a step")
         journal = actor.journal
+        if trio.lowlevel.current_task() is not actor.main_task:
+            # Another task of the body: keyed by lane and occurrence. A recorded sleep
+            # whose due time passed returns at once (its timer is dropped).
+            slot = journal.action("sleep", lane_of(actor), "sleep")
+            entry = journal.recorded(slot)
+            if entry is not None:
+                due = msgspec.msgpack.decode(entry.value, type=float)
+                ref = actor.timer(due, slot)
+            else:
+                due = due_at()
+                ref, op = actor.arm_timer(due, slot)
+                await record_action(actor, "ksleep", slot, _encode(due), extra_ops=[op])
+            await actor.sleep_until(due, ref)
+            return
         timer_name = f"sleep:{journal.pos}"
         entry = journal.take("sleep", "sleep")
         if entry is not None:
@@ -256,7 +330,8 @@ class RunContext:
         closed: set[tuple[str, str]] = set()
         out: list[Event] = []
         actor = self._actor
-        is_open = (actor.step.open if actor.step is not None else actor.open).is_open
+        step = step_of(actor)
+        is_open = (step.open if step is not None else actor.open).is_open
 
         def open_now(kind: str, item: str) -> bool:
             return (kind, item) in opened or (is_open(kind, item) and (kind, item) not in closed)
@@ -330,7 +405,7 @@ class RunContext:
             raise InvalidInput("tool call ids must be distinct")
         for tool_call_id in tool_call_ids:
             _check_key(tool_call_id)
-        if self._actor.step is not None:
+        if step_of(self._actor) is not None:
             raise InvalidInput("waits belong in the body, not inside a step")
         specs = [WaitSpec(reason="tool", key=tool_call_id) for tool_call_id in tool_call_ids]
         signals = await open_waits(self._actor, specs, _check_timeout(timeout))
@@ -393,6 +468,8 @@ class RunContext:
             raise InvalidInput("reason must be tool, approval, event or input")
         _check_key(key)
         actor = self._actor
+        if trio.lowlevel.current_task() is not actor.main_task:
+            raise InvalidInput("ctx.expect is called from the body's own task, not a nursery's")
         name = f"{reason or '*'}:{key}"
         if actor.journal.take("expect", name) is not None:
             return
@@ -411,7 +488,7 @@ class RunContext:
         timeout: float | None,
     ) -> Signal:
         actor = self._actor
-        if actor.step is not None:
+        if step_of(actor) is not None:
             raise InvalidInput("waits belong in the body, not inside a step")
         _check_key(key)
         check_schema(schema)
@@ -443,14 +520,23 @@ class RunContext:
         entry cannot produce two children. The owner defaults to this run's.
         """
         actor = self._actor
-        if actor.step is not None:
+        if step_of(actor) is not None:
             raise InvalidInput("child runs are started from the body, not inside a step")
-        entry = actor.journal.take("child", target)
+        journal = actor.journal
+        slot: str | None = None
+        if trio.lowlevel.current_task() is not actor.main_task:
+            # Another task of the body: keyed by lane and occurrence, and the child's id
+            # derives from the slot instead of the position.
+            slot = journal.action("child", lane_of(actor), target)
+            entry = journal.recorded(slot)
+            tag = slot
+        else:
+            entry = journal.take("child", target)
+            tag = str(journal.pos)
         if entry is not None:
             return ChildHandle(actor.engine, entry.value.decode())
-        position = actor.journal.pos
-        child_id = run_id or uuid.uuid5(uuid.NAMESPACE_URL, f"{actor.rec.id}/{position}").hex
-        actor.journal.has_children = True  # a cancel racing the start must find the child
+        child_id = run_id or uuid.uuid5(uuid.NAMESPACE_URL, f"{actor.rec.id}/{tag}").hex
+        journal.has_children = True  # a cancel racing the start must find the child
         started = await actor.engine.start_child(
             target,
             input,
@@ -458,7 +544,10 @@ class RunContext:
             run_id=child_id,
             parent=actor.rec,
         )
-        await actor.record("child", target, started.run.id.encode())
+        if slot is None:
+            await actor.record("child", target, started.run.id.encode())
+        else:
+            await record_action(actor, "kchild", slot, started.run.id.encode())
         return ChildHandle(actor.engine, started.run.id)
 
     # -- completion metadata ------------------------------------------------------------------
@@ -491,8 +580,12 @@ class AgentContext(RunContext):
         self, text: str, *, role: str = "assistant", message_id: str | None = None
     ) -> str:
         """Log one whole text message (start, content, end); returns its message id."""
-        position = self._actor.journal.pos
-        mid = message_id or f"msg_{uuid.uuid5(uuid.NAMESPACE_URL, f'{self.run_id}/{position}').hex}"
+        actor = self._actor
+        if trio.lowlevel.current_task() is actor.main_task:
+            tag = str(actor.journal.pos)
+        else:  # the slot the emit below takes: deterministic in a concurrent task too
+            tag = actor.journal.next_action("emit", lane_of(actor), "TEXT_MESSAGE_START")
+        mid = message_id or f"msg_{uuid.uuid5(uuid.NAMESPACE_URL, f'{self.run_id}/{tag}').hex}"
         await self.emit(
             TextMessageStartEvent(message_id=mid, role=role),  # type: ignore[arg-type]
             TextMessageContentEvent(message_id=mid, delta=text),

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import jsonschema
 import msgspec
 
 from perdure._errors import InvalidInput, SerializationError, UnknownTarget
@@ -80,6 +81,15 @@ class Definition:
     inline_steps: bool = False
     """Plain step functions run on the trio thread (no worker-thread hop)."""
     description: str | None = None
+    version: int | None = None
+    """The version new runs are stamped with (``RunRecord.version``); step graphs set it."""
+    versions: frozenset[int] | None = None
+    """The versions this process can run; ``None``: any (code definitions have none).
+
+    A stored run pinned to a version not in this set is left as it is (R26), exactly as
+    a run whose target is not registered here."""
+    input_schema: dict[str, Any] | None = None
+    """A JSON Schema the (converted) input must satisfy at start (R5)."""
 
     @property
     def target(self) -> str:
@@ -90,13 +100,27 @@ class Definition:
     def owner_type(self) -> type[Conversation] | type[Project]:
         return Conversation if self.kind == "agent" else Project
 
+    def runs_version(self, version: int | None) -> bool:
+        """Whether a run pinned to ``version`` can run under this definition."""
+        return self.versions is None or version in self.versions
+
     def convert_input(self, value: Any) -> tuple[Any, Any]:
         """``(typed value for the body, plain value to store)``; :class:`InvalidInput` if unfit."""
         try:
             typed = msgspec.convert(value, self.input_type, from_attributes=True)
         except msgspec.ValidationError as exc:
             raise InvalidInput(f"input for {self.target}: {exc}", target=self.target) from None
-        return typed, to_plain(typed, f"input for {self.target}")
+        plain = to_plain(typed, f"input for {self.target}")
+        if self.input_schema is not None:
+            try:
+                jsonschema.validate(plain, self.input_schema)
+            except jsonschema.ValidationError as exc:
+                raise InvalidInput(
+                    f"input for {self.target} fails its schema: {exc.message}",
+                    target=self.target,
+                    path=[str(part) for part in exc.absolute_path],
+                ) from None
+        return typed, plain
 
     def decode_input(self, stored: Any) -> Any:
         """Rebuild the body's typed input from its stored plain form."""

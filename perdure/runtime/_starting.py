@@ -163,6 +163,7 @@ class Starter:
             trigger=trigger,
             idempotency_key=idempotency_key,
             last_event_id=1 if admit else 0,  # the RUN_STARTED committed with it
+            version=definition.version,
         )
         ops = []
         if admit:

@@ -230,14 +230,17 @@ async def _park(actor: RunActor, futures: list[WaitFuture], waits: list[Wait]) -
         timed = [w for w in pending if w.deadline is not None]
         nearest = min(timed, key=lambda w: w.deadline or 0.0, default=None)
         deadline = math.inf if nearest is None or nearest.deadline is None else nearest.deadline
+        parked = None
         if nearest is not None:
             # Left set if the wait is cancelled (the LRU passivated the actor): on_stop
             # then re-arms the deadline's timer, which the timer service may have fired.
-            actor.parked_on = actor.timer(deadline, nearest.slot)
+            parked = actor.timer(deadline, nearest.slot)
+            actor.park(parked)
         with trio.move_on_at(rt.trio_time(min(deadline, idle_since + rt.passivate_after))):
             for future in futures:
                 await future.done.wait()
-        actor.parked_on = None
+        if parked is not None:
+            actor.unpark(parked)
         if all(f.done.is_set() for f in futures):
             return []
         if rt.now() >= deadline:
