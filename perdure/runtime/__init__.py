@@ -7,6 +7,7 @@ from ._context import AgentContext, ChildHandle, RunContext
 from ._definitions import Definition, RestartPolicy
 from ._host import Host
 from ._lifecycle import STATUSES, TERMINAL, TRANSITIONS, check_transition
+from ._recorded import RecordedJournal, RecordedStep
 from ._results import Cancelled, Page, RunEvent, RuntimeStats, Started, TargetInfo
 from ._retry import RetryPolicy
 from ._runtime import Runtime
@@ -35,6 +36,8 @@ __all__ = [
     "Host",
     "InputResponse",
     "Page",
+    "RecordedJournal",
+    "RecordedStep",
     "RestartPolicy",
     "Resumed",
     "RetryPolicy",

@@ -222,6 +222,24 @@ class RunContext:
             inline=inline,
         )
 
+    def recorded(self, name: str) -> bool:
+        """Whether this task's next ``ctx.step(name, …)`` is recorded (R6).
+
+        True means that step would return (or raise) its recorded outcome without
+        running anything. A body can use it to take a decision that depends on work an
+        earlier activation completed without starting that work again, as a step
+        graph's race does with its recorded winner. Nothing is consumed.
+        """
+        actor = self._actor
+        journal = actor.journal
+        if trio.lowlevel.current_task() is actor.main_task:
+            entries, i = journal.entries, journal.pos
+            while i < len(entries) and entries[i].kind == "retry" and entries[i].name == name:
+                i += 1
+            return i < len(entries) and entries[i].kind == "step" and entries[i].name == name
+        entry = journal.peek_action(journal.next_action("step", lane_of(actor), name))
+        return entry is not None and entry.kind == "kstep"
+
     def heartbeat(self) -> None:
         """Tell the running step it is alive (feeds ``inactivity_timeout``).
 
@@ -611,6 +629,13 @@ class ChildHandle:
     def __init__(self, engine: EnginePort, run_id: str) -> None:
         self._engine = engine
         self.run_id = run_id
+
+    async def cancel(self, reason: str = "cancelled by its parent") -> bool:
+        """Cancel the child (and its descendants, R15); False if it had already ended.
+
+        Not journaled: a replayed body that cancels again finds the child ended.
+        """
+        return await self._engine.cancel_run(self.run_id, reason)
 
     async def result(self) -> Any:
         """Wait for the child; its result, or :class:`~perdure.ChildFailed` /

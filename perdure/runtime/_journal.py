@@ -296,6 +296,11 @@ class Journal:
             self.time = entry.at
         return entry
 
+    def peek_action(self, slot: str) -> JournalEntry | None:
+        """The keyed action recorded at ``slot``, without moving the body's clock."""
+        keyed = self.keyed
+        return keyed.actions.get(slot) if keyed is not None else None
+
     def retried(self, slot: str) -> JournalEntry | None:
         """The latest ``kretry`` recorded for the keyed step at ``slot``."""
         keyed = self.keyed
