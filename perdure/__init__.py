@@ -30,6 +30,7 @@ from perdure._errors import (
     UnknownTarget,
     WaitExpired,
 )
+from perdure.graph import NodeContext
 from perdure.runtime import (
     AgentContext,
     AgentInput,
@@ -90,6 +91,7 @@ __all__ = [
     "InvalidInput",
     "InvalidSignal",
     "InvalidTransition",
+    "NodeContext",
     "NonDeterminismError",
     "NotWaiting",
     "Page",

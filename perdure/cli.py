@@ -8,6 +8,8 @@
     perdure runs cancel ID [--dir D] [--reason R] [--timeout S] [--json]
     perdure runs resume ID (--tool-result ID JSON | --approve K | --reject K | --event N JSON
                             | --input K JSON) [--url URL | --dir D] [--json]
+    perdure runs graph ID [--dir D] [--app MODULE:ATTR] [--json]     # perdure.graph
+    perdure graph show NAME --app MODULE:ATTR [--run ID] [--dir D]  # Mermaid text
     perdure serve MODULE:ATTR [--host H] [--port P] [--token T]    # perdure.server
     perdure demo  [--dir D] [--force|--keep] [--durability D] [--runs N] [--agents N] ...
     perdure bench [ARGS...]        # bench/throughput.py (``--quick``, ``--json OUT`` ...)
@@ -54,6 +56,7 @@ from perdure.agui import (
     event_type,
     is_terminal_event,
 )
+from perdure.graph import _cli as _graph_cli
 from perdure.runtime import STATUSES, Runtime
 from perdure.runtime._results import check_statuses, parse_cursor
 from perdure.server import _cli as _server_cli
@@ -208,6 +211,7 @@ def _build_parser() -> _Parser:
     p.set_defaults(func=_cmd_cancel)
     _server_cli.add_runs_resume(runs_sub, add_dir)
     _server_cli.add_serve(sub)
+    _graph_cli.add_commands(sub, runs_sub, add_dir)
 
     p = sub.add_parser(
         "demo",

@@ -200,9 +200,7 @@ async def test_steps_do_not_nest_in_concurrent_tasks_either(data_dir: Path) -> N
 # -- each step finds its own buffer ----------------------------------------------------------
 
 
-async def test_emit_and_heartbeat_find_their_own_step(
-    data_dir: Path, autojump_clock: Any
-) -> None:
+async def test_emit_and_heartbeat_find_their_own_step(data_dir: Path, autojump_clock: Any) -> None:
     """Two steps stream text at once; each message lands in its own step's block, and
     each inactivity watchdog is fed only by its own step's heartbeats."""
     rt = new_rt(data_dir)
@@ -495,7 +493,10 @@ async def test_no_passivation_while_a_concurrent_step_runs(data_dir: Path) -> No
         await wait_until(lambda: internals(rt).supervisor.get(run.id) is None)  # now idle
         await rt.resume(run.id, perdure.ApprovalDecision(key="go", approved=True, approver="x"))
         done = await rt.wait(run.id)
-    assert done.completion is not None and done.completion.result == {"ok": True, "long": "long-result"}
+    assert done.completion is not None and done.completion.result == {
+        "ok": True,
+        "long": "long-result",
+    }
     assert CALLS["long"] == 1
 
 

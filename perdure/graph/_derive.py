@@ -123,6 +123,7 @@ class Derive:
     """The effects of a walk that reads the journal instead of running (see above)."""
 
     __slots__ = ("recorded", "states")
+    runs = False
 
     def __init__(self, recorded: RecordedJournal) -> None:
         self.recorded = recorded
@@ -155,9 +156,7 @@ class Derive:
     def cancelled(self, path: str) -> None:
         inside = path + "/"
         for state in self.states.values():
-            if state.status == "running" and (
-                state.path == path or state.path.startswith(inside)
-            ):
+            if state.status == "running" and (state.path == path or state.path.startswith(inside)):
                 state.status = "cancelled"
 
     # -- leaves: their records --------------------------------------------------------------
@@ -234,6 +233,7 @@ class Derive:
         in_flight = 0
         for i, strand in enumerate(strands):
             if limit is not None and in_flight >= limit:
+                self.not_run(strand.node, strand.key, strand.path, "pending")
                 outcomes.append(Outcome())
                 continue
             try:
@@ -253,6 +253,7 @@ class Derive:
         outcomes: list[Outcome] = []
         for i, strand in enumerate(strands):
             if any(outcomes[dep].status != "ok" for dep in deps[i]):
+                self.not_run(strand.node, strand.key, strand.path, "pending")
                 outcomes.append(Outcome())
                 continue
             try:

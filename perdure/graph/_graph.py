@@ -237,9 +237,7 @@ class Graph:
                     f"{where}: mode must be one of {get_args(Mode)} (got {node.mode!r})"
                 )
             _concurrency(node.concurrency, where)
-            self._sequence(
-                name, node.nodes, inner, node, repeated, known, info, by_id, keys, False
-            )
+            self._sequence(name, node.nodes, inner, node, repeated, known, info, by_id, keys, False)
         elif isinstance(node, Branch):
             _callable(node.when, f"{where}: when")
             if not node.then and not node.otherwise:
@@ -273,9 +271,7 @@ class Graph:
                 )
             if not isinstance(node.each, Node):
                 raise InvalidGraph(f"{where}: each must be one node (g.step(...), ...)")
-            self._sequence(
-                name, (node.each,), inner, node, True, known, info, by_id, keys, False
-            )
+            self._sequence(name, (node.each,), inner, node, True, known, info, by_id, keys, False)
         elif isinstance(node, SubWorkflow):
             _target(node.target, ("workflow",), known, where)
             _callable_or_none(node.input, f"{where}: input")

@@ -54,6 +54,7 @@ class Live:
     """The effects of a walk that runs the graph (see :mod:`._walk`)."""
 
     __slots__ = ("ctx", "run_id")
+    runs = True
 
     def __init__(self, ctx: RunContext) -> None:
         self.ctx = ctx
@@ -145,6 +146,10 @@ class Live:
                     failure = exc
             if ended:
                 break
+            if isinstance(failure, ChildCancelled) and ctx.run.cancel is not None:
+                # This run is being cancelled: its children go first (R15), and the
+                # cancellation reaches this body next. Nothing of the node is recorded.
+                await trio.sleep_forever()
             if failure is None:  # the attempt's timeout
                 await handle.cancel(f"graph node {key!r} timed out after {node.timeout} s")
                 failure = NodeFailed(f"{node.kind} {key!r}: attempt {attempt} timed out", node=key)

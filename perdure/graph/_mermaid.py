@@ -164,8 +164,5 @@ def _statuses(graph: Graph, state: GraphState) -> dict[Node, str]:
 def _text(value: str) -> str:
     """Text inside a quoted Mermaid label: quotes and markup characters as entities."""
     return (
-        value.replace("&", "#amp;")
-        .replace('"', "#quot;")
-        .replace("<", "#lt;")
-        .replace(">", "#gt;")
+        value.replace("&", "#amp;").replace('"', "#quot;").replace("<", "#lt;").replace(">", "#gt;")
     )

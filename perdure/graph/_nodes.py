@@ -451,6 +451,4 @@ def sleep(
 ) -> Sleep:
     """A durable sleep (R9): ``seconds`` (a number, or a function of ``c``), or ``until``
     a timestamp ``until(c)`` (seconds since the epoch). The output is ``None``."""
-    return Sleep(
-        id=id, seconds=seconds, until=until, skip_if=skip_if, depends_on=_ids(depends_on)
-    )
+    return Sleep(id=id, seconds=seconds, until=until, skip_if=skip_if, depends_on=_ids(depends_on))

@@ -93,9 +93,10 @@ class Outcome:
 
 
 class Strand(NamedTuple):
-    """One concurrent branch of the walk: its key (the lane it runs in), its path, its
-    scope and what runs it."""
+    """One concurrent branch of the walk: its node, key (the lane it runs in), path,
+    scope, and what runs it."""
 
+    node: Node
     key: str
     path: str
     scope: Scope
@@ -201,6 +202,9 @@ class Scope:
 class Effects(Protocol):
     """What the walk needs from the run (see the module docstring)."""
 
+    runs: bool
+    """True when the effects run the graph; False when they only read what it recorded."""
+
     def started(self, node: Node, key: str, path: str, scope: Scope) -> None: ...
     def completed(self, node: Node, key: str, output: Any, scope: Scope) -> None: ...
     def failed(self, node: Node, key: str, error: Exception, scope: Scope) -> None: ...
@@ -208,16 +212,19 @@ class Effects(Protocol):
     def not_run(self, node: Node, key: str, path: str, status: str) -> None: ...
     def cancelled(self, path: str) -> None: ...
 
-    async def step(
-        self, node: Step, key: str, path: str, scope: Scope, c: NodeContext
-    ) -> Any: ...
+    async def step(self, node: Step, key: str, path: str, scope: Scope, c: NodeContext) -> Any: ...
     async def child(
         self, node: Step | SubWorkflow, key: str, path: str, scope: Scope, c: NodeContext
     ) -> Any: ...
     async def approval(self, node: Approval, key: str, path: str, scope: Scope) -> Any: ...
     async def wait_event(self, node: WaitEvent, key: str, path: str, scope: Scope) -> Any: ...
     async def sleep(
-        self, node: Sleep, key: str, path: str, scope: Scope, seconds: float | None,
+        self,
+        node: Sleep,
+        key: str,
+        path: str,
+        scope: Scope,
+        seconds: float | None,
         until: float | None,
     ) -> Any: ...
     async def delay(self, seconds: float, scope: Scope) -> None: ...
@@ -236,9 +243,7 @@ class Walk:
 
     __slots__ = ("ctx", "fx", "graph", "input", "outputs", "run_id", "skipped")
 
-    def __init__(
-        self, graph: Graph, fx: Effects, run_id: str, input: Any, ctx: Any = None
-    ) -> None:
+    def __init__(self, graph: Graph, fx: Effects, run_id: str, input: Any, ctx: Any = None) -> None:
         self.graph = graph
         self.fx = fx
         self.run_id = run_id
@@ -309,7 +314,9 @@ class Walk:
         for i, node in enumerate(nodes):
             key = node.id + scope.suffix
             path = scope.prefix + key
-            strands.append(Strand(key, path, scope.strand(scope.prefix, key), self._runner(node)))
+            strands.append(
+                Strand(node, key, path, scope.strand(scope.prefix, key), self._runner(node))
+            )
             if node.depends_on is None:
                 deps.append([i - 1] if i else [])
             else:
@@ -397,39 +404,32 @@ class Walk:
 
     async def _loop(self, node: Loop, key: str, path: str, scope: Scope) -> Any:
         results: list[Any] = []
-        last_local: dict[str, Any] | None = None
+        # After each iteration a plain id names its latest run, at the loop's level too:
+        # ``while_`` (checked before an iteration) and the nodes after the loop see it.
+        target = scope.local if scope.local is not None else self.outputs
         i = 0
-        try:
-            while True:
-                if node.while_ is not None and not self.call(
-                    node.while_, "while_", key, path, scope
-                ):
-                    break
-                if i == node.max_iterations:
-                    raise LoopLimitReached(
-                        f"loop {key!r} ran {i} iterations and its condition still asks for "
-                        f"more (max_iterations={node.max_iterations})",
-                        node=key,
-                        max_iterations=node.max_iterations,
-                    )
-                if i and node.delay:
-                    await self.fx.delay(node.delay, scope)
-                inner = scope.repeat(path, i, None)
-                try:
-                    results.append(await self.sequence(node.nodes, inner))
-                finally:
-                    scope.t = max(scope.t, inner.t)
-                last_local = inner.local
-                if node.until is not None and self.call(
-                    node.until, "until", key, path, inner
-                ):
-                    break
-                i += 1
-        finally:
-            # After the loop, a plain id names its last iteration (also when it failed).
-            if last_local:
-                target = scope.local if scope.local is not None else self.outputs
-                target.update(last_local)
+        while True:
+            if node.while_ is not None and not self.call(node.while_, "while_", key, path, scope):
+                break
+            if i == node.max_iterations:
+                raise LoopLimitReached(
+                    f"loop {key!r} ran {i} iterations and its condition still asks for "
+                    f"more (max_iterations={node.max_iterations})",
+                    node=key,
+                    max_iterations=node.max_iterations,
+                )
+            if i and node.delay:
+                await self.fx.delay(node.delay, scope)
+            inner = scope.repeat(path, i, None)
+            try:
+                results.append(await self.sequence(node.nodes, inner))
+            finally:
+                scope.t = max(scope.t, inner.t)
+                assert inner.local is not None
+                target.update(inner.local)
+            if node.until is not None and self.call(node.until, "until", key, path, inner):
+                break
+            i += 1
         return results
 
     async def _parallel(self, node: Parallel, key: str, path: str, scope: Scope) -> Any:
@@ -438,7 +438,7 @@ class Walk:
         decided = None
         if node.mode == "race":
             decided = await fx.race_winner(path, scope)
-            if decided is not None:
+            if decided is not None and fx.runs:
                 # Decided by an earlier activation: only the winner replays, the losers
                 # are never started again.
                 for child in children:
@@ -451,6 +451,7 @@ class Walk:
             child_key = child.id + scope.suffix
             strands.append(
                 Strand(
+                    child,
                     child_key,
                     f"{path}/{child_key}",
                     scope.strand(path + "/", child_key),
@@ -472,12 +473,17 @@ class Walk:
                 for c, o, s in zip(children, outcomes, strands, strict=True)
             }
         ok = [i for i, o in enumerate(outcomes) if o.status == "ok"]
+        if decided is not None:
+            first = next(i for i, c in enumerate(children) if c.id == decided)
+            if outcomes[first].status != "ok":
+                raise Frontier()  # derivation: the recorded winner's own records are missing
+            self._cancel_rest(outcomes, strands, failed=False)
+            return {"winner": decided, "output": outcomes[first].value}
         if ok:
             first = min(ok, key=lambda i: outcomes[i].seq)
             self._cancel_rest(outcomes, strands, failed=False)
             winner = children[first].id
-            if decided is None:
-                await fx.record_winner(path, scope, winner)
+            await fx.record_winner(path, scope, winner)
             return {"winner": winner, "output": outcomes[first].value}
         _frontier(outcomes)
         errors = [o.error for o in outcomes if o.error is not None]
@@ -526,7 +532,9 @@ class Walk:
         for index, item in enumerate(items):
             each_key = f"{each.id}{scope.suffix}[{index}]"
             inner = scope.repeat(path, index, each_key, item=item, is_item=True)
-            strands.append(Strand(each_key, f"{path}/{each_key}", inner, self._runner(each)))
+            strands.append(
+                Strand(each, each_key, f"{path}/{each_key}", inner, self._runner(each))
+            )
         stop: Stop = "failure" if node.on_error == "fail" else None
         outcomes = await self.fx.strands(scope, strands, node.concurrency, stop)
         scope.t = max([scope.t, *(s.scope.t for s in strands)])
@@ -562,9 +570,7 @@ def error_info(exc: BaseException) -> ErrorInfo:
     return ErrorInfo("UNHANDLED_EXCEPTION", f"{type(exc).__name__}: {exc}", {})
 
 
-_GRAPH_CAUSES = frozenset(
-    {"APPROVAL_REJECTED", "APPROVAL_EXPIRED", "NODE_FAILED", "WAIT_EXPIRED"}
-)
+_GRAPH_CAUSES = frozenset({"APPROVAL_REJECTED", "APPROVAL_EXPIRED", "NODE_FAILED", "WAIT_EXPIRED"})
 
 
 def _plain(detail: dict[str, Any]) -> dict[str, Any]:
@@ -584,4 +590,3 @@ _RUNNERS: dict[type[Node], Callable[..., Awaitable[Any]]] = {
     Map: Walk._map,
 }
 """The node kinds and how the walk runs each (a table, not a chain of branches)."""
-
