@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.perdure-installed
 NODE_VERIFIER := tests/agui_node/node_modules/.installed
 
-.PHONY: demo test lint bench bench-peers bench-waits soak clean
+.PHONY: demo test lint bench bench-peers bench-waits bench-graphs soak clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,10 @@ bench-peers: $(VENV)/.peers-installed
 
 bench-waits: $(VENV)/.peers-installed
 	$(BIN)/python bench/waits.py
+
+# Step graphs: perdure vs LangGraph (StateGraph + SQLite checkpointer), alternating rounds.
+bench-graphs: $(VENV)/.peers-installed
+	$(BIN)/python bench/graphs.py
 
 clean:
 	rm -rf $(VENV) tests/agui_node/node_modules demo-data

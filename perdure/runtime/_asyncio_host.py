@@ -56,6 +56,7 @@ from ._definitions import Body
 from ._runtime import Runtime
 
 if TYPE_CHECKING:
+    from perdure.graph import Graph, GraphState
     from perdure.storage import Owner, RunRecord
 
     from ._results import Cancelled, Page, RunEvent, RuntimeStats, Started, TargetInfo
@@ -73,6 +74,7 @@ RUNTIME_SURFACE: Final[dict[str, Forwarding]] = {
     "agent": "define",
     "workflow": "define",
     "task": "define",
+    "graph": "define",
     # The API. "await": a coroutine run on the trio thread; "sync": a plain call run on
     # the trio thread (it reads state the trio thread owns); "stream": an async generator.
     "start": "await",
@@ -85,6 +87,7 @@ RUNTIME_SURFACE: Final[dict[str, Forwarding]] = {
     "now": "sync",
     "stats": "sync",
     "targets": "sync",
+    "graph_state": "sync",
     "events": "stream",
 }
 """How each public callable of :class:`Runtime` reaches a host (see the module doc)."""
@@ -239,6 +242,8 @@ class AsyncioHost:
         def agent(self, name: str, **options: Any) -> Callable[[F], F]: ...
         def workflow(self, name: str, **options: Any) -> Callable[[F], F]: ...
         def task(self, name: str, **options: Any) -> Callable[[F], F]: ...
+        def graph(self, name: str, graph: Graph) -> Graph: ...
+        async def graph_state(self, run_id: str) -> GraphState: ...
         async def start(
             self,
             target: str,

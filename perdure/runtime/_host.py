@@ -25,7 +25,7 @@ import os
 import threading
 from collections.abc import Awaitable, Callable, Iterator
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import trio
 
@@ -36,6 +36,9 @@ from ._definitions import Body
 from ._results import Cancelled, Page, RunEvent, RuntimeStats, Started, TargetInfo
 from ._runtime import Runtime
 from ._signals import ExternalEvent, Resumed, Signal
+
+if TYPE_CHECKING:
+    from perdure.graph import Graph, GraphState
 
 __all__ = ["Host"]
 
@@ -64,6 +67,10 @@ class Host:
 
     def task(self, name: str, **options: Any) -> Callable[[F], F]:
         return self.runtime.task(name, **options)
+
+    def graph(self, name: str, graph: Graph) -> Graph:
+        """:meth:`Runtime.graph`: register a step-graph workflow."""
+        return self.runtime.graph(name, graph)
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -177,6 +184,10 @@ class Host:
     def stats(self) -> RuntimeStats:
         """Blocking :meth:`Runtime.stats`."""
         return self._call_sync(self.runtime.stats)
+
+    def graph_state(self, run_id: str) -> GraphState:
+        """Blocking :meth:`Runtime.graph_state`."""
+        return self._call_sync(self.runtime.graph_state, run_id)
 
     def targets(self) -> builtins.list[TargetInfo]:
         """:meth:`Runtime.targets` (works before opening too)."""
