@@ -11,7 +11,7 @@ branches are tasks of a trio nursery, each in its own ``ctx.lane``.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from contextlib import AbstractContextManager, nullcontext, suppress
 from typing import Any
 
@@ -82,8 +82,10 @@ class Live:
 
     # -- leaves ----------------------------------------------------------------------------
 
-    async def step(self, node: Step, key: str, path: str, scope: Scope, c: NodeContext) -> Any:
-        return await self.ctx.step(
+    def step(
+        self, node: Step, key: str, path: str, scope: Scope, c: NodeContext
+    ) -> Awaitable[Any]:
+        return self.ctx.step(
             path,
             node.fn,  # type: ignore[arg-type]
             c,

@@ -212,7 +212,9 @@ class Effects(Protocol):
     def not_run(self, node: Node, key: str, path: str, status: str) -> None: ...
     def cancelled(self, path: str) -> None: ...
 
-    async def step(self, node: Step, key: str, path: str, scope: Scope, c: NodeContext) -> Any: ...
+    def step(
+        self, node: Step, key: str, path: str, scope: Scope, c: NodeContext
+    ) -> Awaitable[Any]: ...
     async def child(
         self, node: Step | SubWorkflow, key: str, path: str, scope: Scope, c: NodeContext
     ) -> Any: ...
@@ -336,24 +338,24 @@ class Walk:
         if node.skip_if is not None and self.call(node.skip_if, "skip_if", key, path, scope):
             fx.skipped(node, key, path, scope)
             self.skipped.add(key)
-            self._put(node, key, scope, None)
-            return None
-        fx.started(node, key, path, scope)
-        try:
+            output = None
+        elif fx.runs:
+            # Running: nothing to report, so the hooks are not even called (hot path).
             output = await _RUNNERS[type(node)](self, node, key, path, scope)
-        except Frontier:
-            raise
-        except Exception as exc:
-            fx.failed(node, key, exc, scope)
-            raise
-        self._put(node, key, scope, output)
-        fx.completed(node, key, output, scope)
-        return output
-
-    def _put(self, node: Node, key: str, scope: Scope, output: Any) -> None:
+        else:
+            fx.started(node, key, path, scope)
+            try:
+                output = await _RUNNERS[type(node)](self, node, key, path, scope)
+            except Frontier:
+                raise
+            except Exception as exc:
+                fx.failed(node, key, exc, scope)
+                raise
+            fx.completed(node, key, output, scope)
         self.outputs[key] = output
         if scope.local is not None:
             scope.local[node.id] = output
+        return output
 
     def _skip_all(self, nodes: Sequence[Node], scope: Scope, prefix: str) -> None:
         for node in nodes:
@@ -364,11 +366,13 @@ class Walk:
 
     # -- kinds -----------------------------------------------------------------------------
 
-    async def _step(self, node: Step, key: str, path: str, scope: Scope) -> Any:
+    def _step(self, node: Step, key: str, path: str, scope: Scope) -> Awaitable[Any]:
+        # A plain function handing back the step's coroutine: one frame less on the path
+        # every step's suspensions and resumptions travel.
         c = self.context(key, path, scope)
         if node.fn is not None:
-            return await self.fx.step(node, key, path, scope, c)
-        return await self.fx.child(node, key, path, scope, c)
+            return self.fx.step(node, key, path, scope, c)
+        return self.fx.child(node, key, path, scope, c)
 
     async def _sub_workflow(self, node: SubWorkflow, key: str, path: str, scope: Scope) -> Any:
         return await self.fx.child(node, key, path, scope, self.context(key, path, scope))

@@ -9,9 +9,9 @@ a step.
 
 from __future__ import annotations
 
-import contextlib
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -56,7 +56,7 @@ if TYPE_CHECKING:
     from ._engine_port import EnginePort
     from ._run_actor import RunActor
 
-__all__ = ["AgentContext", "ChildHandle", "RunContext", "make_context"]
+__all__ = ["AgentContext", "ChildHandle", "Lane", "RunContext", "make_context"]
 
 _RESERVED = (RunStartedEvent, RunFinishedEvent, RunErrorEvent)
 _encode = msgspec.msgpack.Encoder().encode
@@ -255,8 +255,7 @@ class RunContext:
         else:
             step.heartbeat()
 
-    @contextlib.contextmanager
-    def lane(self, name: str) -> Iterator[None]:
+    def lane(self, name: str) -> Lane:
         """Name the concurrent strand the current task runs (journal keys, R6/R7).
 
         Journaled calls made from a task other than the body's own (a nursery's) are
@@ -284,15 +283,7 @@ class RunContext:
         """
         if not isinstance(name, str) or not 1 <= len(name) <= 200 or "|" in name:
             raise InvalidInput(f"a lane name is 1-200 characters without '|' (got {name!r})")
-        actor = self._actor
-        outer = lane_of(actor)
-        full = name if outer is None else f"{outer}/{name}"
-        token = current_lane.set((actor, full))
-        try:
-            yield
-        finally:
-            current_lane.reset(token)
-        actor.journal.check_lane(full)
+        return Lane(self._actor, name)
 
     async def sleep(self, seconds: float) -> None:
         """Durable sleep (R9): survives restarts and passivation, fires once."""
@@ -621,6 +612,36 @@ class AgentContext(RunContext):
 
     async def messages_snapshot(self, messages: list[dict[str, Any]]) -> None:
         await self.emit(MessagesSnapshotEvent(messages=messages))
+
+
+class Lane:
+    """``with ctx.lane(name):`` (see :meth:`RunContext.lane`): a class, not a generator,
+    because step graphs enter one per concurrent branch."""
+
+    __slots__ = ("_actor", "_token", "full", "name")
+
+    def __init__(self, actor: RunActor, name: str) -> None:
+        self._actor = actor
+        self.name = name
+        self.full = name
+
+    def __enter__(self) -> str:
+        actor = self._actor
+        outer = lane_of(actor)
+        if outer is not None:
+            self.full = f"{outer}/{self.name}"
+        self._token = current_lane.set((actor, self.full))
+        return self.full
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        current_lane.reset(self._token)
+        if exc_type is None:  # a lane ended by an exception (a cancelled loser) is not checked
+            self._actor.journal.check_lane(self.full)
 
 
 class ChildHandle:
