@@ -11,7 +11,9 @@ loop a plain id names its last iteration. Derived keys can always be used direct
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
+
+import msgspec
 
 from perdure._errors import PerdureError
 from perdure.agui import CustomEvent, Event
@@ -20,6 +22,17 @@ if TYPE_CHECKING:
     from perdure.runtime import RunContext
 
 __all__ = ["NodeContext", "Outputs"]
+
+
+class _Scope(Protocol):
+    """Where the walk is (``perdure.graph._walk.Scope``), as a node context reads it."""
+
+    @property
+    def view(self) -> Mapping[str, Any]: ...
+
+    item: Any
+    index: int | None
+    iteration: int | None
 
 
 class Outputs(Mapping[str, Any]):
@@ -51,7 +64,7 @@ class Outputs(Mapping[str, Any]):
         return sum(1 for _ in self)
 
 
-class NodeContext:
+class NodeContext(msgspec.Struct, gc=False, repr_omit_defaults=True):
     """The argument of every node function: ``fn(c)``, ``when(c)``, ``items(c)`` …
 
     - ``c.input``: the run's input; ``c.outputs``: outputs by node id (above);
@@ -61,32 +74,38 @@ class NodeContext:
       ``c.heartbeat()``, as on the run context (events go into the node's step).
 
     Predicates and mappers must be pure functions of it: they run again on replay and
-    when the graph's state is derived from storage.
+    when the graph's state is derived from storage. (A struct the cyclic GC does not
+    track: graphs in flight hold one per running step, and it refers to nothing that
+    could refer back to it.)
     """
 
-    __slots__ = ("_ctx", "index", "input", "item", "iteration", "node", "outputs", "path", "run_id")
+    _ctx: RunContext | None
+    run_id: str
+    input: Any
+    _scope: _Scope
+    node: str
+    path: str
 
-    def __init__(
-        self,
-        ctx: RunContext | None,
-        run_id: str,
-        input: Any,
-        outputs: Mapping[str, Any],
-        node: str,
-        path: str,
-        item: Any = None,
-        index: int | None = None,
-        iteration: int | None = None,
-    ) -> None:
-        self._ctx = ctx
-        self.run_id = run_id
-        self.input = input
-        self.outputs = outputs
-        self.node = node
-        self.path = path
-        self.item = item
-        self.index = index
-        self.iteration = iteration
+    @property
+    def outputs(self) -> Mapping[str, Any]:
+        """Outputs by node key (see the module docstring)."""
+        view: Mapping[str, Any] = self._scope.view
+        return view
+
+    @property
+    def item(self) -> Any:
+        """The item of the enclosing map (``None`` outside one)."""
+        return self._scope.item
+
+    @property
+    def index(self) -> int | None:
+        """The index of that item (from 0)."""
+        return self._scope.index
+
+    @property
+    def iteration(self) -> int | None:
+        """The iteration of the enclosing loop (from 0)."""
+        return self._scope.iteration
 
     def _run(self) -> RunContext:
         if self._ctx is None:
@@ -111,3 +130,9 @@ class NodeContext:
 
     def __repr__(self) -> str:
         return f"NodeContext(run_id={self.run_id!r}, node={self.node!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return self is other
+
+    def __hash__(self) -> int:
+        return id(self)

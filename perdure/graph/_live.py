@@ -36,6 +36,8 @@ from ._walk import Outcome, Scope, Stop, Strand
 __all__ = ["Live"]
 
 _ONE_ATTEMPT = RetryPolicy()
+_NOT_RUN = Outcome()
+"""A branch cancelled or never started (shared: outcomes are never modified)."""
 
 
 def _value(value: Any) -> Any:
@@ -267,7 +269,7 @@ class Live:
         first success does (a race). Branches cancelled or never started keep an empty
         outcome. A non-determinism error always ends the whole run.
         """
-        outcomes = [Outcome() for _ in strands]
+        outcomes = [_NOT_RUN] * len(strands)
         ctx = self.ctx
         ended = 0
         fatal: list[BaseException] = []
@@ -310,7 +312,7 @@ class Live:
         self, scope: Scope, strands: Sequence[Strand], deps: Sequence[Sequence[int]]
     ) -> list[Outcome]:
         """Run each node once its dependencies have completed; a failure cancels the rest."""
-        outcomes = [Outcome() for _ in strands]
+        outcomes = [_NOT_RUN] * len(strands)
         done = [trio.Event() for _ in strands]
         ctx = self.ctx
         fatal: list[BaseException] = []
