@@ -929,3 +929,87 @@ async def test_a_child_node_timeout_cancels_the_child(data_dir: Path, autojump_c
         await assert_graph_consistent(rt, done.id)
     assert error_of(done).code == "NODE_FAILED" and "timed out" in error_of(done).message
     assert [k.status for k in kids] == ["cancelled"]
+
+
+# -- concurrency meets waits and children --------------------------------------------------------
+
+
+async def test_an_approval_beside_a_running_branch(data_dir: Path) -> None:
+    """One branch waits for an approval while the other still records steps: the run
+    shows the interrupt throughout and its log stays valid."""
+    rt = new_rt(data_dir)
+    rt.graph(
+        "both",
+        g.Graph(
+            g.parallel(
+                "p",
+                [
+                    g.approval("ok"),
+                    g.loop(
+                        "work",
+                        [g.step("tick", counted(wait="tick"))],
+                        until=lambda c: c.iteration == 2,
+                    ),
+                ],
+            )
+        ),
+    )
+    async with rt:
+        run = (await rt.start("workflow:both", {}, owner=P)).run
+        await wait_until(lambda: rt.get(run.id).status == "waiting")
+        gate("tick").set()
+        await wait_until(lambda: rt.graph_state(run.id).nodes["work"].status == "completed")
+        assert rt.get(run.id).status == "waiting"
+        state, log = await assert_graph_consistent(rt, run.id)
+        assert state.current == ["p", "ok"]
+        assert log[-1]["outcome"]["type"] == "interrupt"
+        await rt.resume(run.id, perdure.ApprovalDecision(key="ok", approved=True, approver="x"))
+        done = await rt.wait(run.id)
+        await assert_graph_consistent(rt, run.id)
+    assert done.status == "completed" and CALLS == {"tick[0]": 1, "tick[1]": 1, "tick[2]": 1}
+
+
+async def test_a_map_of_sub_workflows_survives_a_restart(data_dir: Path) -> None:
+    def define(rt: perdure.Runtime) -> None:
+        @rt.task("pack")
+        async def pack(ctx: perdure.RunContext, inp: dict) -> str:
+            async def work() -> str:
+                CALLS[f"pack-{inp['n']}"] += 1
+                await gate(f"pack-{inp['n']}").wait()
+                return f"box-{inp['n']}"
+
+            return str(await ctx.step("work", work))
+
+        rt.graph("packer", g.Graph(g.step("p", "task:pack", input=lambda c: c.input)))
+        rt.graph(
+            "boxes",
+            g.Graph(
+                g.map(
+                    "all",
+                    items=lambda c: [0, 1, 2],
+                    each=g.sub_workflow("one", "workflow:packer", input=lambda c: {"n": c.item}),
+                )
+            ),
+        )
+
+    rt = new_rt(data_dir)
+    define(rt)
+    gate("pack-1").set()
+    async with rt:
+        run = (await rt.start("workflow:boxes", {}, owner=P)).run
+        await wait_until(lambda: rt.graph_state(run.id).nodes.get("one[1]") is not None)
+        await wait_until(lambda: rt.graph_state(run.id).nodes["one[1]"].status == "completed")
+    GATES.clear()
+    gate("pack-0").set()
+    gate("pack-2").set()
+    rt = new_rt(data_dir)
+    define(rt)
+    async with rt:
+        done = await rt.wait(run.id)
+        tree = rt.list(root_id=run.id).runs
+        await assert_graph_consistent(rt, run.id)
+    assert done.completion is not None and done.completion.result == {
+        "all": [{"p": "box-0"}, {"p": "box-1"}, {"p": "box-2"}]
+    }
+    assert len(tree) == 1 + 3 + 3  # the run, three sub-workflows, three packs: none twice
+    assert CALLS == {"pack-0": 2, "pack-1": 1, "pack-2": 2}

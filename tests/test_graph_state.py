@@ -473,3 +473,29 @@ def test_the_module_is_importable_as_the_contract_spells_it() -> None:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     assert proc.returncode == 0, proc.stderr
     assert len(json.loads(proc.stdout.replace("'", '"'))) == 13
+
+
+def test_the_hosts_register_graphs_and_read_their_state(data_dir: Path) -> None:
+    host = perdure.Host(data_dir, durability="process")
+    host.graph("h", g.Graph(g.step("a", lambda c: 1), g.step("b", lambda c: c.outputs["a"] + 1)))
+    with host:
+        run = host.start("workflow:h", {}, owner=P).run
+        assert host.wait(run.id).status == "completed"
+        state = host.graph_state(run.id)
+    assert {k: n.output for k, n in state.nodes.items()} == {"a": 1, "b": 2}
+
+
+async def test_the_asyncio_host_forwards_graph_state(data_dir: Path) -> None:
+    import asyncio
+
+    async def main() -> dict[str, Any]:
+        host = perdure.AsyncioHost(data_dir, durability="process")
+        host.graph("h", g.Graph(g.step("a", lambda c: "x")))
+        async with host:
+            run = (await host.start("workflow:h", {}, owner=P)).run
+            await host.wait(run.id)
+            state = await host.graph_state(run.id)
+        return {k: n.status for k, n in state.nodes.items()}
+
+    result = await trio.to_thread.run_sync(lambda: asyncio.run(main()))
+    assert result == {"a": "completed"}
