@@ -499,3 +499,19 @@ async def test_the_asyncio_host_forwards_graph_state(data_dir: Path) -> None:
 
     result = await trio.to_thread.run_sync(lambda: asyncio.run(main()))
     assert result == {"a": "completed"}
+
+
+async def test_a_run_still_pending_shows_every_node_pending(data_dir: Path) -> None:
+    rt = new_rt(data_dir, max_running=1)
+    define_checkout(rt)
+    async with rt:
+        first = (await rt.start("workflow:checkout", {}, owner=P)).run
+        await wait_until(lambda: CALLS["fraud"] == 1)
+        queued = (await rt.start("workflow:checkout", {}, owner=P)).run
+        assert rt.get(queued.id).status == "pending"
+        state = rt.graph_state(queued.id)
+        assert set(statuses(state).values()) == {"pending"} and state.current == []
+        for name in ("fraud", "stock", *(f"line[{i}]" for i in range(4))):
+            gate(name).set()
+        for run in (first, queued):
+            assert (await rt.wait(run.id)).status == "completed"

@@ -48,9 +48,9 @@ def derive_state(
     if graph is None:
         return _recorded_only(rec, entries)
     fx = Derive(recorded)
-    walk = Walk(graph, fx, rec.id, rec.input)
-    scope = walk.root(rec.started_at or rec.created_at)
-    _drive(walk.run(scope))
+    if rec.started_at is not None:  # a run still pending (or cancelled so) ran nothing
+        walk = Walk(graph, fx, rec.id, rec.input)
+        _drive(walk.run(walk.root(rec.started_at)))
     states = fx.states
     if rec.terminal:
         for state in states.values():

@@ -283,7 +283,7 @@ class RunContext:
         """
         if not isinstance(name, str) or not 1 <= len(name) <= 200 or "|" in name:
             raise InvalidInput(f"a lane name is 1-200 characters without '|' (got {name!r})")
-        return Lane(self._actor, name)
+        return Lane(self._actor, name, name)
 
     async def sleep(self, seconds: float) -> None:
         """Durable sleep (R9): survives restarts and passivation, fires once."""
@@ -614,16 +614,15 @@ class AgentContext(RunContext):
         await self.emit(MessagesSnapshotEvent(messages=messages))
 
 
-class Lane:
-    """``with ctx.lane(name):`` (see :meth:`RunContext.lane`): a class, not a generator,
-    because step graphs enter one per concurrent branch."""
+class Lane(msgspec.Struct, gc=False):
+    """``with ctx.lane(name):`` (see :meth:`RunContext.lane`). A struct the cyclic GC does
+    not track, not a generator: step graphs enter one per concurrent branch, and a
+    thousand graph runs in flight hold tens of thousands at once."""
 
-    __slots__ = ("_actor", "_token", "full", "name")
-
-    def __init__(self, actor: RunActor, name: str) -> None:
-        self._actor = actor
-        self.name = name
-        self.full = name
+    _actor: RunActor
+    name: str
+    full: str
+    _token: Any = None
 
     def __enter__(self) -> str:
         actor = self._actor
