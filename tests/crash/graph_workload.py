@@ -7,8 +7,10 @@ Usage::
 It opens a :class:`perdure.Runtime` (``durability="sync"``) on ``DATA_DIR``, which
 recovers whatever a killed incarnation left, starts ``N_RUNS`` runs of
 ``workflow:order`` (a step graph) and ``N_RUNS // 2`` of ``workflow:fanout`` (a code
-workflow awaiting four steps at once from a nursery), with caller run ids (idempotent
-across launches), waits for all of them, prints ``DONE`` and exits 0.
+workflow awaiting four steps at once from a nursery) for its own incarnation and for
+every earlier one (caller run ids ``g-INC-NNN``: idempotent, so earlier incarnations'
+runs are not started twice and every launch has fresh runs to be killed in), waits for
+all of them, prints ``DONE`` and exits 0.
 
 ``workflow:order`` (:func:`define`): ``fetch`` → ``checks``, a parallel of ``fraud``,
 ``stock`` and ``credit`` → ``ship``, a map over 6 items, 3 at a time → ``done``. Every
@@ -107,12 +109,12 @@ def main(argv: list[str]) -> int:
         async with rt:
             print("OPEN", flush=True)
             ids: list[str] = []
-            for i in range(n_runs):
-                started = await rt.start("workflow:order", {}, owner=owner, run_id=f"g-{i:03d}")
-                ids.append(started.run.id)
-            for i in range(n_runs // 2):
-                started = await rt.start("workflow:fanout", {}, owner=owner, run_id=f"f-{i:03d}")
-                ids.append(started.run.id)
+            for inc in range(incarnation + 1):
+                for name, prefix, count in (("order", "g", n_runs), ("fanout", "f", n_runs // 2)):
+                    for i in range(count):
+                        run_id = f"{prefix}-{inc}-{i:03d}"
+                        started = await rt.start(f"workflow:{name}", {}, owner=owner, run_id=run_id)
+                        ids.append(started.run.id)
             for run_id in ids:
                 rec = await rt.wait(run_id)
                 if rec.status != "completed":

@@ -77,6 +77,7 @@ def _mid_parallel(witness: Path, since: int) -> bool:
 
 
 def run_kills(tmp: Path, seed: int, kills: int) -> dict[str, int]:
+    """``kills`` launches killed mid-parallel, then one that finishes every run."""
     rng = random.Random(seed)
     data, witness = tmp / "data", tmp / "witness.txt"
     tally = {"kills": 0, "launches": 0}
@@ -102,7 +103,7 @@ def run_kills(tmp: Path, seed: int, kills: int) -> dict[str, int]:
     return tally
 
 
-def audit(tmp: Path) -> dict[str, int]:
+def audit(tmp: Path, launches: int) -> dict[str, int]:
     data, witness = tmp / "data", tmp / "witness.txt"
     last_attempt: dict[tuple[str, str], str] = {}
     tried: dict[tuple[str, str], int] = defaultdict(int)
@@ -116,8 +117,9 @@ def audit(tmp: Path) -> dict[str, int]:
         reruns = 0
         async with rt:
             store = rt._engine.store  # type: ignore[union-attr]
-            for i in range(N_RUNS):
-                run_id = f"g-{i:03d}"
+            graph_runs = [f"g-{inc}-{i:03d}" for inc in range(launches) for i in range(N_RUNS)]
+            code_runs = [f"f-{inc}-{i:03d}" for inc in range(launches) for i in range(N_RUNS // 2)]
+            for run_id in graph_runs:
                 rec = rt.get(run_id)
                 assert rec.status == "completed", rec
                 assert rec.completion is not None
@@ -137,8 +139,7 @@ def audit(tmp: Path) -> dict[str, int]:
                         f"({last_attempt[(run_id, key)]})"
                     )
                     reruns += tried[(run_id, key)] - 1
-            for i in range(N_RUNS // 2):
-                run_id = f"f-{i:03d}"
+            for run_id in code_runs:
                 rec = rt.get(run_id)
                 assert rec.status == "completed" and rec.completion is not None
                 assert rec.completion.result == {"calls": ["t0", "t1", "t2", "t3"]}
@@ -170,7 +171,7 @@ def test_kill9_mid_parallel_never_reruns_a_recorded_node(
     tmp_path: Path, record_property: Any, seed: int
 ) -> None:
     tally = run_kills(tmp_path, seed, kills=3)
-    tally.update(audit(tmp_path))
+    tally.update(audit(tmp_path, tally["launches"]))
     assert tally["kills"] >= 2, tally
     record_property("crash_tally", tally)
 
@@ -179,5 +180,6 @@ def test_kill9_mid_parallel_never_reruns_a_recorded_node(
 def test_kill9_graph_soak(tmp_path: Path, record_property: Any) -> None:
     kills = int(os.environ.get("PERDURE_SOAK_KILLS", "1000")) // 10
     tally = run_kills(tmp_path, 99, kills=max(kills, 5))
-    tally.update(audit(tmp_path))
+    tally.update(audit(tmp_path, tally["launches"]))
+    assert tally["kills"] >= tally["launches"] // 2, tally
     record_property("crash_tally", tally)
