@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.perdure-installed
 NODE_VERIFIER := tests/agui_node/node_modules/.installed
 
-.PHONY: demo test lint bench bench-peers bench-waits bench-schedules bench-retention soak clean
+.PHONY: demo test lint bench bench-peers bench-waits bench-schedules bench-retention bench-graphs soak clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -57,6 +57,10 @@ bench-peers: $(VENV)/.peers-installed
 
 bench-waits: $(VENV)/.peers-installed
 	$(BIN)/python bench/waits.py
+
+# Step graphs: perdure vs LangGraph (StateGraph + SQLite checkpointer), alternating rounds.
+bench-graphs: $(VENV)/.peers-installed
+	$(BIN)/python bench/graphs.py
 
 clean:
 	rm -rf $(VENV) tests/agui_node/node_modules demo-data

@@ -35,6 +35,7 @@ from perdure._errors import (
     UnknownTarget,
     WaitExpired,
 )
+from perdure.graph import NodeContext
 from perdure.runtime import (
     AgentContext,
     AgentInput,
@@ -109,6 +110,7 @@ __all__ = [
     "InvalidTransition",
     "LogEntry",
     "LogPage",
+    "NodeContext",
     "NonDeterminismError",
     "NotWaiting",
     "Page",

@@ -11,6 +11,8 @@
     perdure runs logs ID [--dir D] [--after N] [--backward] [--follow] [--json]
     perdure schedules list|show NAME|pause NAME|resume NAME|trigger NAME [--key K]
     perdure targets MODULE:ATTR [--json]                           # perdure._cli_jobs
+    perdure runs graph ID [--dir D] [--app MODULE:ATTR] [--json]     # perdure.graph
+    perdure graph show NAME --app MODULE:ATTR [--run ID] [--dir D]  # Mermaid text
     perdure serve MODULE:ATTR [--host H] [--port P] [--token T]    # perdure.server
     perdure check --app MODULE:ATTR [--dir D] [--all] [--json]   # deploy check (R37)
     perdure backup [--dir D] OUT | perdure export RUN_ID [--dir D] [--out FILE]
@@ -58,6 +60,7 @@ from perdure.agui import (
     event_type,
     is_terminal_event,
 )
+from perdure.graph import _cli as _graph_cli
 from perdure.runtime import STATUSES, Runtime, check_statuses, parse_cursor, validate_identifier
 from perdure.server import _cli as _server_cli
 from perdure.storage import (
@@ -215,6 +218,7 @@ def _build_parser() -> _Parser:
     _cli_jobs.add_schedules(sub, add_dir)
     _cli_jobs.add_targets(sub)
     _store_commands.add_store_commands(sub, add_dir)
+    _graph_cli.add_commands(sub, runs_sub, add_dir)
 
     p = sub.add_parser(
         "demo",
@@ -601,9 +605,7 @@ def _report_cancel(args: argparse.Namespace, cancelled: bool, rec: RunRecord) ->
         return EXIT_OK
     console = _console()
     if cancelled:
-        console.print(
-            Text.assemble(f"cancelled run {rec.id}: status ", (rec.status, "yellow"))
-        )
+        console.print(Text.assemble(f"cancelled run {rec.id}: status ", (rec.status, "yellow")))
     else:
         console.print(f"run {rec.id} is already {rec.status}: nothing to cancel")
     return EXIT_OK

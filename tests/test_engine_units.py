@@ -1,6 +1,6 @@
 """Unit tests of the engine's pieces: the journal, the lifecycle changes, the writer chains,
 and the behaviours the restructure fixed (replay-stable clock, inline sync steps under
-virtual time, the concurrent-step message, an agent run's identity in its input)."""
+virtual time, concurrent steps, an agent run's identity in its input)."""
 
 from __future__ import annotations
 
@@ -139,7 +139,10 @@ def test_entering_and_leaving_waiting_write_the_interrupt_and_the_new_segment() 
     from perdure.runtime._lifecycle import enter_waiting, leave_wait
     from perdure.runtime._signals import interrupt_for
 
-    waits = [Wait(key="a", reason="tool", slot="tool:a#1"), Wait(key="b", reason="tool", slot="tool:b#1")]
+    waits = [
+        Wait(key="a", reason="tool", slot="tool:a#1"),
+        Wait(key="b", reason="tool", slot="tool:b#1"),
+    ]
     closing = [TextMessageEndEvent(message_id="m")]
     change = enter_waiting(
         _rec("running", expected=["tool:a", "event:z"]),
@@ -168,7 +171,9 @@ def test_finish_from_waiting_opens_a_segment_and_closes_what_is_open() -> None:
 
     rec = _rec("waiting", last_event_id=3)
     error = perdure.ErrorInfo("X", "m" * 10_000)
-    change = finish(rec, "failed", error=error, closing=[TextMessageEndEvent(message_id="m")], now=9)
+    change = finish(
+        rec, "failed", error=error, closing=[TextMessageEndEvent(message_id="m")], now=9
+    )
     assert [type(e) for e in change.events] == [RunStartedEvent, TextMessageEndEvent, RunErrorEvent]
     done = change.record
     assert done.status == "failed" and done.finished_at == 9 and done.waiting is None
@@ -324,27 +329,45 @@ async def test_inline_steps_per_definition_run_on_the_trio_thread(data_dir: Path
 # -- messages that say what happened --------------------------------------------------------
 
 
-async def test_concurrent_steps_say_so(data_dir: Path) -> None:
+async def test_concurrent_steps_run_and_are_journaled_by_key(data_dir: Path) -> None:
+    """Steps awaited concurrently (a nursery) run at once and are keyed, not positional.
+
+    (This replaced a test of the old refusal; tests/test_concurrent_steps.py has the rest.)
+    """
     rt = new_rt(data_dir)
+    both_running = trio.Event()
+    running = 0
 
     @rt.workflow("two-at-once")
     async def two(ctx: perdure.RunContext, inp: dict) -> dict:
-        async def slow() -> int:
-            await trio.sleep(0.05)
-            return 1
+        async def slow(tag: str) -> str:
+            nonlocal running
+            running += 1
+            if running == 2:
+                both_running.set()
+            await both_running.wait()  # only returns once both are in flight
+            return tag
+
+        results: dict[str, str] = {}
+
+        async def one(tag: str) -> None:
+            results[tag] = await ctx.step(tag, slow, tag)
 
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(ctx.step, "a", slow)
-            nursery.start_soon(ctx.step, "b", slow)
-        return {}
+            nursery.start_soon(one, "a")
+            nursery.start_soon(one, "b")
+        return results
 
     async with rt:
         run = (await rt.start("workflow:two-at-once", {}, owner=P)).run
         done = await rt.wait(run.id)
-    assert done.status == "failed" and done.completion is not None
-    message = done.completion.error.message if done.completion.error else ""
-    assert "do not nest" not in message
-    assert "still running" in message and "one after another" in message
+        journal = internals(rt).store.journal(run.id)
+    assert done.status == "completed" and done.completion is not None
+    assert done.completion.result == {"a": "a", "b": "b"}
+    assert sorted((e.kind, e.name) for e in journal) == [
+        ("kstep", "step:a#1"),
+        ("kstep", "step:b#1"),
+    ]
 
 
 async def test_an_agent_run_input_names_the_run_itself(data_dir: Path) -> None:
@@ -379,7 +402,9 @@ async def test_host_covers_resume_and_publish(data_dir: Path) -> None:
             run = host.start("workflow:approve", {}, owner=P).run
             while host.get(run.id).status != "waiting":
                 time.sleep(0.01)
-            assert not host.resume(run.id, perdure.ApprovalDecision(key="ok", approved=True)).duplicate
+            assert not host.resume(
+                run.id, perdure.ApprovalDecision(key="ok", approved=True)
+            ).duplicate
             while not (host.get(run.id).waiting and host.get(run.id).waiting.reason == "event"):
                 time.sleep(0.01)
             assert host.publish(perdure.ExternalEvent(name="paid", payload=5), owner=P) == [run.id]

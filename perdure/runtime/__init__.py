@@ -10,6 +10,7 @@ from ._definitions import Definition, RestartPolicy, validate_identifier
 from ._host import Host
 from ._lifecycle import STATUSES, TERMINAL, TRANSITIONS, check_transition
 from ._logs import LogEntry, LogPage
+from ._recorded import RecordedJournal, RecordedStep
 from ._results import (
     Cancelled,
     Page,
@@ -55,6 +56,8 @@ __all__ = [
     "LogEntry",
     "LogPage",
     "Page",
+    "RecordedJournal",
+    "RecordedStep",
     "RestartPolicy",
     "Resumed",
     "Retention",

@@ -56,6 +56,7 @@ from ._definitions import Body
 from ._runtime import Runtime
 
 if TYPE_CHECKING:
+    from perdure.graph import Graph, GraphState
     from perdure.storage import Owner, RunRecord
 
     from ._batches import BatchInfo
@@ -77,6 +78,7 @@ RUNTIME_SURFACE: Final[dict[str, Forwarding]] = {
     "agent": "define",
     "workflow": "define",
     "task": "define",
+    "graph": "define",
     # The API. "await": a coroutine run on the trio thread; "sync": a plain call run on
     # the trio thread (it reads state the trio thread owns); "stream": an async generator.
     "start": "await",
@@ -93,6 +95,7 @@ RUNTIME_SURFACE: Final[dict[str, Forwarding]] = {
     "stats": "sync",
     "snapshot": "sync",
     "targets": "sync",
+    "graph_state": "sync",
     "events": "stream",
     # jobs: logs and batches
     "logs": "sync",
@@ -260,6 +263,8 @@ class AsyncioHost:
         def agent(self, name: str, **options: Any) -> Callable[[F], F]: ...
         def workflow(self, name: str, **options: Any) -> Callable[[F], F]: ...
         def task(self, name: str, **options: Any) -> Callable[[F], F]: ...
+        def graph(self, name: str, graph: Graph) -> Graph: ...
+        async def graph_state(self, run_id: str) -> GraphState: ...
         async def start(
             self,
             target: str,

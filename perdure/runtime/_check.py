@@ -186,7 +186,7 @@ class _CheckEngine:
         if rec is not None and rec.terminal:
             return rec
         assert self.actor is not None
-        await self.actor.park(_Stop("child_result", run_id))
+        await self.actor.halt(_Stop("child_result", run_id))
         raise AssertionError("unreachable")  # pragma: no cover
 
     def run_finished(self, actor: Any) -> None:
@@ -205,7 +205,7 @@ class _CheckActor(RunActor):
         self.stops: list[dict[str, Any]] = []
         self.progress = 0
 
-    async def park(self, stop: _Stop) -> None:
+    async def halt(self, stop: _Stop) -> None:
         """This task reached the run's frontier: remember where, and wait there."""
         self.stops.append(stop.call)
         self.progress += 1
@@ -230,7 +230,7 @@ def _parking(method: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return await method(self, *args, **kwargs)
         except _Stop as stop:
-            await self._actor.park(stop)
+            await self._actor.halt(stop)
 
     return call
 
@@ -288,6 +288,8 @@ async def check_run(
     ended: list[BaseException | None] = []
 
     async def body() -> None:
+        # The body's own task, as for a live actor: its calls are the positional ones.
+        actor.main_task = trio.lowlevel.current_task()
         try:
             await definition.fn(ctx, definition.decode_input(rec.input))
         except BaseException as exc:

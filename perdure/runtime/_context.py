@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -52,7 +53,15 @@ from ._signals import (
     Signal,
     ToolResult,
 )
-from ._steps import run_step
+from ._steps import (
+    body_flow,
+    current_lane,
+    in_body_flow,
+    lane_of,
+    record_action,
+    run_step,
+    step_of,
+)
 from ._versioning import deprecate_patch, patched
 from ._waits import WaitSpec, open_wait, open_waits
 
@@ -60,7 +69,7 @@ if TYPE_CHECKING:
     from ._engine_port import EnginePort
     from ._run_actor import RunActor
 
-__all__ = ["AgentContext", "ChildHandle", "RunContext", "make_context"]
+__all__ = ["AgentContext", "ChildHandle", "Lane", "RunContext", "Sequential", "make_context"]
 
 _RESERVED = (RunStartedEvent, RunFinishedEvent, RunErrorEvent)
 _encode = msgspec.msgpack.Encoder().encode
@@ -143,11 +152,18 @@ class RunContext:
         # replay it must be refused again, not take the next call's entry.
         checked = tuple(_checked_event(event) for event in events)
         actor = self._actor
-        if actor.step is not None:
-            actor.step.add(self._check_events(checked))
+        step = step_of(actor)
+        if step is not None:
+            step.add(self._check_events(checked))
             return
         name = type(checked[0]).__struct_config__.tag
         assert isinstance(name, str)
+        if not in_body_flow(actor):
+            # Another task of the body: keyed by lane and occurrence (see ``lane``).
+            slot = actor.journal.action("emit", lane_of(actor), name)
+            if actor.journal.recorded(slot) is None:
+                await record_action(actor, "kemit", slot, events=self._check_events(checked))
+            return
         if actor.journal.take("emit", name) is not None:
             return  # logged (and checked) the first time; the log already holds them
         await actor.record("emit", name, events=self._check_events(checked))
@@ -160,10 +176,17 @@ class RunContext:
         attempt, recovery closes what it left open and marks the log with a
         ``perdure.attempt_aborted`` event before the step re-runs (R21). In the body:
         the :meth:`log` entries queued for the run's next commit.
+
+        It does nothing inside a step that runs concurrently with others (called from
+        a task other than the body's own) and while the run shows an interrupt: those
+        events commit with the step's result, as one block, so concurrent steps never
+        interleave their items and no open step meets an interrupt (R19).
         """
         actor = self._actor
-        step = actor.step
+        step = step_of(actor)
         if step is not None:
+            if step.keyed or actor.rec.status == "waiting":
+                return
             events = step.take()
             logged = step_log_ops(actor, step) if step.logs else []
             if events or logged:
@@ -184,7 +207,7 @@ class RunContext:
         """
         actor = self._actor
         item = draft(actor.engine.now(), message, level, fields)
-        step = actor.step
+        step = step_of(actor)
         if step is not None:
             log_step(step, item)
         else:
@@ -220,7 +243,14 @@ class RunContext:
         ``inactivity_timeout`` fails an attempt that has not called
         :meth:`heartbeat` for that long (R8). A step that fails on its last attempt
         raises :class:`~perdure.StepFailed` (also on replay, without running again).
-        Steps of one run must be awaited one after another.
+
+        Steps may run concurrently, in tasks the body starts in a nursery (parallel
+        tool calls): such a step is journaled by its name and occurrence instead of
+        its position, so replay finds it whichever finished first (see :meth:`lane`).
+        Steps that run at the same time must have distinct names (a second step of a
+        name already in flight is refused) and their events commit with their
+        results, each as one ``STEP_STARTED`` … ``STEP_FINISHED`` block. Steps do not
+        nest.
         """
         return await run_step(
             self._actor,
@@ -234,12 +264,30 @@ class RunContext:
             inline=inline,
         )
 
+    def recorded(self, name: str) -> bool:
+        """Whether this task's next ``ctx.step(name, …)`` is recorded (R6).
+
+        True means that step would return (or raise) its recorded outcome without
+        running anything. A body can use it to take a decision that depends on work an
+        earlier activation completed without starting that work again, as a step
+        graph's race does with its recorded winner. Nothing is consumed.
+        """
+        actor = self._actor
+        journal = actor.journal
+        if in_body_flow(actor):
+            entries, i = journal.entries, journal.pos
+            while i < len(entries) and entries[i].kind == "retry" and entries[i].name == name:
+                i += 1
+            return i < len(entries) and entries[i].kind == "step" and entries[i].name == name
+        entry = journal.peek_action(journal.next_action("step", lane_of(actor), name))
+        return entry is not None and entry.kind == "kstep"
+
     def heartbeat(self) -> None:
         """Tell the running step it is alive (feeds ``inactivity_timeout``).
 
         Callable from the step's async code or from its worker thread.
         """
-        step = self._actor.step
+        step = step_of(self._actor)
         if step is None:
             return
         try:
@@ -248,6 +296,48 @@ class RunContext:
             trio.from_thread.run_sync(step.heartbeat, trio_token=self._actor.engine.token)
         else:
             step.heartbeat()
+
+    def lane(self, name: str) -> Lane:
+        """Name the concurrent strand the current task runs (journal keys, R6/R7).
+
+        Journaled calls made from a task other than the body's own (a nursery's) are
+        found on replay by slot, not position. Steps carry a name of their own; sleeps,
+        child starts and emits do not, so two tasks doing them at once would number
+        them in whatever order the scheduler ran the tasks. Inside
+        ``with ctx.lane(name):`` they are numbered per lane instead, which is
+        deterministic as long as each concurrently running task has a lane of its own::
+
+            async def tool_call(call):
+                with ctx.lane(call.id):
+                    result = await ctx.step(f"tool {call.id}", execute, call)
+                    await ctx.sleep(1)   # keyed in lane call.id
+
+            async with trio.open_nursery() as nursery:
+                for call in calls:
+                    nursery.start_soon(tool_call, call)
+
+        Lanes nest (``outer/inner``) and are inherited by the tasks started inside.
+        When a lane ends normally it checks that it asked for every action its journal
+        recorded under it: a body that took another path than before raises
+        :class:`~perdure.NonDeterminismError` (R7). A lane that ends by an exception
+        (a cancelled race loser) is not checked. In the body's own task a lane changes
+        nothing: its actions are positional.
+        """
+        if not isinstance(name, str) or not 1 <= len(name) <= 200 or "|" in name:
+            raise InvalidInput(f"a lane name is 1-200 characters without '|' (got {name!r})")
+        return Lane(self._actor, name, name)
+
+    def sequential(self) -> Sequential:
+        """Make this task's journaled calls the body's own, in journal order (R6/R7).
+
+        For bridges to another event loop: trio-asyncio turns every call an asyncio
+        library (pydantic-ai) makes into ``ctx`` into a trio task of its own, though
+        the calls run one after another. Inside ``with ctx.sequential():`` such a task
+        journals positionally, exactly as if the body had made the call itself. The
+        caller promises that nothing journals concurrently with the block, neither the
+        body nor another such task; calls that may overlap need :meth:`lane`.
+        """
+        return Sequential(self._actor)
 
     async def sleep(self, seconds: float) -> None:
         """Durable sleep (R9): survives restarts and passivation, fires once."""
@@ -261,9 +351,23 @@ class RunContext:
 
     async def _durable_sleep(self, due_at: Callable[[], float]) -> None:
         actor = self._actor
-        if actor.step is not None:
+        if step_of(actor) is not None:
             raise InvalidInput("durable sleeps belong in the body, not inside a step")
         journal = actor.journal
+        if not in_body_flow(actor):
+            # Another task of the body: keyed by lane and occurrence. A recorded sleep
+            # whose due time passed returns at once (its timer is dropped).
+            slot = journal.action("sleep", lane_of(actor), "sleep")
+            entry = journal.recorded(slot)
+            if entry is not None:
+                due = msgspec.msgpack.decode(entry.value, type=float)
+                ref = actor.timer(due, slot)
+            else:
+                due = due_at()
+                ref, op = actor.arm_timer(due, slot)
+                await record_action(actor, "ksleep", slot, _encode(due), extra_ops=[op])
+            await actor.sleep_until(due, ref)
+            return
         timer_name = f"sleep:{journal.pos}"
         entry = journal.take("sleep", "sleep")
         if entry is not None:
@@ -287,7 +391,8 @@ class RunContext:
         closed: set[tuple[str, str]] = set()
         out: list[Event] = []
         actor = self._actor
-        is_open = (actor.step.open if actor.step is not None else actor.open).is_open
+        step = step_of(actor)
+        is_open = (step.open if step is not None else actor.open).is_open
 
         def open_now(kind: str, item: str) -> bool:
             return (kind, item) in opened or (is_open(kind, item) and (kind, item) not in closed)
@@ -351,7 +456,7 @@ class RunContext:
             raise InvalidInput("tool call ids must be distinct")
         for tool_call_id in tool_call_ids:
             _check_key(tool_call_id)
-        if self._actor.step is not None:
+        if step_of(self._actor) is not None:
             raise InvalidInput("waits belong in the body, not inside a step")
         specs = [WaitSpec(reason="tool", key=tool_call_id) for tool_call_id in tool_call_ids]
         signals = await open_waits(self._actor, specs, _check_timeout(timeout))
@@ -414,6 +519,8 @@ class RunContext:
             raise InvalidInput("reason must be tool, approval, event or input")
         _check_key(key)
         actor = self._actor
+        if not in_body_flow(actor):
+            raise InvalidInput("ctx.expect is called from the body's own task, not a nursery's")
         name = f"{reason or '*'}:{key}"
         if actor.journal.take("expect", name) is not None:
             return
@@ -432,7 +539,7 @@ class RunContext:
         timeout: float | None,
     ) -> Signal:
         actor = self._actor
-        if actor.step is not None:
+        if step_of(actor) is not None:
             raise InvalidInput("waits belong in the body, not inside a step")
         _check_key(key)
         if prompt is not None:
@@ -470,22 +577,34 @@ class RunContext:
         entry cannot produce two children. The owner defaults to this run's.
         """
         actor = self._actor
-        if actor.step is not None:
+        if step_of(actor) is not None:
             raise InvalidInput("child runs are started from the body, not inside a step")
         child_owner = owner if owner is not None else actor.rec.owner
         # Checked before the journal is consulted: a refused start records nothing, so on
         # replay it must be refused again, not take the next start's entry.
         actor.engine.check_child(target, input, owner=child_owner, run_id=run_id, parent=actor.rec)
-        entry = actor.journal.take("child", target)
+        journal = actor.journal
+        slot: str | None = None
+        if not in_body_flow(actor):
+            # Another task of the body: keyed by lane and occurrence, and the child's id
+            # derives from the slot instead of the position.
+            slot = journal.action("child", lane_of(actor), target)
+            entry = journal.recorded(slot)
+            tag = slot
+        else:
+            entry = journal.take("child", target)
+            tag = str(journal.pos)
         if entry is not None:
             return ChildHandle(actor.engine, entry.value.decode())
-        position = actor.journal.pos
-        child_id = run_id or uuid.uuid5(uuid.NAMESPACE_URL, f"{actor.rec.id}/{position}").hex
-        actor.journal.has_children = True  # a cancel racing the start must find the child
+        child_id = run_id or uuid.uuid5(uuid.NAMESPACE_URL, f"{actor.rec.id}/{tag}").hex
+        journal.has_children = True  # a cancel racing the start must find the child
         started = await actor.engine.start_child(
             target, input, owner=child_owner, run_id=child_id, parent=actor.rec
         )
-        await actor.record("child", target, started.run.id.encode())
+        if slot is None:
+            await actor.record("child", target, started.run.id.encode())
+        else:
+            await record_action(actor, "kchild", slot, started.run.id.encode())
         return ChildHandle(actor.engine, started.run.id)
 
     # -- patching running code (R37) ----------------------------------------------------------
@@ -543,8 +662,12 @@ class AgentContext(RunContext):
         self, text: str, *, role: str = "assistant", message_id: str | None = None
     ) -> str:
         """Log one whole text message (start, content, end); returns its message id."""
-        position = self._actor.journal.pos
-        mid = message_id or f"msg_{uuid.uuid5(uuid.NAMESPACE_URL, f'{self.run_id}/{position}').hex}"
+        actor = self._actor
+        if in_body_flow(actor):
+            tag = str(actor.journal.pos)
+        else:  # the slot the emit below takes: deterministic in a concurrent task too
+            tag = actor.journal.next_action("emit", lane_of(actor), "TEXT_MESSAGE_START")
+        mid = message_id or f"msg_{uuid.uuid5(uuid.NAMESPACE_URL, f'{self.run_id}/{tag}').hex}"
         await self.emit(
             TextMessageStartEvent(message_id=mid, role=role),  # type: ignore[arg-type]
             TextMessageContentEvent(message_id=mid, delta=text),
@@ -564,12 +687,69 @@ class AgentContext(RunContext):
         await self.emit(MessagesSnapshotEvent(messages=messages))
 
 
+class Lane(msgspec.Struct, gc=False):
+    """``with ctx.lane(name):`` (see :meth:`RunContext.lane`). A struct the cyclic GC does
+    not track, not a generator: step graphs enter one per concurrent branch, and a
+    thousand graph runs in flight hold tens of thousands at once."""
+
+    _actor: RunActor
+    name: str
+    full: str
+    _token: Any = None
+
+    def __enter__(self) -> str:
+        actor = self._actor
+        outer = lane_of(actor)
+        if outer is not None:
+            self.full = f"{outer}/{self.name}"
+        self._token = current_lane.set((actor, self.full))
+        return self.full
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        current_lane.reset(self._token)
+        if exc_type is None:  # a lane ended by an exception (a cancelled loser) is not checked
+            self._actor.journal.check_lane(self.full)
+
+
+class Sequential:
+    """The context manager :meth:`RunContext.sequential` returns."""
+
+    __slots__ = ("_actor", "_token")
+
+    def __init__(self, actor: RunActor) -> None:
+        self._actor = actor
+        self._token: Any = None
+
+    def __enter__(self) -> None:
+        self._token = body_flow.set(self._actor)
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        body_flow.reset(self._token)
+
+
 class ChildHandle:
     """A child run started with :meth:`RunContext.start_child`."""
 
     def __init__(self, engine: EnginePort, run_id: str) -> None:
         self._engine = engine
         self.run_id = run_id
+
+    async def cancel(self, reason: str = "cancelled by its parent") -> bool:
+        """Cancel the child (and its descendants, R15); False if it had already ended.
+
+        Not journaled: a replayed body that cancels again finds the child ended.
+        """
+        return await self._engine.cancel_run(self.run_id, reason)
 
     async def result(self) -> Any:
         """Wait for the child; its result, or :class:`~perdure.ChildFailed` /

@@ -88,13 +88,19 @@ class Definition:
     """Plain step functions run on the trio thread (no worker-thread hop)."""
     description: str | None = None
     input_schema: CompiledSchema | None = None
-    """JSON Schema the stored (plain) input must satisfy (tasks, R24)."""
+    """JSON Schema the stored (plain) input must satisfy (tasks, step graphs, R5, R24)."""
     output_schema: CompiledSchema | None = None
     """JSON Schema the result must satisfy, else the run fails ``INVALID_OUTPUT``."""
     max_attempts: int | None = None
     """Whole-job attempts (tasks): carried out as a count-based ``restart`` policy."""
     version: int | None = None
-    """The definition's version (R37): each run records the one it started under."""
+    """The version new runs are stamped with (``RunRecord.version``, R37); step graphs
+    set it from the graph's ``version``."""
+    versions: frozenset[int] | None = None
+    """The versions this process can run; ``None``: any (code definitions have none).
+
+    A stored run pinned to a version not in this set is left as it is (R26), exactly as
+    a run whose target is not registered here."""
 
     @property
     def target(self) -> str:
@@ -104,6 +110,10 @@ class Definition:
     @property
     def owner_type(self) -> type[Conversation] | type[Project]:
         return Conversation if self.kind == "agent" else Project
+
+    def runs_version(self, version: int | None) -> bool:
+        """Whether a run pinned to ``version`` can run under this definition."""
+        return self.versions is None or version in self.versions
 
     def convert_input(self, value: Any) -> tuple[Any, Any]:
         """``(typed value for the body, plain value to store)``; :class:`InvalidInput` if unfit.

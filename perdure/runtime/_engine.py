@@ -45,7 +45,7 @@ from ._admission import Admission
 from ._boundary import safe_text
 from ._clock import Clock
 from ._definitions import Definition, Registry
-from ._delivery import cancel_children, wait_run
+from ._delivery import cancel, cancel_children, wait_run
 from ._hub import ChangeHub
 from ._recovery import recover
 from ._results import Started
@@ -229,6 +229,12 @@ class Engine:
 
     async def cancel_children(self, run_id: str, reason: str) -> None:
         await cancel_children(self, run_id, reason)
+
+    async def cancel_run(self, run_id: str, reason: str) -> bool:
+        rec = self.store.get_run(run_id)
+        if rec is None or rec.terminal:
+            return False
+        return (await cancel(self, rec, reason)).cancelled
 
     async def wait_run(self, run_id: str) -> RunRecord:
         return await wait_run(self, run_id)

@@ -96,6 +96,10 @@ class EnginePort(Protocol):
         """Cancel every non-terminal child of ``run_id``, each deepest first (R15)."""
         ...
 
+    async def cancel_run(self, run_id: str, reason: str) -> bool:
+        """Cancel one run (its descendants first, R15); False if it had already ended."""
+        ...
+
     async def wait_run(self, run_id: str) -> RunRecord:
         """The run's terminal record, once it has one."""
         ...

@@ -25,7 +25,7 @@ import os
 import threading
 from collections.abc import Awaitable, Callable, Iterator
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import trio
 
@@ -40,6 +40,9 @@ from ._results import Cancelled, Page, RunEvent, RuntimeStats, Snapshot, Started
 from ._runtime import Runtime
 from ._schedules import ScheduleInfo
 from ._signals import ExternalEvent, Resumed, Signal
+
+if TYPE_CHECKING:
+    from perdure.graph import Graph, GraphState
 
 __all__ = ["Host"]
 
@@ -68,6 +71,10 @@ class Host:
 
     def task(self, name: str, **options: Any) -> Callable[[F], F]:
         return self.runtime.task(name, **options)
+
+    def graph(self, name: str, graph: Graph) -> Graph:
+        """:meth:`Runtime.graph`: register a step-graph workflow."""
+        return self.runtime.graph(name, graph)
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -203,6 +210,10 @@ class Host:
     def snapshot(self, run_id: str, upto: int | None = None) -> Snapshot:
         """Blocking :meth:`Runtime.snapshot`."""
         return self._call_sync(self.runtime.snapshot, run_id, upto)
+
+    def graph_state(self, run_id: str) -> GraphState:
+        """Blocking :meth:`Runtime.graph_state`."""
+        return self._call_sync(self.runtime.graph_state, run_id)
 
     def targets(self) -> builtins.list[TargetInfo]:
         """:meth:`Runtime.targets` (works before opening too)."""

@@ -15,14 +15,26 @@ Two kinds of entries live in one stored sequence (``journal`` database, by posit
 
 Concurrent actions journal by key, the same way signals do. Within one body, the order
 in which *concurrent* tasks reach their journaled calls is up to trio's scheduler (it
-deliberately varies it), so positions cannot identify them. A step started
-concurrently with others is therefore recorded as a keyed entry whose slot is its
-name and occurrence (``step:NAME#n``: the n-th call of a step with that name): the
-name is chosen by the code, so the same call finds the same slot on replay whichever
-finished first. Step graphs use the node path as the name, which is unique by
-construction. Non-determinism stays detectable: a replayed body that asks for a slot
-whose recorded entry has a different kind, or that leaves recorded slots unasked when
-it ends, is still caught, and the sequential parts of the body keep their positions.
+deliberately varies it), so positions cannot identify them. The rule is by task, so
+it is the same on every replay: actions of the body's own task (the actor's main
+task) are positional, exactly as before, and cost nothing more; actions of any other
+task (one the body started in a nursery) are recorded as **keyed actions**
+(:data:`ACTIONS`) whose slot is ``KIND:NAME#n``, the n-th such action with that name
+(``step:fetch#1``). A step's name is chosen by the code, so the same call finds the
+same slot on replay whichever task finished first; steps that may run at the same
+time must therefore have distinct names (the runtime refuses a second one while the
+first is in flight). Actions that have no name of their own (sleeps, child starts,
+emits) are named by their kind, so in concurrent tasks they should run in a **lane**
+(``ctx.lane(name)``): a lane names one concurrent strand of the body and prefixes
+the slots of what runs in it (``KIND:LANE|NAME#n``), which makes their occurrence
+numbers those of one strand, deterministic again. Step graphs run every concurrent
+branch in a lane named after its node and name steps after node paths.
+
+Non-determinism stays detectable: the sequential (main-task) part of the body keeps
+its positions and is checked entry by entry (R7); a lane that ends normally must have
+asked for every slot recorded under it, else the body diverged
+(:meth:`Journal.check_lane` raises :class:`~perdure.NonDeterminismError`). Slots of a
+lane that a replay never enters (the losers of a decided race) are simply unused.
 
 Time is journaled too: every entry carries ``at``, the runtime clock when it was
 recorded, and :attr:`Journal.time` is the latest ``at`` the body has consumed (plus
@@ -44,18 +56,61 @@ from typing import Final, Literal, get_args
 from perdure._errors import NonDeterminismError
 from perdure.storage import JournalEntry
 
-__all__ = ["KEYED", "POSITIONAL", "EntryKind", "Journal"]
+__all__ = ["ACTIONS", "KEYED", "POSITIONAL", "EntryKind", "Journal", "KeyedActions", "action_slot"]
 
 EntryKind = Literal[
-    "step", "retry", "emit", "sleep", "child", "expect", "patch", "signal", "buffered", "void"
+    "step",
+    "retry",
+    "emit",
+    "sleep",
+    "child",
+    "expect",
+    "patch",
+    "signal",
+    "buffered",
+    "void",
+    "kstep",
+    "kretry",
+    "ksleep",
+    "kchild",
+    "kemit",
 ]
 """Every kind of journal entry (the ``kind`` field of a stored :class:`JournalEntry`)."""
 
 KEYED: Final[frozenset[str]] = frozenset({"signal", "buffered", "void"})
 """Kinds found by slot, not position: when a signal arrives is not replayable."""
 
-POSITIONAL: Final[frozenset[str]] = frozenset(get_args(EntryKind)) - KEYED
+ACTIONS: Final[frozenset[str]] = frozenset({"kstep", "kretry", "ksleep", "kchild", "kemit"})
+"""Keyed actions: a step, retry, sleep, child start or emit of a task other than the
+body's own, found by its slot (``step:NAME#n``). A ``kretry`` shares its step's slot."""
+
+POSITIONAL: Final[frozenset[str]] = frozenset(get_args(EntryKind)) - KEYED - ACTIONS
 """Kinds found at the replay cursor, in the order the body recorded them."""
+
+
+_BY_SLOT: Final[frozenset[str]] = KEYED | ACTIONS
+
+
+def action_slot(kind: str, lane: str | None, name: str, n: int) -> str:
+    """The slot of the ``n``-th keyed ``kind`` action named ``name`` in ``lane``.
+
+    ``kind`` is the action (``step``, ``sleep``, ``child``, ``emit``), not the stored
+    entry kind. Lanes never contain ``|``, so the first ``|`` ends the lane (a name
+    with a ``|`` outside any lane gets an empty lane, which is never checked).
+    """
+    return f"{_namespace(kind, lane, name)}#{n}"
+
+
+def _namespace(kind: str, lane: str | None, name: str) -> str:
+    if lane is not None:
+        return f"{kind}:{lane}|{name}"
+    return f"{kind}:|{name}" if "|" in name else f"{kind}:{name}"
+
+
+def _lane_of(slot: str) -> str | None:
+    head = slot.partition(":")[2]
+    lane, bar, _ = head.partition("|")
+    return lane if bar and lane else None
 
 
 class Journal:
@@ -69,6 +124,7 @@ class Journal:
     __slots__ = (
         "entries",
         "has_children",
+        "keyed",
         "patches",
         "pos",
         "run_id",
@@ -85,6 +141,9 @@ class Journal:
         self.slots: dict[str, JournalEntry] = {}
         self.slot_count: dict[str, int] = {}
         self.wait_counts: dict[str, int] = {}
+        self.keyed: KeyedActions | None = None
+        """The keyed actions, made on first use: a body without concurrent tasks never
+        pays for them (a hundred thousand parked runs keep their journals in memory)."""
         self.has_children = False
         self.patches: dict[str, bool] = {}
         """Each patch id's decision in this execution of the body (R37): it never flips."""
@@ -93,7 +152,7 @@ class Journal:
         self.tail: JournalEntry | None = stored[-1] if stored else None
         """The last entry stored (any kind): a restart drops it if it is a failed step."""
         for entry in stored:
-            if entry.kind in KEYED:
+            if entry.kind in _BY_SLOT:
                 self.add_keyed(entry)
             else:
                 self.entries.append(entry)
@@ -175,12 +234,23 @@ class Journal:
         self.pos = 0
         self.wait_counts.clear()
         self.patches.clear()
+        if self.keyed is not None:
+            self.keyed.asked.clear()
+
+    def carry_over(self, old: Journal) -> None:
+        """Take over how far ``old`` (the same run's journal before a rollback) had got."""
+        self.pos = min(old.pos, len(self.entries))
+        self.wait_counts = old.wait_counts
+        if old.keyed is not None:
+            self._keyed().asked = old.keyed.asked
 
     def drop_last(self, entry: JournalEntry) -> None:
         """Forget ``entry`` if it is the last positional one (a restart drops a failed step)."""
         if self.entries and self.entries[-1] is entry:
             self.entries.pop()
             self.pos = min(self.pos, len(self.entries))
+        elif self.keyed is not None and self.keyed.actions.get(entry.name) is entry:
+            del self.keyed.actions[entry.name]
         if self.tail is entry:
             self.tail = None
 
@@ -194,6 +264,9 @@ class Journal:
 
     def add_keyed(self, entry: JournalEntry) -> None:
         """Index a keyed entry by its slot; a ``void`` entry removes the slot's entry."""
+        if entry.kind in ACTIONS:
+            self._add_action(entry, loading=True)
+            return
         if entry.kind == "void":
             self.slots.pop(entry.name, None)
             return
@@ -214,3 +287,97 @@ class Journal:
     def next_buffer_slot(self, ns: str) -> str:
         """The slot an early (buffered) signal for ``ns`` takes: after every recorded one."""
         return f"{ns}#{self.slot_count.get(ns, 0) + 1}"
+
+    # -- keyed actions (concurrent tasks) -------------------------------------------------
+
+    def _keyed(self) -> KeyedActions:
+        keyed = self.keyed
+        if keyed is None:
+            keyed = self.keyed = KeyedActions()
+        return keyed
+
+    def action(self, kind: str, lane: str | None, name: str) -> str:
+        """Number the next keyed ``kind`` action named ``name`` in ``lane``; its slot.
+
+        The slot counts as asked: a lane that ends without asking for a recorded slot
+        diverged from its journal (:meth:`check_lane`).
+        """
+        ns = _namespace(kind, lane, name)
+        n = self.wait_counts.get(ns, 0) + 1
+        self.wait_counts[ns] = n
+        slot = f"{ns}#{n}"
+        self._keyed().asked.add(slot)
+        return slot
+
+    def next_action(self, kind: str, lane: str | None, name: str) -> str:
+        """The slot :meth:`action` will give next, without taking it."""
+        ns = _namespace(kind, lane, name)
+        return f"{ns}#{self.wait_counts.get(ns, 0) + 1}"
+
+    def recorded(self, slot: str) -> JournalEntry | None:
+        """The keyed action recorded at ``slot`` (the body's clock moves to its time)."""
+        keyed = self.keyed
+        entry = keyed.actions.get(slot) if keyed is not None else None
+        if entry is not None and entry.at is not None and entry.at > self.time:
+            self.time = entry.at
+        return entry
+
+    def peek_action(self, slot: str) -> JournalEntry | None:
+        """The keyed action recorded at ``slot``, without moving the body's clock."""
+        keyed = self.keyed
+        return keyed.actions.get(slot) if keyed is not None else None
+
+    def retried(self, slot: str) -> JournalEntry | None:
+        """The latest ``kretry`` recorded for the keyed step at ``slot``."""
+        keyed = self.keyed
+        return keyed.retries.get(slot) if keyed is not None else None
+
+    def record_action(self, entry: JournalEntry) -> None:
+        """Index a keyed action this activation has just recorded."""
+        self._add_action(entry, loading=False)
+        if entry.at is not None and entry.at > self.time:
+            self.time = entry.at
+
+    def _add_action(self, entry: JournalEntry, *, loading: bool) -> None:
+        keyed = self._keyed()
+        if entry.kind == "kretry":
+            keyed.retries[entry.name] = entry
+        else:
+            keyed.actions[entry.name] = entry
+            if entry.kind == "kchild":
+                self.has_children = True
+        if loading:
+            lane = _lane_of(entry.name)
+            if lane is not None:
+                keyed.lanes.setdefault(lane, []).append(entry.name)
+
+    def check_lane(self, lane: str) -> None:
+        """Raise :class:`NonDeterminismError` if ``lane`` left a recorded slot unasked."""
+        keyed = self.keyed
+        if keyed is None:
+            return
+        for slot in keyed.lanes.get(lane, ()):
+            if slot not in keyed.asked:
+                raise NonDeterminismError(
+                    f"run {self.run_id}: lane {lane!r} ended without asking for {slot!r}, "
+                    "which its journal recorded: the body took another path than before",
+                    run_id=self.run_id,
+                    lane=lane,
+                    slot=slot,
+                )
+
+
+class KeyedActions:
+    """A journal's keyed actions (:data:`ACTIONS`): by slot, and by lane for the check."""
+
+    __slots__ = ("actions", "asked", "lanes", "retries")
+
+    def __init__(self) -> None:
+        self.actions: dict[str, JournalEntry] = {}
+        """``kstep``, ``ksleep``, ``kchild``, ``kemit`` entries by slot."""
+        self.retries: dict[str, JournalEntry] = {}
+        """The latest ``kretry`` of each keyed step slot."""
+        self.asked: set[str] = set()
+        """Action slots the body asked for in this activation."""
+        self.lanes: dict[str, list[str]] = {}
+        """Slots recorded before this activation, by lane (:meth:`Journal.check_lane`)."""

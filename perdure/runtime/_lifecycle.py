@@ -60,6 +60,7 @@ __all__ = [
     "request_cancel",
     "run_started",
     "thread_id",
+    "while_waiting",
 ]
 
 TRANSITIONS: dict[str, frozenset[str]] = {
@@ -213,6 +214,22 @@ def _finished(
         usage=usage or None,
         metadata={"perdure": {"resultOmitted": True, "resultBytes": size}},
     )
+
+
+def while_waiting(
+    rec: RunRecord,
+    events: Sequence[Event],
+    interrupts: list[Interrupt],
+    closing: Sequence[Event],
+) -> list[Event]:
+    """What a commit of a ``waiting`` run logs when another task of its body is working.
+
+    The run stays ``waiting`` (its waits are open), but after an interrupt AG-UI
+    accepts only ``RUN_STARTED``: the commit is a segment of its own, ``RUN_STARTED``,
+    its ``events``, whatever they left open closed (``closing``), and the interrupt
+    announcing every open wait again.
+    """
+    return [run_started(rec), *events, *closing, _interrupt(rec, interrupts)]
 
 
 def request_cancel(rec: RunRecord, reason: str, now: float) -> RunRecord:

@@ -9,6 +9,10 @@
 - ``pending`` runs queue for admission (child runs start at once).
 - ``waiting`` runs stay passive (R14): they are counted, never loaded, so opening a
   store with a million waiting runs costs nothing.
+- running and pending runs this process cannot run (their target, or the definition
+  version they pinned, is not registered here) are left exactly as stored and reported:
+  a warning names them and ``rt.recovered["unregistered"]`` counts them. A later
+  process that registers them runs them.
 
 Records, journals and events of in-flight runs are read in batched read transactions
 (512 runs per transaction), not three per run.
@@ -18,6 +22,8 @@ from __future__ import annotations
 
 import logging
 from typing import TYPE_CHECKING
+
+from perdure.storage import RunRecord
 
 from ._run_actor import CancelMsg
 from ._spawning import spawn
@@ -44,20 +50,38 @@ def recover(engine: Engine) -> dict[str, int]:
         counts["cancelling"] += 1
         actor = spawn(engine, rec, serve_only=True, journal=journal, events=events)
         actor.tell(CancelMsg(rec.cancel.reason))
+    unregistered: list[RunRecord] = []
     for rec, journal, events in store.iter_run_states("running"):
         if rec.id not in cancelling:
             counts["running"] += 1
+            if not _runnable(engine, rec):
+                unregistered.append(rec)
+                continue
             spawn(engine, rec, journal=journal, events=events)
     for rec in list(store.iter_runs("pending")):
         if rec.id in cancelling:
             continue
         counts["pending"] += 1
+        if not _runnable(engine, rec):
+            unregistered.append(rec)
+            continue
         if rec.parent_id is not None:
             spawn(engine, rec)
         else:
             engine.admission.queue(rec.id)
     # Waiting runs stay passive: they are counted, never loaded (R14, R26).
     counts["waiting"] = store.count_waiting()
+    if unregistered:
+        counts["unregistered"] = len(unregistered)
+        log.warning(
+            "perdure: %d unfinished runs are left as stored: their target or version is not "
+            "registered here (%s)",
+            len(unregistered),
+            ", ".join(
+                f"{r.id} {r.target}" + ("" if r.version is None else f" v{r.version}")
+                for r in unregistered[:10]
+            ),
+        )
     if any(counts.values()):
         log.info(
             "perdure: recovered %(running)d running, %(pending)d pending, "
@@ -65,3 +89,11 @@ def recover(engine: Engine) -> dict[str, int]:
             counts,
         )
     return counts
+
+
+def _runnable(engine: Engine, rec: RunRecord) -> bool:
+    """Whether this process registers the run's target and the version it pinned."""
+    definition = engine.definition(rec.target)
+    return definition is not None and (
+        definition.versions is None or rec.version in definition.versions
+    )

@@ -54,9 +54,9 @@ from perdure.storage import (
 from ._boundary import plain, plain_sized, safe_text
 from ._context import make_context
 from ._journal import Journal
-from ._lifecycle import begin, finish, request_cancel, run_started, thread_id
-from ._signals import Signal
-from ._steps import StepBuffer
+from ._lifecycle import begin, finish, request_cancel, run_started, thread_id, while_waiting
+from ._signals import Signal, interrupt_for
+from ._steps import step_of
 from ._waits import WaitFuture, accept_signals
 
 if TYPE_CHECKING:
@@ -127,14 +127,15 @@ class RunActor(Actor[RunMessage]):
         "logs",
         "model",
         "open",
-        "parked_on",
+        "parked",
         "pending_ops",
         "phase",
         "preloaded_events",
         "provider",
         "rec",
         "result_size",
-        "step",
+        "running_steps",
+        "steps_in_flight",
         "top_level",
         "usage",
     )
@@ -167,10 +168,13 @@ class RunActor(Actor[RunMessage]):
         self.provider: str | None = None
         self.finish_reason: str | None = None
         self.result_size = 0  # JSON bytes of the result, known once the body returned
-        self.step: StepBuffer | None = None
+        self.steps_in_flight = 0
+        """Concurrent step attempts executing now (a run is never passivated under one)."""
+        self.running_steps: set[tuple[str | None, str]] | None = None
+        """(lane, name) of the keyed steps in flight (see ``_steps``); made on first use."""
         self.pending_ops: list[Op] = []
-        self.parked_on: TimerRef | None = None
-        """The stored timer that wakes the body while it is parked: re-armed if we stop."""
+        self.parked: set[TimerRef] | None = None
+        """Stored timers that wake the body's parked tasks: re-armed if we stop."""
         self.preloaded_events = events
         self.chain = Chain()
         self.logs: RunLogs | None = None
@@ -183,6 +187,20 @@ class RunActor(Actor[RunMessage]):
         if timeout is None or self.rec.started_at is None:
             return None
         return self.rec.started_at + timeout
+
+    @property
+    def busy(self) -> bool:
+        """Messages queued or in hand, or a step executing: not to be passivated.
+
+        A body may wait in one task while a step runs in another (step-graph
+        branches); stopping the actor then would throw that step's work away. Steps of
+        other tasks are counted; the body's own task is asked through its context, so
+        its steps (the hot path) pay nothing for this.
+        """
+        if self.steps_in_flight > 0 or super().busy:
+            return True
+        main = self.main_task
+        return main is not None and step_of(self, main.context) is not None
 
     @property
     def ended(self) -> bool:
@@ -224,6 +242,8 @@ class RunActor(Actor[RunMessage]):
         now_ms = int((engine.now() if now is None else now) * 1000)
         stamped: list[Event] = []
         if events:
+            if old.status == "waiting" and new is None:
+                events = self._segment_while_waiting(events)
             for event in events:
                 if event.timestamp is None:
                     event = msgspec.structs.replace(event, timestamp=now_ms)
@@ -262,6 +282,23 @@ class RunActor(Actor[RunMessage]):
             raise
         engine.hub.notify(run_id, rec if rec.terminal else None)
 
+    def _segment_while_waiting(self, events: Sequence[Event]) -> list[Event]:
+        """Events committed while the run shows an interrupt: a segment of their own (R19).
+
+        A run is ``waiting`` as soon as one task of its body waits, but another task
+        may still be working (a step-graph branch beside an approval). After an
+        interrupt AG-UI accepts only ``RUN_STARTED``, so such a commit logs
+        ``RUN_STARTED``, its events, closes what they opened, and announces the open
+        waits again: the log ends every commit on an interrupt while the run waits.
+        """
+        rec = self.rec
+        assert rec.waiting is not None
+        view = self.open.copy()
+        for event in events:
+            view.observe(event)
+        interrupts = [interrupt_for(w) for w in rec.waiting.waits]
+        return while_waiting(rec, events, interrupts, view.closing_events())
+
     def rollback(self) -> None:
         """Back to what is stored, after a failed commit (R32); a new chain starts."""
         rec, entries = self.engine.stored_state(self.rec.id)
@@ -270,11 +307,8 @@ class RunActor(Actor[RunMessage]):
         self.logs = None  # queued log entries were dropped with pending_ops: re-read
         if rec is None:
             return
-        consumed = self.journal.pos
-        wait_counts = self.journal.wait_counts
         journal = Journal(rec.id, entries, self.journal.time)
-        journal.pos = min(consumed, len(journal.entries))
-        journal.wait_counts = wait_counts
+        journal.carry_over(self.journal)
         self.journal = journal
         self.rec = rec
         self.open = OpenItems()
@@ -341,17 +375,30 @@ class RunActor(Actor[RunMessage]):
             if self.top_level:
                 engine.admission.release(run_id)
             # Left set if the sleep is cancelled: on_stop then re-arms the timer.
-            self.parked_on = ref
+            if ref is not None:
+                self.park(ref)
             try:
                 await trio.sleep_until(engine.trio_time(due))
             finally:
                 supervisor.mark_busy(run_id)
-            self.parked_on = None
+            if ref is not None:
+                self.unpark(ref)
             if self.top_level:
                 await engine.admission.acquire(run_id)
         if ref is not None:
             self.pending_ops.append(self.engine.ops.disarm_timer(ref))
         self.journal.advance_time(due)
+
+    def park(self, ref: TimerRef) -> None:
+        """A task of the body parks until ``ref`` (re-armed if the actor stops meanwhile)."""
+        parked = self.parked
+        if parked is None:
+            parked = self.parked = set()
+        parked.add(ref)
+
+    def unpark(self, ref: TimerRef) -> None:
+        if self.parked is not None:
+            self.parked.discard(ref)
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -368,10 +415,17 @@ class RunActor(Actor[RunMessage]):
         """Run the body (replaying its journal), or only serve messages if told so."""
         if self.phase == "serving":
             await trio.sleep_forever()  # a cancel or signal stops the actor
-        if self.definition is None:
-            # Left exactly as stored: a later process that registers the target runs it.
+        definition = self.definition
+        if definition is None or (
+            definition.versions is not None and self.rec.version not in definition.versions
+        ):
+            # Left exactly as stored: a later process that registers the target (or the
+            # version the run was started under) runs it.
             log.warning(
-                "run %s: target %s is not registered here; left as is", self.rec.id, self.rec.target
+                "run %s: %s%s is not registered here; left as is",
+                self.rec.id,
+                self.rec.target,
+                "" if self.rec.version is None else f" version {self.rec.version}",
             )
             self.stop()
             return
@@ -412,8 +466,9 @@ class RunActor(Actor[RunMessage]):
         # Passivated while parked on a timer: the timer service may already have fired
         # it (a live run wakes itself, so the service ignored it); arm it again so the
         # passive run is woken.
-        if self.parked_on is not None and self.phase == "live":
-            self.engine.timers.arm(self.parked_on)
+        if self.parked and self.phase == "live":
+            for ref in self.parked:
+                self.engine.timers.arm(ref)
         # Messages left in the mailbox (the actor failed, or closed) are answered, never
         # left waiting (R31); a live caller retries against the next actor of the run.
         while (message := self.mailbox.get_nowait()) is not None:
@@ -505,7 +560,7 @@ class RunActor(Actor[RunMessage]):
         ops: list[Op] = []
         rec = msgspec.structs.replace(self.rec, restarts=[*recent, now])
         tail = self.journal.tail
-        if tail is not None and tail.kind == "step" and tail.error is not None:
+        if tail is not None and tail.kind in ("step", "kstep") and tail.error is not None:
             position = rec.journal_len - 1
             ops.append(self.engine.ops.drop_journal(rec.id, position))
             rec = msgspec.structs.replace(rec, journal_len=position)

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import builtins
 import os
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Mapping
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from perdure._errors import InvalidInput, InvalidSignal, PerdureError, RunNotFound
 from perdure.agui import is_terminal_event
@@ -43,6 +43,9 @@ from ._schemas import CompiledSchema
 from ._signals import ExternalEvent, Resumed, Signal, signal_key, stored_signal
 from ._snapshots import snapshot_of
 from ._tuning import ProcessTuning
+
+if TYPE_CHECKING:
+    from perdure.graph import Graph, GraphState, GraphVersions
 
 __all__ = ["Runtime"]
 
@@ -134,6 +137,7 @@ class Runtime:
         self.retention = retention
         self._tuning = ProcessTuning(switch_interval, gc_threshold)
         self._registry = Registry()
+        self._graphs: dict[str, GraphVersions] = {}
         self._engine: Engine | None = None
         self._recovered: dict[str, int] = {}
 
@@ -333,6 +337,73 @@ class Runtime:
             ),
             key=lambda info: info.target,
         )
+
+    # -- step graphs --------------------------------------------------------------------------
+
+    def graph(self, name: str, graph: Graph) -> Graph:
+        """Register a step-graph workflow as target ``workflow:NAME`` (R23); returns ``graph``.
+
+        The definition is checked whole (:class:`perdure.graph.InvalidGraph` names what
+        is wrong); the targets its nodes run must be registered first. Registering the
+        name again with another ``version`` adds that version: new runs start under the
+        highest, every run replays under the version it started with, and a stored run
+        whose version is not registered is left as it is. See :mod:`perdure.graph`.
+        """
+        from perdure.graph import Graph, GraphVersions
+
+        if not isinstance(graph, Graph):
+            raise InvalidInput("rt.graph takes a perdure.graph.Graph")
+        versions = self._graphs.get(name)
+        target = f"workflow:{name}"
+        if versions is None and self._registry.get(target) is not None:
+            raise InvalidInput(f"{target} is already registered (as a code workflow)")
+        if versions is not None and graph.version in versions.graphs:
+            raise InvalidInput(f"{target} version {graph.version} is already registered")
+        graph.validate(name, (d.target for d in self._registry))
+        if versions is None:
+            versions = GraphVersions(name)
+            definition = self._registry.add(
+                "workflow", name, versions.body, input_type=Any, inline_steps=graph.inline_steps
+            )
+        else:
+            definition = self._registry.resolve(target)
+        versions.graphs[graph.version] = graph
+        latest = versions.latest
+        definition.version = latest.version
+        definition.versions = frozenset(versions.graphs)
+        definition.timeout = latest.timeout
+        definition.restart = latest.restart
+        definition.inline_steps = latest.inline_steps
+        definition.input_schema = (
+            None
+            if latest.input_schema is None
+            else CompiledSchema(latest.input_schema, "input_schema")
+        )
+        definition.description = latest.description
+        self._graphs[name] = versions
+        return graph
+
+    @property
+    def graphs(self) -> Mapping[str, GraphVersions]:
+        """The registered step graphs by name (each with its versions)."""
+        return self._graphs
+
+    def graph_state(self, run_id: str) -> GraphState:
+        """Every node's state in a step-graph run, and the nodes in flight (R23).
+
+        Derived from what the run stored (its record, its journal and the version it
+        pinned), so it works for passivated runs as for live ones; see
+        :class:`perdure.graph.GraphState`. :class:`~perdure.InvalidInput` if the run is
+        not a step-graph run of this runtime.
+        """
+        from perdure.graph import derive_state
+
+        rec = self.get(run_id)
+        versions = self._graphs.get(rec.target.partition(":")[2])
+        if not rec.target.startswith("workflow:") or versions is None:
+            raise InvalidInput(f"run {run_id} ({rec.target}) is not a step-graph run")
+        journal = self._open_engine().store.journal(run_id)
+        return derive_state(rec, versions.get(rec.version), journal)
 
     # -- starting runs ------------------------------------------------------------------------
 
@@ -687,8 +758,10 @@ class Runtime:
         if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
             raise InvalidInput(f"timeout must be a positive number of seconds (got {timeout!r})")
         engine = self._engine
-        if engine is not None and not engine.closing and (
-            path is None or os.path.abspath(path) == os.path.abspath(engine.store.path)
+        if (
+            engine is not None
+            and not engine.closing
+            and (path is None or os.path.abspath(path) == os.path.abspath(engine.store.path))
         ):
             return await check_store(self._registry, engine.store, timeout=timeout)
         where = path if path is not None else self.path
@@ -716,7 +789,6 @@ class Runtime:
         cutoff, chosen = check_purge_args(before, statuses)
         engine = self._open_engine()
         return await engine.retention.purge(cutoff, chosen)
-
 
 
 def _schema_of(schema: CompiledSchema | None) -> Any:

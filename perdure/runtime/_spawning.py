@@ -91,7 +91,12 @@ def timer_due(engine: Engine, ref: TimerRef) -> None:
 
 
 def wake_parent(engine: Engine, actor: RunActor) -> None:
-    """A child reached a terminal status: wake its passivated parent awaiting it."""
+    """A child reached a terminal status: wake its passivated parent awaiting it.
+
+    A ``waiting`` parent is woken too: one task of its body may wait on a signal while
+    another awaits this child (a step-graph branch beside an approval). Its replay
+    re-attaches to the open waits and the awaiting task goes on.
+    """
     parent_id = actor.rec.parent_id
     if parent_id is None or engine.closing or not engine.recover:
         return
@@ -99,5 +104,5 @@ def wake_parent(engine: Engine, actor: RunActor) -> None:
     if supervisor.get(parent_id) is not None or supervisor.stopping(parent_id) is not None:
         return
     parent = engine.store.get_run(parent_id)
-    if parent is not None and parent.status == "running" and parent.cancel is None:
+    if parent is not None and parent.status in ("running", "waiting") and parent.cancel is None:
         spawn(engine, parent)

@@ -55,6 +55,7 @@ from perdure._errors import InvalidInput
 from perdure.storage import JournalEntry, RunRecord
 
 from ._journal import Journal
+from ._steps import step_of
 
 if TYPE_CHECKING:
     from ._run_actor import RunActor
@@ -133,7 +134,7 @@ def _reached(journal: Journal, slot: str) -> bool:
 def _check(actor: RunActor, patch_id: object, what: str) -> None:
     if not isinstance(patch_id, str) or not 1 <= len(patch_id) <= 200:
         raise InvalidInput(f"{what}: a patch id is a string of 1-200 characters (got {patch_id!r})")
-    if actor.step is not None:
+    if step_of(actor) is not None:
         raise InvalidInput(f"{what} belongs in the body, not inside a step")
 
 

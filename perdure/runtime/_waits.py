@@ -250,14 +250,17 @@ async def _park(actor: RunActor, futures: list[WaitFuture], waits: list[Wait]) -
         timed = [w for w in pending if w.deadline is not None]
         nearest = min(timed, key=lambda w: w.deadline or 0.0, default=None)
         deadline = math.inf if nearest is None or nearest.deadline is None else nearest.deadline
+        parked = None
         if nearest is not None:
             # Left set if the wait is cancelled (the LRU passivated the actor): on_stop
             # then re-arms the deadline's timer, which the timer service may have fired.
-            actor.parked_on = actor.timer(deadline, nearest.slot)
+            parked = actor.timer(deadline, nearest.slot)
+            actor.park(parked)
         with trio.move_on_at(rt.trio_time(min(deadline, idle_since + rt.passivate_after))):
             for future in futures:
                 await future.done.wait()
-        actor.parked_on = None
+        if parked is not None:
+            actor.unpark(parked)
         if all(f.done.is_set() for f in futures):
             return []
         if rt.now() >= deadline:
@@ -448,9 +451,7 @@ async def _apply(actor: RunActor, plans: list[_Plan]) -> None:
             entry = JournalEntry("buffered", slot, value=encode_signal(plan.signal), at=now)
             if rec.status != "waiting" or closed:
                 # While the run shows an interrupt, AG-UI allows no event but RUN_STARTED.
-                results.append(
-                    CustomEvent(name="perdure.signal_buffered", value={"key": plan.ns})
-                )
+                results.append(CustomEvent(name="perdure.signal_buffered", value={"key": plan.ns}))
         entries.append(entry)
         journal.add_keyed(entry)
     if not closed:

@@ -43,7 +43,10 @@ import asyncio
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Any, ParamSpec, TypeVar, cast
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
+
+if TYPE_CHECKING:
+    from perdure.runtime import RunContext
 
 _ORIGINALS = {
     name: getattr(asyncio, name)
@@ -52,7 +55,7 @@ _ORIGINALS = {
 
 import trio_asyncio  # type: ignore[import-untyped]  # noqa: E402 - after _ORIGINALS
 
-__all__ = ["asyncio_context", "asyncio_iter", "open_loop", "to_asyncio", "to_trio"]
+__all__ = ["asyncio_context", "asyncio_iter", "body_call", "open_loop", "to_asyncio", "to_trio"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -112,6 +115,21 @@ def to_trio(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
 def to_asyncio(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
     """Make a trio-flavoured async function awaitable from asyncio (inside :func:`open_loop`)."""
     return cast(Callable[P, Awaitable[T]], trio_asyncio.trio_as_aio(fn))
+
+
+def body_call(ctx: RunContext, fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+    """:func:`to_asyncio` for a call of the run body's ``ctx`` (a step, a wait, an emit).
+
+    The call runs in a trio task of its own, but the agent makes its calls one after
+    another (tools run sequentially), so it journals as the body's own, positionally
+    (``ctx.sequential()``), exactly as it would without the bridge.
+    """
+
+    async def call(*args: P.args, **kwargs: P.kwargs) -> T:
+        with ctx.sequential():
+            return await fn(*args, **kwargs)
+
+    return to_asyncio(call)
 
 
 @asynccontextmanager

@@ -50,7 +50,7 @@ from pydantic_ai.tools import (
 )
 from pydantic_ai.toolsets import AbstractToolset
 
-from ._bridge import to_asyncio
+from ._bridge import body_call
 from ._codec import bounded_text
 from ._model import DurableModel
 from ._session import Session
@@ -87,7 +87,7 @@ class DurableCapability(AbstractCapability[Any]):
         for call in requests.approvals:
             meta = requests.metadata.get(call.tool_call_id) or {}
             approvers = meta.get("approvers")
-            decision = await to_asyncio(pctx.wait_for_approval)(
+            decision = await body_call(pctx, pctx.wait_for_approval)(
                 wait_key(call.tool_call_id),
                 prompt=_prompt(_text(meta.get("prompt")) or f"Run {_describe(call)}?"),
                 approvers=approvers if isinstance(approvers, list) else options.approvers,
@@ -105,14 +105,14 @@ class DurableCapability(AbstractCapability[Any]):
             else:
                 message = decision.comment or _comment(decision.response) or _DENIED
                 results.approvals[call.tool_call_id] = ToolDenied(message)
-                await to_asyncio(pctx.emit)(result_event(call.tool_call_id, message))
+                await body_call(pctx, pctx.emit)(result_event(call.tool_call_id, message))
         external: list[ToolCallPart] = []
         for call in requests.calls:
             if requests.kind(call.tool_call_id) != "question":
                 external.append(call)
                 continue
             meta = requests.metadata.get(call.tool_call_id) or {}
-            answer = await to_asyncio(pctx.wait_for_input)(
+            answer = await body_call(pctx, pctx.wait_for_input)(
                 wait_key(call.tool_call_id),
                 prompt=_prompt(_text(meta.get("prompt")) or _describe(call)),
                 schema=_schema(meta.get("schema")),
@@ -121,10 +121,10 @@ class DurableCapability(AbstractCapability[Any]):
             results.calls[call.tool_call_id] = answer
             # The answer is the call's result: log it like one (perdure logs none for input).
             text = answer if isinstance(answer, str) else pydantic_core.to_json(answer).decode()
-            await to_asyncio(pctx.emit)(result_event(call.tool_call_id, text))
+            await body_call(pctx, pctx.emit)(result_event(call.tool_call_id, text))
         if external:
             keys = {wait_key(call.tool_call_id): call.tool_call_id for call in external}
-            answers = await to_asyncio(pctx.wait_for_tool_results)(
+            answers = await body_call(pctx, pctx.wait_for_tool_results)(
                 list(keys), timeout=options.tool_result_timeout
             )
             results.calls.update({keys[key]: value for key, value in answers.items()})

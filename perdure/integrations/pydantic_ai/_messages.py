@@ -125,9 +125,7 @@ def _place(out: list[dict[str, Any]], wire: dict[str, Any]) -> None:
     out.append(wire)
 
 
-def _named(
-    message: ModelMessage, run_id: str, position: int
-) -> list[tuple[dict[str, Any], str]]:
+def _named(message: ModelMessage, run_id: str, position: int) -> list[tuple[dict[str, Any], str]]:
     """The AG-UI messages of one pydantic-ai message, each with the id it should have."""
     dumped = dump_history([message])
     names: list[str | None] = [None] * len(dumped)

@@ -40,7 +40,7 @@ from pydantic_ai.models.wrapper import WrapperModel
 from pydantic_ai.settings import ModelSettings
 from pydantic_ai.tools import RunContext
 
-from ._bridge import asyncio_context, asyncio_iter, to_asyncio, to_trio
+from ._bridge import asyncio_context, asyncio_iter, body_call, to_trio
 from ._codec import dump_response, load_response
 from ._events import ResponseEvents
 from ._messages import tag_message_id
@@ -82,7 +82,7 @@ class DurableModel(WrapperModel):
             tag_message_id(response, message_id)
             return dump_response(response)
 
-        recorded = await to_asyncio(ctx.step)(
+        recorded = await body_call(ctx, ctx.step)(
             name,
             attempt,
             retry=options.model_retry,

@@ -42,7 +42,7 @@ from pydantic_ai.toolsets import ToolsetTool, WrapperToolset
 from perdure import ChildFailed, Project
 from perdure.agui import ToolCallResultEvent
 
-from ._bridge import to_asyncio, to_trio
+from ._bridge import body_call, to_trio
 from ._codec import bounded_text, jsonable, outcome_of, replay_outcome, tool_result_text
 from ._session import Session
 
@@ -77,7 +77,7 @@ class DurableToolset(WrapperToolset[Any]):
                 await pctx.emit(result_event(call_id, text))
             return outcome
 
-        recorded = await to_asyncio(pctx.step)(
+        recorded = await body_call(pctx, pctx.step)(
             step_name(name, call_id),
             attempt,
             retry=options.tool_retry,
@@ -98,14 +98,14 @@ class DurableToolset(WrapperToolset[Any]):
             owner = None  # the conversation of this run
         else:
             child_input, owner = payload, Project(pctx.root_id)
-        handle = await to_asyncio(pctx.start_child)(target, child_input, owner=owner)
+        handle = await body_call(pctx, pctx.start_child)(target, child_input, owner=owner)
         try:
-            result = await to_asyncio(handle.result)()
+            result = await body_call(pctx, handle.result)()
         except ChildFailed as exc:
-            await to_asyncio(pctx.emit)(result_event(call_id, exc.message))
+            await body_call(pctx, pctx.emit)(result_event(call_id, exc.message))
             raise ToolFailed(exc.message) from None
         text = result if isinstance(result, str) else json.dumps(result)
-        await to_asyncio(pctx.emit)(result_event(call_id, text))
+        await body_call(pctx, pctx.emit)(result_event(call_id, text))
         return result
 
 
