@@ -2,10 +2,8 @@
 
 The HTTP layer only ever awaits :meth:`Api.call` and iterates :meth:`Api.events`;
 whether a runtime method is a plain call (``Runtime.get``) or a coroutine
-(``Runtime.start``, every ``AsyncioHost`` method) is decided here, once. A
-method the runtime does not have (yet) is ``501 NOT_IMPLEMENTED``: the routes of
-the surfaces the engine is still growing (logs, graph state, schedules, batches)
-light up as soon as the methods exist, without a change here.
+(``Runtime.start``, every ``AsyncioHost`` method) is decided here, once, so each
+route is written once for both hosts.
 """
 
 from __future__ import annotations
@@ -15,8 +13,6 @@ from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
 from perdure.runtime import AsyncioHost, RunEvent, Runtime
-
-from ._errors_http import HTTPProblem
 
 __all__ = ["Api", "EventIterator", "Served"]
 
@@ -41,20 +37,9 @@ class Api:
             )
         self.rt = rt
 
-    def has(self, name: str) -> bool:
-        return callable(getattr(self.rt, name, None))
-
     async def call(self, name: str, *args: Any, **kwargs: Any) -> Any:
-        """``rt.<name>(*args, **kwargs)``, awaited if it is a coroutine; 501 if missing."""
-        method = getattr(self.rt, name, None)
-        if not callable(method):
-            raise HTTPProblem(
-                501,
-                "NOT_IMPLEMENTED",
-                f"this perdure runtime has no {name}() yet",
-                method=name,
-            )
-        result = method(*args, **kwargs)
+        """``rt.<name>(*args, **kwargs)``, awaited if it is a coroutine."""
+        result = getattr(self.rt, name)(*args, **kwargs)
         if inspect.isawaitable(result):
             result = await result
         return result

@@ -17,12 +17,12 @@ POST     /runs/{id}/resume                   ``{accepted, duplicate, run_id, key
 POST     /runs/{id}/cancel                   ``{cancelled, run}`` (the whole tree)
 GET      /runs/{id}/wait                     the terminal record; 202 and the current
                                              one after ``?timeout=`` (30 s)
-GET      /runs/{id}/logs                     ``rt.logs`` (501 until it exists)
-GET      /runs/{id}/graph                    ``rt.graph_state`` (501 until it exists)
-GET      /schedules, /schedules/{name}       ``rt.list_schedules``/``get_schedule`` (501)
-POST     /schedules/{name}/pause|resume      ``rt.pause_schedule``/``resume_schedule`` (501)
-POST     /schedules/{name}/trigger           202 ``{accepted, duplicate, run}`` (501)
-GET      /batches/{id}                       ``rt.batch`` (501 until it exists)
+GET      /runs/{id}/logs                     ``{entries, next_cursor}`` (``rt.logs``)
+GET      /runs/{id}/graph                    ``rt.graph_state`` (a graph run's state)
+GET      /schedules, /schedules/{name}       ``{schedules}`` / one ``ScheduleInfo``
+POST     /schedules/{name}/pause|resume      the schedule after the change
+POST     /schedules/{name}/trigger           202 ``{accepted, duplicate, run}``
+GET      /batches/{id}                       ``rt.batch`` (a batch's counts and members)
 POST     /agents/{name}                      AG-UI: RunAgentInput in, SSE out (R34)
 GET      /agents/{name}/capabilities         AG-UI AgentCapabilities
 =======  ==================================  =============================================

@@ -29,7 +29,7 @@ _ENCODER = msgspec.json.Encoder()
 
 
 class HTTPProblem(Exception):
-    """An HTTP-level refusal that is not a runtime error (413, 401, 501 ...)."""
+    """An HTTP-level refusal that is not a runtime error (413, 401, 404 ...)."""
 
     def __init__(
         self,

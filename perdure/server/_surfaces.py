@@ -1,10 +1,9 @@
-"""Routes for the runtime surfaces still being built: logs, graph state, schedules, batches.
+"""Routes for the surfaces beside runs: logs, graph state, schedules, batches.
 
-Each route calls the runtime method named in DESIGN §5.1 (``rt.logs``,
+Each route calls the runtime method of the same name (``rt.logs``,
 ``rt.graph_state``, ``rt.list_schedules``, ``rt.get_schedule``,
 ``rt.pause_schedule``, ``rt.resume_schedule``, ``rt.trigger_schedule``,
-``rt.batch``) and answers ``501 NOT_IMPLEMENTED`` while the runtime lacks it, so
-the routes light up when the methods land, with no change to the server.
+``rt.batch``); runtime errors map to their HTTP status like everywhere else.
 Results are encoded as they come (msgspec structs or plain data).
 """
 
