@@ -306,7 +306,13 @@ def _report(all_phases: list[Phase], args: argparse.Namespace, tmp: Path) -> dic
     summary = Table(title="throughput and latency (every phase, in the order run)")
     summary.add_column("phase")
     for name in (
-        "runs/s", "2nd half runs/s", "CPU us/run", "run p50 ms", "run p99 ms", "purged", "final MB"
+        "runs/s",
+        "2nd half runs/s",
+        "CPU us/run",
+        "run p50 ms",
+        "run p99 ms",
+        "purged",
+        "final MB",
     ):
         summary.add_column(name, justify="right")
     for phase in all_phases:
@@ -330,7 +336,11 @@ def _report(all_phases: list[Phase], args: argparse.Namespace, tmp: Path) -> dic
     for phase in phases:
         for which, pct in phase.probe_ms.items():
             probes.add_row(
-                phase.name, which, f"{pct['n']:.0f}", f"{pct['p50']:.2f}", f"{pct['p99']:.2f}",
+                phase.name,
+                which,
+                f"{pct['n']:.0f}",
+                f"{pct['p50']:.2f}",
+                f"{pct['p99']:.2f}",
                 f"{pct['max']:.2f}",
             )
     console.print(probes)

@@ -582,8 +582,7 @@ def check_targets(res: dict[str, Any]) -> list[dict[str, Any]]:
         )
         out.append(
             {
-                "target": f"{TARGET_LIVE_N:,} waiting runs ({what}) <= "
-                f"{TARGET_LIVE_MB:.0f} MB RSS",
+                "target": f"{TARGET_LIVE_N:,} waiting runs ({what}) <= {TARGET_LIVE_MB:.0f} MB RSS",
                 "measured": label,
                 "met": at <= TARGET_LIVE_MB,
             }

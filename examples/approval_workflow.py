@@ -1,6 +1,6 @@
 """A workflow with durable steps, a human approval, and a child job.
 
-    python examples/approval_workflow.py [DATA_DIR]
+python examples/approval_workflow.py [DATA_DIR]
 """
 
 from __future__ import annotations

@@ -27,8 +27,11 @@ attempts: dict[str, int] = {}
 
 @rt.task(
     "report",
-    input_schema={"type": "object", "properties": {"region": {"type": "string"}},
-                  "required": ["region"]},
+    input_schema={
+        "type": "object",
+        "properties": {"region": {"type": "string"}},
+        "required": ["region"],
+    },
     output_schema={"type": "object", "required": ["rows"]},
     max_attempts=3,
     timeout=3600,
@@ -78,11 +81,17 @@ async def main() -> None:
 
         manual = await rt.trigger_schedule("nightly", idempotency_key="rerun-1")
         again = await rt.trigger_schedule("nightly", idempotency_key="rerun-1")
-        print("manual trigger:", (await rt.wait(manual.run.id)).status,
-              "(same run again:", again.run.id == manual.run.id, ")")
+        print(
+            "manual trigger:",
+            (await rt.wait(manual.run.id)).status,
+            "(same run again:",
+            again.run.id == manual.run.id,
+            ")",
+        )
 
         batch = await rt.start_batch(
-            "task:report", [{"region": r} for r in ("eu", "us", "apac")],
+            "task:report",
+            [{"region": r} for r in ("eu", "us", "apac")],
             owner=perdure.Project("reports"),
         )
         for run in rt.list(batch_id=batch.id).runs:

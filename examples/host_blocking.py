@@ -1,6 +1,6 @@
 """Using perdure from a program that does not run trio: the blocking Host.
 
-    python examples/host_blocking.py [DATA_DIR]
+python examples/host_blocking.py [DATA_DIR]
 """
 
 from __future__ import annotations

@@ -114,9 +114,7 @@ def decide(messages: list[ModelMessage]) -> Reply:
         return Reply("Which order is it about? Give me its number, like A-1001.")
     order_id = found.group(0)
     if "lookup_order" not in returns:
-        return Reply(
-            "Let me look that order up.", "lookup_order", {"order_id": order_id}, call_id
-        )
+        return Reply("Let me look that order up.", "lookup_order", {"order_id": order_id}, call_id)
     order = json.loads(str(returns["lookup_order"].content))
     if "error" in order:
         return Reply(f"I cannot find order {order_id}.")

@@ -243,8 +243,9 @@ def _cmd_show(args: argparse.Namespace) -> int:
         elif key.endswith("_at") and (value is None or isinstance(value, float | int)):
             value = _when(value)
         line = Text(f"{key:>20}  ")
-        line.append(_literal(json.dumps(value, default=str) if isinstance(value, dict | list)
-                             else value))
+        line.append(
+            _literal(json.dumps(value, default=str) if isinstance(value, dict | list) else value)
+        )
         console.print(line, soft_wrap=True)
     return EXIT_OK
 
@@ -353,7 +354,8 @@ def _cmd_targets(args: argparse.Namespace) -> int:
         table.add_column(column)
     for info in infos:
         schemas = "/".join(
-            what for what, schema in (("in", info.input_schema), ("out", info.output_schema))
+            what
+            for what, schema in (("in", info.input_schema), ("out", info.output_schema))
             if schema is not None
         )
         table.add_row(

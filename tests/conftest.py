@@ -80,7 +80,9 @@ def _every_log_is_valid(
         problems.extend(check_store_logs(path))
         problems.extend(check_store_fires(path))  # R25: one run per tick, one tick per run
     if problems:
-        pytest.fail("invalid run logs or fires left in the store:\n" + "\n".join(problems), pytrace=False)
+        pytest.fail(
+            "invalid run logs or fires left in the store:\n" + "\n".join(problems), pytrace=False
+        )
 
 
 # -- the official AG-UI verifier, per module (opt in) ---------------------------------------

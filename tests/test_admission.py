@@ -154,8 +154,7 @@ async def test_recovery_admits_no_more_than_the_cap(data_dir: Path, autojump_clo
     register(rt, bodies)
     async with rt:
         runs = [
-            (await rt.start("workflow:gated", {"gate": f"g{i}"}, owner=P)).run.id
-            for i in range(3)
+            (await rt.start("workflow:gated", {"gate": f"g{i}"}, owner=P)).run.id for i in range(3)
         ]
         await wait_until(lambda: bodies.now == 3)
     bodies.now = bodies.peak = 0

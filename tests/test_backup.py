@@ -104,7 +104,10 @@ def _cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
 def _logs(path: Path) -> dict[str, tuple[str, list[bytes]]]:
     store = Store(path, readonly=True)
     try:
-        return {rec.id: (rec.status, [raw for _, raw in store.events(rec.id)]) for rec in store.iter_runs()}
+        return {
+            rec.id: (rec.status, [raw for _, raw in store.events(rec.id)])
+            for rec in store.iter_runs()
+        }
     finally:
         store.close()
 
@@ -113,7 +116,11 @@ def test_backup_under_load_opens_and_recovers(tmp_path: Path) -> None:
     (tmp_path / "app.py").write_text(textwrap.dedent(APP))
     data, copy = tmp_path / "data", tmp_path / "copy"
     owner = subprocess.Popen(
-        [sys.executable, "app.py", "load"], cwd=tmp_path, env=_env(data), stdout=subprocess.PIPE, text=True
+        [sys.executable, "app.py", "load"],
+        cwd=tmp_path,
+        env=_env(data),
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert owner.stdout is not None

@@ -36,9 +36,6 @@ def events(*args: Any, **kw: Any) -> Any:
     return drain
 
 
-
-
-
 CASES: list[Any] = [
     # -- start: target -------------------------------------------------------------------
     ("start-unknown-name", start("workflow:nope", {}), E.UnknownTarget),

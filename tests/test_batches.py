@@ -26,8 +26,14 @@ def make(path: Path, **options: Any) -> perdure.Runtime:
     rt = perdure.Runtime(path, **options)
     rt.gates: dict[str, trio.Event] = {}  # type: ignore[attr-defined]
 
-    @rt.task("job", input_schema={"type": "object", "required": ["n"],
-                                  "properties": {"n": {"type": "integer"}}})
+    @rt.task(
+        "job",
+        input_schema={
+            "type": "object",
+            "required": ["n"],
+            "properties": {"n": {"type": "integer"}},
+        },
+    )
     async def job(ctx: perdure.RunContext, inp: dict) -> dict:
         gate = inp.get("gate")
         if gate is not None:
@@ -158,8 +164,7 @@ async def test_cancelling_a_batch_cancels_its_jobs(data_dir: Path, autojump_cloc
 
 async def test_a_batch_survives_a_restart(data_dir: Path, autojump_clock: Any) -> None:
     async with make(data_dir) as rt:
-        batch = await rt.start_batch("task:job", [{"n": i, "gate": "g"} for i in range(5)],
-                                     owner=P)
+        batch = await rt.start_batch("task:job", [{"n": i, "gate": "g"} for i in range(5)], owner=P)
     async with make(data_dir) as rt:  # recovered: the jobs wait on a fresh gate
         assert rt.batch(batch.id).counts == {"running": 5}
         rt.gates.setdefault("g", trio.Event()).set()  # type: ignore[attr-defined]

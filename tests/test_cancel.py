@@ -521,4 +521,6 @@ async def test_cancel_a_tree_of_a_thousand_runs(data_dir: Path) -> None:
         assert first_by_depth[0] >= last_by_depth[1]
         for sample in [root.id, *[r.id for r in tree[:: max(1, total // 25)]]]:
             cancelled_outcome(await assert_valid_log(rt, sample))
-        await wait_until(lambda: len(internals(rt).supervisor) == 0, timeout=10, what="every actor stopped")
+        await wait_until(
+            lambda: len(internals(rt).supervisor) == 0, timeout=10, what="every actor stopped"
+        )

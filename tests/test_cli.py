@@ -132,9 +132,7 @@ def test_list_json_lists_every_run_oldest_first(
     page = json.loads(out)
     assert page["next_cursor"] is None
     runs = page["runs"]
-    assert [r["id"] for r in runs] == [
-        populated[k] for k in ("workflow", "agent", "job", "failed")
-    ]
+    assert [r["id"] for r in runs] == [populated[k] for k in ("workflow", "agent", "job", "failed")]
     by_id = {r["id"]: r for r in runs}
     assert by_id[populated["workflow"]]["status"] == "completed"
     assert by_id[populated["workflow"]]["kind"] == "workflow"
@@ -273,13 +271,15 @@ def test_events_after_and_follow(
 ) -> None:
     run_id = populated["workflow"]
     directory = populated["dir"]
-    code, out, _ = _run(["runs", "events", run_id, "--dir", directory, "--json", "--after", "3"],
-                        capsys)
+    code, out, _ = _run(
+        ["runs", "events", run_id, "--dir", directory, "--json", "--after", "3"], capsys
+    )
     assert code == 0
     assert [line["event_id"] for line in _json_lines(out)] == [4, 5]
     # --follow on a finished run replays and stops at the terminal event.
-    code, out, _ = _run(["runs", "events", run_id, "--dir", directory, "--json", "--follow"],
-                        capsys)
+    code, out, _ = _run(
+        ["runs", "events", run_id, "--dir", directory, "--json", "--follow"], capsys
+    )
     assert code == 0
     assert [line["event_id"] for line in _json_lines(out)] == [1, 2, 3, 4, 5]
     code, out, _ = _run(["runs", "events", run_id, "--dir", directory, "--after", "5"], capsys)
@@ -367,9 +367,23 @@ def test_follow_stops_on_interrupt(tmp_path: Path) -> None:
     directory = tmp_path / "data"
     ids = trio.run(lambda: _populate(directory, blocked=1))
     follower = subprocess.Popen(
-        [sys.executable, "-m", "perdure.cli", "runs", "events", ids["blocked"][0], "--dir",
-         str(directory), "--follow", "--json"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_cli_env(), cwd=REPO,
+        [
+            sys.executable,
+            "-m",
+            "perdure.cli",
+            "runs",
+            "events",
+            ids["blocked"][0],
+            "--dir",
+            str(directory),
+            "--follow",
+            "--json",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_cli_env(),
+        cwd=REPO,
     )
     try:
         assert follower.stdout is not None
@@ -538,7 +552,10 @@ def test_module_and_console_script(populated: dict[str, Any]) -> None:
         pytest.skip("the perdure console script is not installed next to this python")
     proc = subprocess.run(
         [str(script), "runs", "events", populated["job"], "--dir", populated["dir"], "--json"],
-        capture_output=True, text=True, timeout=60, env=_cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=_cli_env(),
     )
     assert proc.returncode == 0, proc.stderr
     assert [e["event"]["type"] for e in _json_lines(proc.stdout)] == ["RUN_STARTED", "RUN_FINISHED"]
@@ -593,7 +610,10 @@ def held_directory(tmp_path: Path) -> Iterator[dict[str, Any]]:
     directory, ready, go, stop = (tmp_path / n for n in ("data", "ready", "go", "stop"))
     holder = subprocess.Popen(
         [sys.executable, "-c", _HOLDER, str(directory), str(ready), str(go), str(stop)],
-        env=_cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=_cli_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         deadline = time.monotonic() + 60
@@ -632,9 +652,25 @@ def test_reads_beside_the_owning_process(
 
     # A follower in another process sees the live run through to its terminal event.
     follower = subprocess.Popen(
-        [sys.executable, "-m", "perdure.cli", "runs", "events", held["gated"], "--dir",
-         directory, "--follow", "--json", "--poll", "0.05"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_cli_env(), cwd=REPO,
+        [
+            sys.executable,
+            "-m",
+            "perdure.cli",
+            "runs",
+            "events",
+            held["gated"],
+            "--dir",
+            directory,
+            "--follow",
+            "--json",
+            "--poll",
+            "0.05",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_cli_env(),
+        cwd=REPO,
     )
     try:
         # Writing needs the directory: refused while it is owned, naming the holder.

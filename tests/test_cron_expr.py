@@ -66,62 +66,215 @@ DST_CASES = [
     # 01:00 CET = 00:00Z is before; 02:00 does not exist; 03:00 CEST = 01:00Z.
     ("Europe/Berlin", "0 * * * *", "2026-03-29T00:30Z", ["2026-03-29T01:00Z", "2026-03-29T02:00Z"]),
     # 01:30 CET = 00:30Z; 02:30 skipped; 03:30 CEST = 01:30Z.
-    ("Europe/Berlin", "30 * * * *", "2026-03-29T00:00Z", ["2026-03-29T00:30Z", "2026-03-29T01:30Z"]),
+    (
+        "Europe/Berlin",
+        "30 * * * *",
+        "2026-03-29T00:00Z",
+        ["2026-03-29T00:30Z", "2026-03-29T01:30Z"],
+    ),
     # daily 02:30 falls in the gap: fires at its end, 03:00 CEST = 01:00Z; next day 02:30 CEST.
-    ("Europe/Berlin", "30 2 * * *", "2026-03-28T12:00Z", ["2026-03-29T01:00Z", "2026-03-30T00:30Z"]),
+    (
+        "Europe/Berlin",
+        "30 2 * * *",
+        "2026-03-28T12:00Z",
+        ["2026-03-29T01:00Z", "2026-03-30T00:30Z"],
+    ),
     ("Europe/Berlin", "0 3 * * *", "2026-03-28T12:00Z", ["2026-03-29T01:00Z", "2026-03-30T01:00Z"]),
     # 02:00 and 02:30 both in the gap and 03:00 real: one fire at 03:00 CEST, then 03:30.
-    ("Europe/Berlin", "0,30 2-3 * * *", "2026-03-28T12:00Z", ["2026-03-29T01:00Z", "2026-03-29T01:30Z", "2026-03-30T00:00Z"]),
+    (
+        "Europe/Berlin",
+        "0,30 2-3 * * *",
+        "2026-03-28T12:00Z",
+        ["2026-03-29T01:00Z", "2026-03-29T01:30Z", "2026-03-30T00:00Z"],
+    ),
     # wildcard minute, fixed hour 2: no 02:xx that day, so nothing until the next day.
-    ("Europe/Berlin", "*/20 2 * * *", "2026-03-28T12:00Z", ["2026-03-30T00:00Z", "2026-03-30T00:20Z"]),
+    (
+        "Europe/Berlin",
+        "*/20 2 * * *",
+        "2026-03-28T12:00Z",
+        ["2026-03-30T00:00Z", "2026-03-30T00:20Z"],
+    ),
     # --- Berlin, fall back
     # 02:00 CEST = 00:00Z, 02:00 CET = 01:00Z (both passes), 03:00 CET = 02:00Z.
-    ("Europe/Berlin", "0 * * * *", "2026-10-24T23:30Z", ["2026-10-25T00:00Z", "2026-10-25T01:00Z", "2026-10-25T02:00Z"]),
-    ("Europe/Berlin", "30 * * * *", "2026-10-25T00:00Z", ["2026-10-25T00:30Z", "2026-10-25T01:30Z", "2026-10-25T02:30Z"]),
+    (
+        "Europe/Berlin",
+        "0 * * * *",
+        "2026-10-24T23:30Z",
+        ["2026-10-25T00:00Z", "2026-10-25T01:00Z", "2026-10-25T02:00Z"],
+    ),
+    (
+        "Europe/Berlin",
+        "30 * * * *",
+        "2026-10-25T00:00Z",
+        ["2026-10-25T00:30Z", "2026-10-25T01:30Z", "2026-10-25T02:30Z"],
+    ),
     # daily 02:30: first pass only (02:30 CEST = 00:30Z); next day 02:30 CET = 01:30Z.
-    ("Europe/Berlin", "30 2 * * *", "2026-10-24T12:00Z", ["2026-10-25T00:30Z", "2026-10-26T01:30Z"]),
+    (
+        "Europe/Berlin",
+        "30 2 * * *",
+        "2026-10-24T12:00Z",
+        ["2026-10-25T00:30Z", "2026-10-26T01:30Z"],
+    ),
     ("Europe/Berlin", "0 3 * * *", "2026-10-24T12:00Z", ["2026-10-25T02:00Z", "2026-10-26T02:00Z"]),
     # "0 0-23" is fixed-time although hourly: 02:00 fires once (CEST), unlike "0 * * * *".
-    ("Europe/Berlin", "0 0-23 * * *", "2026-10-24T23:30Z", ["2026-10-25T00:00Z", "2026-10-25T02:00Z"]),
+    (
+        "Europe/Berlin",
+        "0 0-23 * * *",
+        "2026-10-24T23:30Z",
+        ["2026-10-25T00:00Z", "2026-10-25T02:00Z"],
+    ),
     # wildcard minute, fixed hour: both passes of 02:xx.
-    ("Europe/Berlin", "*/20 2 * * *", "2026-10-24T12:00Z", ["2026-10-25T00:00Z", "2026-10-25T00:20Z", "2026-10-25T00:40Z", "2026-10-25T01:00Z", "2026-10-25T01:20Z", "2026-10-25T01:40Z", "2026-10-26T01:00Z"]),
+    (
+        "Europe/Berlin",
+        "*/20 2 * * *",
+        "2026-10-24T12:00Z",
+        [
+            "2026-10-25T00:00Z",
+            "2026-10-25T00:20Z",
+            "2026-10-25T00:40Z",
+            "2026-10-25T01:00Z",
+            "2026-10-25T01:20Z",
+            "2026-10-25T01:40Z",
+            "2026-10-26T01:00Z",
+        ],
+    ),
     # --- New York, spring forward
     # 01:00 EST = 06:00Z is before; 02:00 skipped; 03:00 EDT = 07:00Z.
-    ("America/New_York", "0 * * * *", "2026-03-08T06:30Z", ["2026-03-08T07:00Z", "2026-03-08T08:00Z"]),
-    ("America/New_York", "30 * * * *", "2026-03-08T06:00Z", ["2026-03-08T06:30Z", "2026-03-08T07:30Z"]),
+    (
+        "America/New_York",
+        "0 * * * *",
+        "2026-03-08T06:30Z",
+        ["2026-03-08T07:00Z", "2026-03-08T08:00Z"],
+    ),
+    (
+        "America/New_York",
+        "30 * * * *",
+        "2026-03-08T06:00Z",
+        ["2026-03-08T06:30Z", "2026-03-08T07:30Z"],
+    ),
     # 02:30 in the gap -> 03:00 EDT = 07:00Z; next day 02:30 EDT = 06:30Z.
-    ("America/New_York", "30 2 * * *", "2026-03-07T12:00Z", ["2026-03-08T07:00Z", "2026-03-09T06:30Z"]),
-    ("America/New_York", "0 3 * * *", "2026-03-07T12:00Z", ["2026-03-08T07:00Z", "2026-03-09T07:00Z"]),
+    (
+        "America/New_York",
+        "30 2 * * *",
+        "2026-03-07T12:00Z",
+        ["2026-03-08T07:00Z", "2026-03-09T06:30Z"],
+    ),
+    (
+        "America/New_York",
+        "0 3 * * *",
+        "2026-03-07T12:00Z",
+        ["2026-03-08T07:00Z", "2026-03-09T07:00Z"],
+    ),
     # --- New York, fall back (01:xx repeats)
     # 01:00 EDT = 05:00Z, 01:00 EST = 06:00Z, 02:00 EST = 07:00Z.
-    ("America/New_York", "0 * * * *", "2026-11-01T04:30Z", ["2026-11-01T05:00Z", "2026-11-01T06:00Z", "2026-11-01T07:00Z"]),
-    ("America/New_York", "30 * * * *", "2026-11-01T05:00Z", ["2026-11-01T05:30Z", "2026-11-01T06:30Z", "2026-11-01T07:30Z"]),
+    (
+        "America/New_York",
+        "0 * * * *",
+        "2026-11-01T04:30Z",
+        ["2026-11-01T05:00Z", "2026-11-01T06:00Z", "2026-11-01T07:00Z"],
+    ),
+    (
+        "America/New_York",
+        "30 * * * *",
+        "2026-11-01T05:00Z",
+        ["2026-11-01T05:30Z", "2026-11-01T06:30Z", "2026-11-01T07:30Z"],
+    ),
     # 02:30 is not repeated in New York: 02:30 EST = 07:30Z.
-    ("America/New_York", "30 2 * * *", "2026-10-31T12:00Z", ["2026-11-01T07:30Z", "2026-11-02T07:30Z"]),
-    ("America/New_York", "0 3 * * *", "2026-10-31T12:00Z", ["2026-11-01T08:00Z", "2026-11-02T08:00Z"]),
+    (
+        "America/New_York",
+        "30 2 * * *",
+        "2026-10-31T12:00Z",
+        ["2026-11-01T07:30Z", "2026-11-02T07:30Z"],
+    ),
+    (
+        "America/New_York",
+        "0 3 * * *",
+        "2026-10-31T12:00Z",
+        ["2026-11-01T08:00Z", "2026-11-02T08:00Z"],
+    ),
     # daily 01:30 is: first pass only (01:30 EDT = 05:30Z), next day 01:30 EST = 06:30Z.
-    ("America/New_York", "30 1 * * *", "2026-10-31T12:00Z", ["2026-11-01T05:30Z", "2026-11-02T06:30Z"]),
+    (
+        "America/New_York",
+        "30 1 * * *",
+        "2026-10-31T12:00Z",
+        ["2026-11-01T05:30Z", "2026-11-02T06:30Z"],
+    ),
     # --- Lord Howe, fall back (01:30-01:59 repeats)
     # 01:00 LHDT = 14:00Z; 02:00 LHST = 15:30Z; 03:00 LHST = 16:30Z (01:00 is not repeated).
-    ("Australia/Lord_Howe", "0 * * * *", "2026-04-04T13:30Z", ["2026-04-04T14:00Z", "2026-04-04T15:30Z", "2026-04-04T16:30Z"]),
+    (
+        "Australia/Lord_Howe",
+        "0 * * * *",
+        "2026-04-04T13:30Z",
+        ["2026-04-04T14:00Z", "2026-04-04T15:30Z", "2026-04-04T16:30Z"],
+    ),
     # 01:30 LHDT = 14:30Z, 01:30 LHST = 15:00Z (second pass: cronsim's own stepping misses it),
     # 02:30 LHST = 16:00Z.
-    ("Australia/Lord_Howe", "30 * * * *", "2026-04-04T14:00Z", ["2026-04-04T14:30Z", "2026-04-04T15:00Z", "2026-04-04T16:00Z"]),
-    ("Australia/Lord_Howe", "30 2 * * *", "2026-04-04T00:00Z", ["2026-04-04T16:00Z", "2026-04-05T16:00Z"]),
-    ("Australia/Lord_Howe", "0 3 * * *", "2026-04-04T00:00Z", ["2026-04-04T16:30Z", "2026-04-05T16:30Z"]),
+    (
+        "Australia/Lord_Howe",
+        "30 * * * *",
+        "2026-04-04T14:00Z",
+        ["2026-04-04T14:30Z", "2026-04-04T15:00Z", "2026-04-04T16:00Z"],
+    ),
+    (
+        "Australia/Lord_Howe",
+        "30 2 * * *",
+        "2026-04-04T00:00Z",
+        ["2026-04-04T16:00Z", "2026-04-05T16:00Z"],
+    ),
+    (
+        "Australia/Lord_Howe",
+        "0 3 * * *",
+        "2026-04-04T00:00Z",
+        ["2026-04-04T16:30Z", "2026-04-05T16:30Z"],
+    ),
     # daily 01:45 is repeated: first pass only (01:45 LHDT = 14:45Z); next day 01:45 LHST = 15:15Z.
-    ("Australia/Lord_Howe", "45 1 * * *", "2026-04-04T00:00Z", ["2026-04-04T14:45Z", "2026-04-05T15:15Z"]),
+    (
+        "Australia/Lord_Howe",
+        "45 1 * * *",
+        "2026-04-04T00:00Z",
+        ["2026-04-04T14:45Z", "2026-04-05T15:15Z"],
+    ),
     # --- Lord Howe, spring forward (02:00-02:29 skipped)
     # 01:00 LHST = 14:30Z; 02:00 skipped; 03:00 LHDT = 16:00Z.
-    ("Australia/Lord_Howe", "0 * * * *", "2026-10-03T14:00Z", ["2026-10-03T14:30Z", "2026-10-03T16:00Z"]),
+    (
+        "Australia/Lord_Howe",
+        "0 * * * *",
+        "2026-10-03T14:00Z",
+        ["2026-10-03T14:30Z", "2026-10-03T16:00Z"],
+    ),
     # 01:30 LHST = 15:00Z; 02:30 LHDT = 15:30Z exists (cronsim's own stepping misses it); 03:30 = 16:30Z.
-    ("Australia/Lord_Howe", "30 * * * *", "2026-10-03T14:00Z", ["2026-10-03T15:00Z", "2026-10-03T15:30Z", "2026-10-03T16:30Z"]),
+    (
+        "Australia/Lord_Howe",
+        "30 * * * *",
+        "2026-10-03T14:00Z",
+        ["2026-10-03T15:00Z", "2026-10-03T15:30Z", "2026-10-03T16:30Z"],
+    ),
     # daily 02:30 exists (first minute after the gap): 15:30Z; next day 02:30 LHDT = 15:30Z.
-    ("Australia/Lord_Howe", "30 2 * * *", "2026-10-03T00:00Z", ["2026-10-03T15:30Z", "2026-10-04T15:30Z"]),
-    ("Australia/Lord_Howe", "0 3 * * *", "2026-10-03T00:00Z", ["2026-10-03T16:00Z", "2026-10-04T16:00Z"]),
+    (
+        "Australia/Lord_Howe",
+        "30 2 * * *",
+        "2026-10-03T00:00Z",
+        ["2026-10-03T15:30Z", "2026-10-04T15:30Z"],
+    ),
+    (
+        "Australia/Lord_Howe",
+        "0 3 * * *",
+        "2026-10-03T00:00Z",
+        ["2026-10-03T16:00Z", "2026-10-04T16:00Z"],
+    ),
     # daily 02:00 and 02:15 are skipped: both fire at the gap's end, 02:30 LHDT = 15:30Z.
-    ("Australia/Lord_Howe", "0 2 * * *", "2026-10-03T00:00Z", ["2026-10-03T15:30Z", "2026-10-04T15:00Z"]),
-    ("Australia/Lord_Howe", "15 2 * * *", "2026-10-03T00:00Z", ["2026-10-03T15:30Z", "2026-10-04T15:15Z"]),
+    (
+        "Australia/Lord_Howe",
+        "0 2 * * *",
+        "2026-10-03T00:00Z",
+        ["2026-10-03T15:30Z", "2026-10-04T15:00Z"],
+    ),
+    (
+        "Australia/Lord_Howe",
+        "15 2 * * *",
+        "2026-10-03T00:00Z",
+        ["2026-10-03T15:30Z", "2026-10-04T15:15Z"],
+    ),
 ]
 
 
@@ -209,7 +362,9 @@ TRANSITIONS = [
 
 @pytest.mark.parametrize(("zone", "when"), TRANSITIONS)
 @pytest.mark.parametrize(("expr", "fixed", "pred"), ORACLE_EXPRS, ids=[e[0] for e in ORACLE_EXPRS])
-def test_matches_oracle_around_transitions(zone: str, when: str, expr: str, fixed: bool, pred: Pred) -> None:
+def test_matches_oracle_around_transitions(
+    zone: str, when: str, expr: str, fixed: bool, pred: Pred
+) -> None:
     spec = CronSpec(expr, zone)
     assert spec.fixed_time is fixed
     start, end = t(when) - 2 * 86400, t(when) + 2 * 86400
@@ -221,7 +376,10 @@ def test_matches_oracle_around_transitions(zone: str, when: str, expr: str, fixe
 
 
 @pytest.mark.parametrize(("zone", "when"), TRANSITIONS)
-@pytest.mark.parametrize("expr", ["30 * * * *", "*/10 2 * * *", "* 1 * * *", "30 2 * * *", "0,15,45 2 * * *", "45 1 * * *"])
+@pytest.mark.parametrize(
+    "expr",
+    ["30 * * * *", "*/10 2 * * *", "* 1 * * *", "30 2 * * *", "0,15,45 2 * * *", "45 1 * * *"],
+)
 def test_any_restart_point_continues_the_same_stream(zone: str, expr: str, when: str) -> None:
     """What a crash-recovering engine relies on: asking again from any instant (a fire,
     just before or after one, inside a repeated or skipped stretch) gives exactly the
@@ -238,7 +396,19 @@ def test_any_restart_point_continues_the_same_stream(zone: str, expr: str, when:
 
 
 @pytest.mark.parametrize("zone", ["Europe/Berlin", "America/New_York"])
-@pytest.mark.parametrize("expr", ["0 * * * *", "17 */3 * * *", "30 2 * * *", "0 3 * * *", "30 1 * * *", "15 1,2,3 * * 1-5", "0 0-23 * * *", "*/20 2 * * *"])
+@pytest.mark.parametrize(
+    "expr",
+    [
+        "0 * * * *",
+        "17 */3 * * *",
+        "30 2 * * *",
+        "0 3 * * *",
+        "30 1 * * *",
+        "15 1,2,3 * * 1-5",
+        "0 0-23 * * *",
+        "*/20 2 * * *",
+    ],
+)
 def test_same_as_cronsim_in_whole_hour_zones_for_a_year(zone: str, expr: str) -> None:
     """We map wall times to instants ourselves; where cronsim's zone-aware stepping is
     right (whole-hour shifts) the results must be identical to it."""
@@ -273,12 +443,15 @@ def test_daily_fixed_time_fires_once_per_local_day_all_year() -> None:
     for zone in ("Europe/Berlin", "America/New_York", "Australia/Lord_Howe"):
         for expr in ("30 2 * * *", "30 1 * * *", "45 1 * * *", "0 2 * * *"):
             z = ZoneInfo(zone)
-            got, _ = fires_between(CronSpec(expr, zone), t("2025-12-31T12:00Z"), t("2026-12-31T12:00Z"), 1000)
+            got, _ = fires_between(
+                CronSpec(expr, zone), t("2025-12-31T12:00Z"), t("2026-12-31T12:00Z"), 1000
+            )
             days = [datetime.fromtimestamp(a, z).date() for a in got]
             assert days == [date(2026, 1, 1) + timedelta(days=k) for k in range(365)], (zone, expr)
 
 
 # ------------------------------------------------------------------ parsing
+
 
 def first(expr: str, after: str = "2026-01-01T00:00Z", n: int = 1, zone: str = "UTC") -> list[str]:
     return isos(next_fires(CronSpec(expr, zone), t(after), n))
@@ -286,31 +459,73 @@ def first(expr: str, after: str = "2026-01-01T00:00Z", n: int = 1, zone: str = "
 
 def test_names_any_case_ranges_lists_steps() -> None:
     # 2026-01-01 is a Thursday.
-    assert first("0 9 * * MON-FRI", n=3) == ["2026-01-01T09:00Z", "2026-01-02T09:00Z", "2026-01-05T09:00Z"]
+    assert first("0 9 * * MON-FRI", n=3) == [
+        "2026-01-01T09:00Z",
+        "2026-01-02T09:00Z",
+        "2026-01-05T09:00Z",
+    ]
     assert first("0 9 * * mon,wed", n=2) == ["2026-01-05T09:00Z", "2026-01-07T09:00Z"]
-    assert first("0 0 1 jan,Jul *", after="2025-12-31T12:00Z", n=2) == ["2026-01-01T00:00Z", "2026-07-01T00:00Z"]
+    assert first("0 0 1 jan,Jul *", after="2025-12-31T12:00Z", n=2) == [
+        "2026-01-01T00:00Z",
+        "2026-07-01T00:00Z",
+    ]
     assert first("0 0 1 MAR-MAY/2 *", n=2) == ["2026-03-01T00:00Z", "2026-05-01T00:00Z"]
-    assert first("*/15 * * * *", n=3) == ["2026-01-01T00:15Z", "2026-01-01T00:30Z", "2026-01-01T00:45Z"]
-    assert first("1-10/3 0 * * *", n=5) == ["2026-01-01T00:01Z", "2026-01-01T00:04Z", "2026-01-01T00:07Z", "2026-01-01T00:10Z", "2026-01-02T00:01Z"]
-    assert first("5,50 */12 * * *", n=4) == ["2026-01-01T00:05Z", "2026-01-01T00:50Z", "2026-01-01T12:05Z", "2026-01-01T12:50Z"]
+    assert first("*/15 * * * *", n=3) == [
+        "2026-01-01T00:15Z",
+        "2026-01-01T00:30Z",
+        "2026-01-01T00:45Z",
+    ]
+    assert first("1-10/3 0 * * *", n=5) == [
+        "2026-01-01T00:01Z",
+        "2026-01-01T00:04Z",
+        "2026-01-01T00:07Z",
+        "2026-01-01T00:10Z",
+        "2026-01-02T00:01Z",
+    ]
+    assert first("5,50 */12 * * *", n=4) == [
+        "2026-01-01T00:05Z",
+        "2026-01-01T00:50Z",
+        "2026-01-01T12:05Z",
+        "2026-01-01T12:50Z",
+    ]
     # N/S means N-max/S (cronie, croniter); 7 and 0 are both Sunday.
-    assert first("50/5 0 * * *", n=3) == ["2026-01-01T00:50Z", "2026-01-01T00:55Z", "2026-01-02T00:50Z"]
+    assert first("50/5 0 * * *", n=3) == [
+        "2026-01-01T00:50Z",
+        "2026-01-01T00:55Z",
+        "2026-01-02T00:50Z",
+    ]
     assert first("0 0 * * 7", n=1) == first("0 0 * * SUN", n=1) == ["2026-01-04T00:00Z"]
 
 
 def test_day_of_month_or_day_of_week_as_in_standard_cron() -> None:
     # Both restricted: either matches (the 13th, or any Friday). 2026-01-02 is a Friday.
-    assert first("0 0 13 * FRI", n=4) == ["2026-01-02T00:00Z", "2026-01-09T00:00Z", "2026-01-13T00:00Z", "2026-01-16T00:00Z"]
+    assert first("0 0 13 * FRI", n=4) == [
+        "2026-01-02T00:00Z",
+        "2026-01-09T00:00Z",
+        "2026-01-13T00:00Z",
+        "2026-01-16T00:00Z",
+    ]
     # "First Monday" cannot be written as 1-7 + MON: that is days 1-7 or any Monday.
-    assert first("0 0 1-7 * MON", after="2026-01-07T12:00Z", n=2) == ["2026-01-12T00:00Z", "2026-01-19T00:00Z"]
+    assert first("0 0 1-7 * MON", after="2026-01-07T12:00Z", n=2) == [
+        "2026-01-12T00:00Z",
+        "2026-01-19T00:00Z",
+    ]
     # A field starting with '*' makes both required (Vixie/Debian): odd days that are Fridays.
-    assert first("0 0 */2 * FRI", n=3) == ["2026-01-09T00:00Z", "2026-01-23T00:00Z", "2026-02-13T00:00Z"]
+    assert first("0 0 */2 * FRI", n=3) == [
+        "2026-01-09T00:00Z",
+        "2026-01-23T00:00Z",
+        "2026-02-13T00:00Z",
+    ]
     # With day-of-week '*', day-of-month alone decides.
     assert first("0 0 13 * *", n=2) == ["2026-01-13T00:00Z", "2026-02-13T00:00Z"]
 
 
 def test_february_29_fires_in_leap_years_only() -> None:
-    assert first("0 0 29 2 *", n=3) == ["2028-02-29T00:00Z", "2032-02-29T00:00Z", "2036-02-29T00:00Z"]
+    assert first("0 0 29 2 *", n=3) == [
+        "2028-02-29T00:00Z",
+        "2032-02-29T00:00Z",
+        "2036-02-29T00:00Z",
+    ]
     # 2100 is not a leap year: an eight-year gap, well inside the calendar walk's reach.
     assert first("0 0 29 2 *", after="2096-03-01T00:00Z") == ["2104-02-29T00:00Z"]
     assert first("0 0 31 1,2 *", n=2) == ["2026-01-31T00:00Z", "2027-01-31T00:00Z"]
@@ -320,13 +535,19 @@ def test_the_sparsest_accepted_schedule_still_fires() -> None:
     # "*/7" on day-of-week is {0, 7}: Sunday; the leading '*' makes both day fields
     # required. Feb 29 on a Sunday: gaps of 28 years, 40 across 2100.
     spec = CronSpec("0 0 29 2 */7")
-    leap_sundays = [y for y in range(2026, 2300) if (y % 4 == 0 and (y % 100 != 0 or y % 400 == 0)) and date(y, 2, 29).weekday() == 6]
+    leap_sundays = [
+        y
+        for y in range(2026, 2300)
+        if (y % 4 == 0 and (y % 100 != 0 or y % 400 == 0)) and date(y, 2, 29).weekday() == 6
+    ]
     assert leap_sundays[:4] == [2032, 2060, 2088, 2128]
     got = next_fires(spec, t("2026-01-01T00:00Z"), 4)
     assert isos(got) == [f"{y}-02-29T00:00Z" for y in leap_sundays[:4]]
 
 
-@pytest.mark.parametrize("expr", ["0 0 30 2 *", "0 0 31 2 *", "0 0 30,31 2 *", "0 0 31 4,6,9,11 *", "0 0 30-31/5 FEB *"])
+@pytest.mark.parametrize(
+    "expr", ["0 0 30 2 *", "0 0 31 2 *", "0 0 30,31 2 *", "0 0 31 4,6,9,11 *", "0 0 30-31/5 FEB *"]
+)
 def test_never_firing_expressions_are_refused(expr: str) -> None:
     started = time.perf_counter()
     with pytest.raises(InvalidInput, match="never fires"):
@@ -342,41 +563,44 @@ def test_whitespace_is_normalised() -> None:
     assert spec != CronSpec("0 3 * * *", "UTC")
 
 
-@pytest.mark.parametrize(("expr", "message"), [
-    ("", "0 fields given; expected 5"),
-    ("0 0 *", "3 fields given; expected 5"),
-    ("0 0 * * * * *", "7 fields given; expected 5"),
-    ("0 0 3 * * *", "6 fields given; .* no seconds field"),
-    ("@daily", "macros like @daily are not supported; write '0 0 \\* \\* \\*'"),
-    ("@HOURLY", "write '0 \\* \\* \\* \\*'"),
-    ("@reboot", "macros like @reboot are not supported$"),
-    ("60 * * * *", "minute value 60 is out of range 0-59"),
-    ("0 24 * * *", "hour value 24 is out of range 0-23"),
-    ("0 0 0 * *", "day-of-month value 0 is out of range 1-31"),
-    ("0 0 32 * *", "day-of-month value 32 is out of range 1-31"),
-    ("0 0 * 13 *", "month value 13 is out of range 1-12"),
-    ("0 0 * 0 *", "month value 0 is out of range 1-12"),
-    ("0 0 * * 8", "day-of-week value 8 is out of range 0-7"),
-    ("0 5-1 * * *", "hour range '5-1' goes backwards"),
-    ("0 0 * * FRI-SUN", "day-of-week range 'FRI-SUN' goes backwards"),
-    ("*/0 * * * *", "minute step must be at least 1"),
-    ("0 0 * * MONDAY", "unknown day-of-week name 'MONDAY'"),
-    ("0 0 * FOO *", "unknown month name 'FOO'"),
-    ("MON * * * *", "minute field takes numbers, not 'MON'"),
-    ("0 0 JAN * *", "day-of-month field takes numbers, not 'JAN'"),
-    ("1,,2 * * * *", "minute item '' is not"),
-    ("-1 * * * *", "minute item '-1' is not"),
-    ("1-2-3 * * * *", "minute item '1-2-3' is not"),
-    ("1/2/3 * * * *", "minute item '1/2/3' is not"),
-    ("*/ * * * *", "minute item '\\*/' is not"),
-    ("\uff10 * * * *", "minute item"),  # a full-width digit zero
-    ("0 0 L * *", "'L': the L, W, # and \\? extensions are not supported"),
-    ("0 0 LW * *", "extensions are not supported"),
-    ("0 0 15W * *", "extensions are not supported"),
-    ("0 0 * * 5L", "extensions are not supported"),
-    ("0 0 * * MON#1", "extensions are not supported"),
-    ("0 0 ? * MON", "extensions are not supported"),
-])
+@pytest.mark.parametrize(
+    ("expr", "message"),
+    [
+        ("", "0 fields given; expected 5"),
+        ("0 0 *", "3 fields given; expected 5"),
+        ("0 0 * * * * *", "7 fields given; expected 5"),
+        ("0 0 3 * * *", "6 fields given; .* no seconds field"),
+        ("@daily", "macros like @daily are not supported; write '0 0 \\* \\* \\*'"),
+        ("@HOURLY", "write '0 \\* \\* \\* \\*'"),
+        ("@reboot", "macros like @reboot are not supported$"),
+        ("60 * * * *", "minute value 60 is out of range 0-59"),
+        ("0 24 * * *", "hour value 24 is out of range 0-23"),
+        ("0 0 0 * *", "day-of-month value 0 is out of range 1-31"),
+        ("0 0 32 * *", "day-of-month value 32 is out of range 1-31"),
+        ("0 0 * 13 *", "month value 13 is out of range 1-12"),
+        ("0 0 * 0 *", "month value 0 is out of range 1-12"),
+        ("0 0 * * 8", "day-of-week value 8 is out of range 0-7"),
+        ("0 5-1 * * *", "hour range '5-1' goes backwards"),
+        ("0 0 * * FRI-SUN", "day-of-week range 'FRI-SUN' goes backwards"),
+        ("*/0 * * * *", "minute step must be at least 1"),
+        ("0 0 * * MONDAY", "unknown day-of-week name 'MONDAY'"),
+        ("0 0 * FOO *", "unknown month name 'FOO'"),
+        ("MON * * * *", "minute field takes numbers, not 'MON'"),
+        ("0 0 JAN * *", "day-of-month field takes numbers, not 'JAN'"),
+        ("1,,2 * * * *", "minute item '' is not"),
+        ("-1 * * * *", "minute item '-1' is not"),
+        ("1-2-3 * * * *", "minute item '1-2-3' is not"),
+        ("1/2/3 * * * *", "minute item '1/2/3' is not"),
+        ("*/ * * * *", "minute item '\\*/' is not"),
+        ("\uff10 * * * *", "minute item"),  # a full-width digit zero
+        ("0 0 L * *", "'L': the L, W, # and \\? extensions are not supported"),
+        ("0 0 LW * *", "extensions are not supported"),
+        ("0 0 15W * *", "extensions are not supported"),
+        ("0 0 * * 5L", "extensions are not supported"),
+        ("0 0 * * MON#1", "extensions are not supported"),
+        ("0 0 ? * MON", "extensions are not supported"),
+    ],
+)
 def test_bad_expressions_are_refused_clearly(expr: str, message: str) -> None:
     with pytest.raises(InvalidInput, match=message) as err:
         CronSpec(expr)
@@ -390,7 +614,22 @@ def test_non_string_expression_is_refused(expr: object) -> None:
         CronSpec(expr)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("zone", ["Foo/Bar", "europe/berlin", "Europe", "", "localtime", "posixrules", "/etc/localtime", "Europe/../Europe/Berlin", "a\x00b", "x" * 300, "right/UTC"])
+@pytest.mark.parametrize(
+    "zone",
+    [
+        "Foo/Bar",
+        "europe/berlin",
+        "Europe",
+        "",
+        "localtime",
+        "posixrules",
+        "/etc/localtime",
+        "Europe/../Europe/Berlin",
+        "a\x00b",
+        "x" * 300,
+        "right/UTC",
+    ],
+)
 def test_unknown_or_host_dependent_zones_are_refused(zone: str) -> None:
     with pytest.raises(InvalidInput, match="unknown time zone") as err:
         CronSpec("0 0 * * *", zone)
@@ -408,7 +647,9 @@ def test_iana_zones_and_aliases_are_accepted(zone: str) -> None:
     offset = ZoneInfo(zone).utcoffset(datetime(2026, 1, 2))
     assert offset is not None
     # Midnight local on 2026-01-02 (no DST in January for any of these).
-    assert next_fires(spec, t("2026-01-01T12:00Z") - offset.total_seconds()) == [t("2026-01-02T00:00Z") - offset.total_seconds()]
+    assert next_fires(spec, t("2026-01-01T12:00Z") - offset.total_seconds()) == [
+        t("2026-01-02T00:00Z") - offset.total_seconds()
+    ]
 
 
 def test_utc_is_the_default_zone() -> None:
@@ -417,6 +658,7 @@ def test_utc_is_the_default_zone() -> None:
 
 
 # ------------------------------------------------------------------ next_fires / fires_between
+
 
 def test_next_fires_is_strictly_after() -> None:
     spec = CronSpec("0 * * * *")
@@ -436,7 +678,9 @@ def test_next_fires_checks_n(bad: object) -> None:
         next_fires(CronSpec("* * * * *"), 0.0, bad)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf, -1.0, 64060588800.0, True, "0", None])
+@pytest.mark.parametrize(
+    "bad", [math.nan, math.inf, -math.inf, -1.0, 64060588800.0, True, "0", None]
+)
 def test_instants_are_checked(bad: object) -> None:
     spec = CronSpec("* * * * *")
     with pytest.raises(InvalidInput):
@@ -497,7 +741,11 @@ def test_catchup_past_the_count_limit_still_finds_the_newest() -> None:
     # 24 * 10 = 240 missed fires, counted up to 50.
     now = T0 + 240 * 3600 + 1800
     assert plan_catchup(HOURLY, T0, now, "latest", count_limit=50) == (hours(240), 50, False)
-    assert plan_catchup(HOURLY, T0, now, "all", bound=3, count_limit=50) == (hours(238, 239, 240), 48, False)
+    assert plan_catchup(HOURLY, T0, now, "all", bound=3, count_limit=50) == (
+        hours(238, 239, 240),
+        48,
+        False,
+    )
     assert plan_catchup(HOURLY, T0, now, "skip", count_limit=50) == ((), 51, False)
     # A year of a minutely schedule, down all year: answered without listing 525,600 fires.
     minutely = CronSpec("* * * * *", "Europe/Berlin")
@@ -511,10 +759,14 @@ def test_catchup_past_the_count_limit_still_finds_the_newest() -> None:
 
 def test_catchup_finds_the_latest_of_a_sparse_schedule() -> None:
     yearly = CronSpec("0 0 1 1 *", "America/New_York")
-    plan = plan_catchup(yearly, t("2000-06-01T00:00Z"), t("2026-06-01T00:00Z"), "latest", bound=1, count_limit=10)
+    plan = plan_catchup(
+        yearly, t("2000-06-01T00:00Z"), t("2026-06-01T00:00Z"), "latest", bound=1, count_limit=10
+    )
     assert isos(list(plan.fire)) == ["2026-01-01T05:00Z"]
     assert (plan.dropped, plan.dropped_exact) == (10, False)  # 26 missed, 11 counted
-    plan = plan_catchup(yearly, t("2000-06-01T00:00Z"), t("2026-06-01T00:00Z"), "latest", bound=1, count_limit=100)
+    plan = plan_catchup(
+        yearly, t("2000-06-01T00:00Z"), t("2026-06-01T00:00Z"), "latest", bound=1, count_limit=100
+    )
     assert (plan.dropped, plan.dropped_exact) == (25, True)
 
 
@@ -528,13 +780,16 @@ def test_catchup_in_the_repeated_hour() -> None:
     assert isos(list(plan.fire)) == ["2026-10-25T00:30Z"]  # 02:30 once
 
 
-@pytest.mark.parametrize(("policy", "bound", "message"), [
-    ("sometimes", 100, "catchup must be one of skip, latest, all"),
-    (None, 100, "catchup must be one of"),
-    ("all", 0, "bound must be a positive integer"),
-    ("all", True, "bound must be a positive integer"),
-    ("latest", 2.0, "bound must be a positive integer"),
-])
+@pytest.mark.parametrize(
+    ("policy", "bound", "message"),
+    [
+        ("sometimes", 100, "catchup must be one of skip, latest, all"),
+        (None, 100, "catchup must be one of"),
+        ("all", 0, "bound must be a positive integer"),
+        ("all", True, "bound must be a positive integer"),
+        ("latest", 2.0, "bound must be a positive integer"),
+    ],
+)
 def test_catchup_arguments_are_checked(policy: object, bound: object, message: str) -> None:
     with pytest.raises(InvalidInput, match=message):
         check_catchup(policy, bound)
@@ -569,7 +824,9 @@ def test_overlap_table() -> None:
 
 
 def test_overlap_rejects_unknown_policy_and_impossible_state() -> None:
-    with pytest.raises(InvalidInput, match="overlap must be one of allow, forbid, replace, buffer_one"):
+    with pytest.raises(
+        InvalidInput, match="overlap must be one of allow, forbid, replace, buffer_one"
+    ):
         overlap_action("queue", running=True, buffered=False)  # type: ignore[arg-type]
     with pytest.raises(InvalidInput):
         check_overlap(None)
@@ -579,6 +836,7 @@ def test_overlap_rejects_unknown_policy_and_impossible_state() -> None:
 
 
 # ------------------------------------------------------------------ fire keys
+
 
 def test_fire_key_is_integer_milliseconds() -> None:
     at = t("2026-03-29T01:00Z")
@@ -601,6 +859,7 @@ def test_fire_key_checks_its_name() -> None:
 
 
 # ------------------------------------------------------------------ throughput
+
 
 def minutely_rate(zone: str, days: int) -> float:
     spec = CronSpec("* * * * *", zone)

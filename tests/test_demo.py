@@ -80,8 +80,7 @@ def _store(directory: Path) -> dict[str, Any]:
         async with perdure.Runtime(directory, recover=False, durability="process") as rt:
             runs = all_runs(rt)
             logs = {
-                r.id: [item.to_wire() async for item in rt.events(r.id, follow=False)]
-                for r in runs
+                r.id: [item.to_wire() async for item in rt.events(r.id, follow=False)] for r in runs
             }
             return {"runs": runs, "logs": logs}
 
@@ -253,7 +252,9 @@ def _make_store(directory: Path) -> set[str]:
 
 
 def _ids(directory: Path, capsys: pytest.CaptureFixture[str]) -> set[str]:
-    code, out, err = _run(["runs", "list", "--dir", str(directory), "--json", "--limit", "1000"], capsys)
+    code, out, err = _run(
+        ["runs", "list", "--dir", str(directory), "--json", "--limit", "1000"], capsys
+    )
     assert code == 0, err
     return {r["id"] for r in json.loads(out)["runs"]}
 
@@ -355,6 +356,7 @@ def test_drive_runs_the_mix_with_bounded_concurrency() -> None:
 
     async def go() -> _demo.DriveResult:
         async with rt:
+
             def seen(_: perdure.RunRecord) -> None:
                 nonlocal peak
                 peak = max(peak, len(all_runs(rt, status=["pending", "running"])))
@@ -366,7 +368,9 @@ def test_drive_runs_the_mix_with_bounded_concurrency() -> None:
     assert result.elapsed <= time.perf_counter() - t0
     assert result.runs == 30 and sum(result.by_kind_status.values()) == 30
     assert set(result.by_kind_status) == {
-        ("agent", "completed"), ("workflow", "completed"), ("job", "completed")
+        ("agent", "completed"),
+        ("workflow", "completed"),
+        ("job", "completed"),
     }
     assert result.events == 10 * (6 + 5 + 2)  # agent, workflow, job logs
     assert result.records > 0 and result.txns > 0 and result.runs_per_s > 0

@@ -54,8 +54,12 @@ def make(path: Path, **options: Any) -> perdure.Runtime:
     options.setdefault("durability", "process")
     rt = perdure.Runtime(path, **options)
 
-    @rt.task("resize", input_schema=INPUT_SCHEMA, output_schema={"type": "object",
-             "required": ["w2"]}, timeout=300)
+    @rt.task(
+        "resize",
+        input_schema=INPUT_SCHEMA,
+        output_schema={"type": "object", "required": ["w2"]},
+        timeout=300,
+    )
     async def resize(ctx: perdure.RunContext, cfg: dict) -> dict:
         """Double a width.
 
@@ -173,7 +177,8 @@ def test_targets_list_descriptions_schemas_and_attempts(data_dir: Path) -> None:
     resize = infos["task:resize"]
     assert resize.description is not None and resize.description.startswith("Double a width.")
     assert resize.input_schema == INPUT_SCHEMA and resize.output_schema == {
-        "type": "object", "required": ["w2"]
+        "type": "object",
+        "required": ["w2"],
     }
     assert resize.timeout == 300 and resize.max_attempts is None
     flaky = infos["task:flaky"]
@@ -191,21 +196,34 @@ def test_perdure_targets_lists_a_programs_targets(tmp_path: Path) -> None:
     )
     out = subprocess.run(
         [sys.executable, "-m", "perdure.cli", "targets", "jobs_app:rt", "--json"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=60,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert out.returncode == 0, out.stderr
     [info] = json.loads(out.stdout)["targets"]
     assert info == {
-        "target": "task:resize", "kind": "job", "name": "resize",
-        "description": "Resize an image.", "timeout": 60.0,
-        "input_schema": {"type": "object"}, "max_attempts": 2,
+        "target": "task:resize",
+        "kind": "job",
+        "name": "resize",
+        "description": "Resize an image.",
+        "timeout": 60.0,
+        "input_schema": {"type": "object"},
+        "max_attempts": 2,
     }
     table = subprocess.run(
         [sys.executable, "-m", "perdure.cli", "targets", "jobs_app:rt"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=60,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
-    assert table.returncode == 0 and "task:resize" in table.stdout and "Resize an image." in \
-        table.stdout
+    assert (
+        table.returncode == 0
+        and "task:resize" in table.stdout
+        and "Resize an image." in table.stdout
+    )
 
 
 # -- bounded checks ----------------------------------------------------------------------------
@@ -213,10 +231,14 @@ def test_perdure_targets_lists_a_programs_targets(tmp_path: Path) -> None:
 
 async def test_a_catastrophic_pattern_cannot_freeze_the_trio_thread(data_dir: Path) -> None:
     rt = perdure.Runtime(data_dir, durability="process")
-    schema = {"type": "object", "properties": {
-        "a": {"type": "string", "pattern": "^(a|aa)+$"},
-        "b": {"type": "string", "pattern": "^(a+)+$"},
-    }, "patternProperties": {"^(x|xx)+$": {"type": "integer"}}}
+    schema = {
+        "type": "object",
+        "properties": {
+            "a": {"type": "string", "pattern": "^(a|aa)+$"},
+            "b": {"type": "string", "pattern": "^(a+)+$"},
+        },
+        "patternProperties": {"^(x|xx)+$": {"type": "integer"}},
+    }
 
     @rt.task("guarded", input_schema=schema)
     async def guarded(ctx: perdure.RunContext, inp: dict) -> None:
@@ -293,6 +315,7 @@ async def test_remote_refs_are_never_fetched(
     # A relative $ref under a remote $id names a remote schema too: it does not resolve
     # within the schema, so it is refused at registration, still without a fetch.
     with pytest.raises(perdure.InvalidInput, match="does not resolve"):
-        rt.task("relative", input_schema={"$id": f"{schema_server}/root.json",
-                                          "$ref": "int.json"})(body)
+        rt.task("relative", input_schema={"$id": f"{schema_server}/root.json", "$ref": "int.json"})(
+            body
+        )
     assert _Counting.hits == 0

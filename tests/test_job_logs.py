@@ -132,8 +132,14 @@ async def test_logs_page_forward_and_backward(data_dir: Path, autojump_clock: An
         await rt.wait(run.id)
         every = rt.logs(run.id, limit=1000)
         assert [e.seq for e in every.entries] == list(range(1, 25)) and every.next_cursor is None
-        assert messages(every)[:6] == ["line 0", "line 1", "line 2", "line 3", "line 4",
-                                       "from step 4"]
+        assert messages(every)[:6] == [
+            "line 0",
+            "line 1",
+            "line 2",
+            "line 3",
+            "line 4",
+            "from step 4",
+        ]
         step_entry = every.entries[5]
         assert step_entry.step == "s4" and step_entry.level == "info" and step_entry.attempt == 1
         assert every.entries[1].level == "debug" and every.entries[1].fields == {"i": 1}
@@ -162,8 +168,14 @@ async def test_logs_page_forward_and_backward(data_dir: Path, autojump_clock: An
         # Logs are not events: the AG-UI log has no trace of them.
         wire = [e.to_wire() for e in await read_log(rt, run.id)]
         assert not any("line" in str(event) for event in wire)
-        for bad in ({"limit": 0}, {"limit": 1001}, {"direction": "sideways"}, {"after": -1},
-                    {"after": "x"}, {"after": 1.5}):
+        for bad in (
+            {"limit": 0},
+            {"limit": 1001},
+            {"direction": "sideways"},
+            {"after": -1},
+            {"after": "x"},
+            {"after": 1.5},
+        ):
             with pytest.raises(perdure.InvalidInput):
                 rt.logs(run.id, **bad)
         with pytest.raises(perdure.RunNotFound):
@@ -173,14 +185,15 @@ async def test_logs_page_forward_and_backward(data_dir: Path, autojump_clock: An
 async def test_any_run_kind_logs(data_dir: Path, autojump_clock: Any) -> None:
     async with make(data_dir) as rt:
         agent = (
-            await rt.start(
-                "agent:talker", {"messages": []}, owner=perdure.Conversation("c1")
-            )
+            await rt.start("agent:talker", {"messages": []}, owner=perdure.Conversation("c1"))
         ).run
         await rt.wait(agent.id)
         [entry] = rt.logs(agent.id).entries
-        assert (entry.message, entry.level, entry.fields) == ("agent thinking", "debug",
-                                                              {"messages": 0})
+        assert (entry.message, entry.level, entry.fields) == (
+            "agent thinking",
+            "debug",
+            {"messages": 0},
+        )
 
 
 async def test_logs_from_a_steps_worker_thread(data_dir: Path) -> None:
@@ -242,12 +255,14 @@ async def test_a_step_cut_by_the_process_ending_logs_once(
     if flush:
         # The cut attempt's flushed entries stay (attempt 1); the re-run logs as attempt 2.
         assert [(e.message, e.attempt) for e in entries] == [
-            ("body start", 1), ("step start", 1), ("step start", 2), ("step end", 2),
+            ("body start", 1),
+            ("step start", 1),
+            ("step start", 2),
+            ("step end", 2),
             ("body end", 2),
         ]
     else:
-        assert [e.message for e in entries] == ["body start", "step start", "step end",
-                                                "body end"]
+        assert [e.message for e in entries] == ["body start", "step start", "step end", "body end"]
         assert entries[1].fields == {"attempt_seen": 2}  # written by the re-run only
 
 
@@ -278,7 +293,13 @@ async def test_the_per_run_cap_ends_with_a_marker(
         entries = rt.logs(run.id).entries
     assert len(entries) == 8
     assert messages(perdure.LogPage(entries=entries[:7])) == [
-        "line 0", "line 1", "line 2", "line 3", "line 4", "from step 4", "line 5"
+        "line 0",
+        "line 1",
+        "line 2",
+        "line 3",
+        "line 4",
+        "from step 4",
+        "line 5",
     ]
     marker = entries[-1]
     assert marker.level == "warning" and marker.fields == {"perdure.log_cap": 8}

@@ -34,8 +34,9 @@ def add_jobs(rt: perdure.Runtime) -> None:
         await ctx.step("s", lambda: ctx.log("from the step", step_field=True) or 1)
         return int(inp["n"])
 
-    rt.schedule("yearly", "0 0 1 1 *", target="task:logger", input={"n": 2},
-                timezone="Europe/Berlin")
+    rt.schedule(
+        "yearly", "0 0 1 1 *", target="task:logger", input={"n": 2}, timezone="Europe/Berlin"
+    )
 
 
 async def test_logs_batches_and_schedules_over_http(data_dir: Path) -> None:
@@ -49,9 +50,15 @@ async def test_logs_batches_and_schedules_over_http(data_dir: Path) -> None:
         assert r.status_code == 200, r.text
         page = r.json()
         assert [e["seq"] for e in page["entries"]] == [1, 2, 3, 4] and page["next_cursor"] == 4
-        assert page["entries"][0] == {"seq": 1, "at": page["entries"][0]["at"],
-                                      "level": "warning", "message": "entry 0",
-                                      "fields": {"i": 0}, "step": None, "attempt": 1}
+        assert page["entries"][0] == {
+            "seq": 1,
+            "at": page["entries"][0]["at"],
+            "level": "warning",
+            "message": "entry 0",
+            "fields": {"i": 0},
+            "step": None,
+            "attempt": 1,
+        }
         r = await c.get(f"/runs/{run.id}/logs", params={"after": 4})
         assert [e["message"] for e in r.json()["entries"]] == ["entry 4", "from the step"]
         assert r.json()["entries"][-1]["step"] == "s" and r.json()["next_cursor"] is None
@@ -99,7 +106,11 @@ async def test_logs_batches_and_schedules_over_http(data_dir: Path) -> None:
 def cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> Any:
     return subprocess.run(
         [sys.executable, "-m", "perdure.cli", *args],
-        capture_output=True, text=True, timeout=60, cwd=cwd, env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=cwd,
+        env=env,
     )
 
 
@@ -117,11 +128,15 @@ async def test_cli_logs_and_schedules_on_a_directory(data_dir: Path) -> None:
         lines = [json.loads(line) for line in out.stdout.splitlines()]
         assert [e["message"] for e in lines] == ["entry 0", "entry 1", "entry 2", "from the step"]
         out = await trio.to_thread.run_sync(
-            lambda: cli("runs", "logs", run.id, "--dir", str(data_dir), "--backward", "--limit",
-                        "2")
+            lambda: cli(
+                "runs", "logs", run.id, "--dir", str(data_dir), "--backward", "--limit", "2"
+            )
         )
-        assert out.returncode == 0 and out.stdout.index("from the step") < out.stdout.index(
-            "entry 2") and "entry 1" not in out.stdout
+        assert (
+            out.returncode == 0
+            and out.stdout.index("from the step") < out.stdout.index("entry 2")
+            and "entry 1" not in out.stdout
+        )
         out = await trio.to_thread.run_sync(
             lambda: cli("schedules", "list", "--dir", str(data_dir))
         )
@@ -142,8 +157,9 @@ async def test_cli_logs_and_schedules_on_a_directory(data_dir: Path) -> None:
     out = cli("schedules", "trigger", "yearly", "--key", "k1", "--dir", d, "--json")
     triggered = json.loads(out.stdout)
     assert triggered["run"]["status"] == "pending" and not triggered["duplicate"]
-    again = json.loads(cli("schedules", "trigger", "yearly", "--key", "k1", "--dir", d,
-                           "--json").stdout)
+    again = json.loads(
+        cli("schedules", "trigger", "yearly", "--key", "k1", "--dir", d, "--json").stdout
+    )
     assert again["duplicate"] and again["run"]["id"] == triggered["run"]["id"]
     out = cli("schedules", "show", "missing", "--dir", d)
     assert out.returncode == 2 and "SCHEDULE_NOT_FOUND" in out.stderr
@@ -179,8 +195,9 @@ def test_cli_schedules_and_logs_through_a_server(tmp_path: Path) -> None:
     server = spawn_server(tmp_path, tmp_path / "data", write_module=False)
     try:
         env = {**os.environ}
-        out = cli("schedules", "trigger", "yearly", "--url", server.url, "--key", "s1", "--json",
-                  env=env)
+        out = cli(
+            "schedules", "trigger", "yearly", "--url", server.url, "--key", "s1", "--json", env=env
+        )
         assert out.returncode == 0, out.stderr
         run_id = json.loads(out.stdout)["run"]["id"]
         out = cli("schedules", "pause", "yearly", "--url", server.url)

@@ -66,7 +66,11 @@ async def test_long_sleep_passivates_and_the_timer_wakes_it(
     async with rt:
         t0 = trio.current_time()
         run_id = (await rt.start("workflow:sleeper", {"sleep": 120}, owner=P)).run.id
-        await wait_until(lambda: internals(rt).supervisor.passivations == 1 and len(internals(rt).supervisor) == 0)
+        await wait_until(
+            lambda: (
+                internals(rt).supervisor.passivations == 1 and len(internals(rt).supervisor) == 0
+            )
+        )
         # Passivated at once, not after passivate_after.
         assert trio.current_time() - t0 < 1
         assert internals(rt).supervisor.get(run_id) is None
@@ -94,7 +98,9 @@ async def test_short_sleep_stays_live(data_dir: Path, autojump_clock: Any) -> No
     async with rt:
         run_id = (await rt.start("workflow:sleeper", {"sleep": 30}, owner=P)).run.id
         await trio.sleep(10)
-        assert len(internals(rt).supervisor) == 1 and internals(rt).supervisor.get(run_id) is not None
+        assert (
+            len(internals(rt).supervisor) == 1 and internals(rt).supervisor.get(run_id) is not None
+        )
         rec = await rt.wait(run_id)
         assert rec.status == "completed"
         assert internals(rt).supervisor.passivations == 0
@@ -106,7 +112,11 @@ async def test_passivated_sleeper_survives_a_restart(data_dir: Path, autojump_cl
     define_sleeper(rt)
     async with rt:
         run_id = (await rt.start("workflow:sleeper", {"sleep": 300}, owner=P)).run.id
-        await wait_until(lambda: len(internals(rt).supervisor) == 0 and internals(rt).supervisor.passivations == 1)
+        await wait_until(
+            lambda: (
+                len(internals(rt).supervisor) == 0 and internals(rt).supervisor.passivations == 1
+            )
+        )
         await trio.sleep(100)
     rt = new_rt(data_dir, passivate_after=60)
     define_sleeper(rt)
@@ -123,7 +133,11 @@ async def test_passivated_sleeper_can_be_cancelled(data_dir: Path, autojump_cloc
     define_sleeper(rt)
     async with rt:
         run_id = (await rt.start("workflow:sleeper", {"sleep": 3600}, owner=P)).run.id
-        await wait_until(lambda: len(internals(rt).supervisor) == 0 and internals(rt).supervisor.passivations == 1)
+        await wait_until(
+            lambda: (
+                len(internals(rt).supervisor) == 0 and internals(rt).supervisor.passivations == 1
+            )
+        )
         result = await rt.cancel(run_id, reason="user")
         assert result.cancelled
         rec = await rt.wait(run_id)

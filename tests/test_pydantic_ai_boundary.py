@@ -321,5 +321,7 @@ async def test_the_snapshot_names_messages_as_the_events_did(data_dir: Path) -> 
     assert [x["id"] for x in folded] == [x["id"] for x in snapshot]
     results = {e["toolCallId"]: e["content"] for e in wire if e["type"] == "TOOL_CALL_RESULT"}
     assert results == {"c1": "order 1: shipped", "c2": "order 2: shipped", "c3": "no", "c4": "L"}
-    parents = {e["toolCallId"]: e["parentMessageId"] for e in wire if e["type"] == "TOOL_CALL_START"}
+    parents = {
+        e["toolCallId"]: e["parentMessageId"] for e in wire if e["type"] == "TOOL_CALL_START"
+    }
     assert parents == {"c1": f"{m}_1", "c2": f"{m}_2", "c3": f"{m}_2-1", "c4": f"{m}_2-1"}

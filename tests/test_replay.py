@@ -512,7 +512,9 @@ async def test_retry_backoff_survives_restart(data_dir: Path, autojump_clock: An
     define_backoff(rt, calls)
     async with rt:
         run_id = (await rt.start("workflow:backoff", {}, owner=P)).run.id
-        await wait_until(lambda: len(internals(rt).store.journal(run_id)) == 2, timeout=1000, step=1.0)
+        await wait_until(
+            lambda: len(internals(rt).store.journal(run_id)) == 2, timeout=1000, step=1.0
+        )
         await trio.sleep(10)  # well inside the second 100 s backoff
         journal = internals(rt).store.journal(run_id)
         assert [e.kind for e in journal] == ["retry", "retry"]
@@ -544,9 +546,13 @@ async def test_retry_backoff_remaining_time_after_restart_in_virtual_time(
     define_backoff(rt, calls)
     async with rt:
         run_id = (await rt.start("workflow:backoff", {}, owner=P)).run.id
-        await wait_until(lambda: len(internals(rt).store.journal(run_id)) == 2, timeout=1000, step=1.0)
+        await wait_until(
+            lambda: len(internals(rt).store.journal(run_id)) == 2, timeout=1000, step=1.0
+        )
         closed_at = trio.current_time()
-        due_in = msgspec.msgpack.decode(internals(rt).store.journal(run_id)[1].value)["due"] - rt.now()
+        due_in = (
+            msgspec.msgpack.decode(internals(rt).store.journal(run_id)[1].value)["due"] - rt.now()
+        )
     rt = new_rt(data_dir)
     define_backoff(rt, calls)
     async with rt:

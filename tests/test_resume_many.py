@@ -30,7 +30,10 @@ async def test_answers_are_one_commit_and_one_segment(data_dir: Path) -> None:
         before = rt.get(run.id).last_event_id
         answers = await rt.resume_many(
             run.id,
-            [perdure.ToolResult(tool_call_id="a", content=1), perdure.ToolResult(tool_call_id="b", content=2)],
+            [
+                perdure.ToolResult(tool_call_id="a", content=1),
+                perdure.ToolResult(tool_call_id="b", content=2),
+            ],
         )
         assert [(r.key, r.duplicate) for r in answers] == [("tool:a", False), ("tool:b", False)]
         await waiting(rt, run.id)  # now on the approval
@@ -40,10 +43,15 @@ async def test_answers_are_one_commit_and_one_segment(data_dir: Path) -> None:
         assert resumed.count("TOOL_CALL_RESULT") == 2
         again = await rt.resume_many(
             run.id,
-            [perdure.ToolResult(tool_call_id="a", content=1), perdure.ToolResult(tool_call_id="b", content=2)],
+            [
+                perdure.ToolResult(tool_call_id="a", content=1),
+                perdure.ToolResult(tool_call_id="b", content=2),
+            ],
         )
         assert [r.duplicate for r in again] == [True, True]
-        await rt.resume(run.id, perdure.ApprovalDecision(key="ok", approved=True, approver="ann", response={}))
+        await rt.resume(
+            run.id, perdure.ApprovalDecision(key="ok", approved=True, approver="ann", response={})
+        )
         done = await rt.wait(run.id)
     assert done.completion is not None
     assert done.completion.result == {"tools": {"a": 1, "b": 2}, "approved": True}
@@ -71,6 +79,9 @@ async def test_one_refused_signal_refuses_them_all(data_dir: Path, bad: perdure.
         with pytest.raises(perdure.InvalidSignal):
             await rt.resume_many(
                 run.id,
-                [perdure.ToolResult(tool_call_id="a", content=1), perdure.ToolResult(tool_call_id="a", content=2)],
+                [
+                    perdure.ToolResult(tool_call_id="a", content=1),
+                    perdure.ToolResult(tool_call_id="a", content=2),
+                ],
             )
         await rt.cancel(run.id)

@@ -68,7 +68,9 @@ def raw_keys(rt: perdure.Runtime) -> Iterator[dict[str, list[bytes]]]:
 
 def mentions(keys: dict[str, list[bytes]], run_id: str) -> list[str]:
     """Where a run id still appears in the store (keys, or index values)."""
-    found = [f"{db}:{key!r}" for db, items in keys.items() for key in items if run_id.encode() in key]
+    found = [
+        f"{db}:{key!r}" for db, items in keys.items() for key in items if run_id.encode() in key
+    ]
     return found
 
 
@@ -193,7 +195,9 @@ async def test_retention_by_age_in_virtual_time(data_dir: Path, autojump_clock: 
         assert internals(rt).retention.purged == 2
 
 
-async def test_retention_by_count_keeps_the_latest_to_end(data_dir: Path, autojump_clock: Any) -> None:
+async def test_retention_by_count_keeps_the_latest_to_end(
+    data_dir: Path, autojump_clock: Any
+) -> None:
     rules = Retention(max_completed=5, max_failed=0, interval=10)
     async with runtime(data_dir, retention=rules) as rt:
         # A long run started first but ending last is among the newest by end time.
@@ -260,7 +264,9 @@ async def test_purge_deletes_logs_batch_entries_and_fire_keys(data_dir: Path) ->
             (store.dbs["batches"], b"b1", b"\x80"),
             (store.dbs["fires"], b"nightly\0" + (1).to_bytes(8, "big"), rec.id.encode()),
         ]
-        ops += [(store.dbs["logs"], run_prefix(rec.id) + i.to_bytes(8, "big"), b"x") for i in (1, 2)]
+        ops += [
+            (store.dbs["logs"], run_prefix(rec.id) + i.to_bytes(8, "big"), b"x") for i in (1, 2)
+        ]
         await engine.writer.commit(ops)
         assert await rt.purge() == 1
         with raw_keys(rt) as keys:

@@ -48,7 +48,11 @@ async def test_snapshot_folds_messages_state_and_open_tool_calls(data_dir: Path)
         final = rt.snapshot(run.id)
         assert final.open_tool_calls == [] and final.interrupts == []
         assert [m["role"] for m in final.messages] == [
-            "user", "assistant", "assistant", "tool", "assistant"
+            "user",
+            "assistant",
+            "assistant",
+            "tool",
+            "assistant",
         ]
         assert final.messages[-1]["content"] == "found it"
         # Any prefix folds as the log's replay up to there does.

@@ -134,8 +134,10 @@ async def test_a_year_of_an_hourly_schedule_across_both_dst_nights(
         await settle(rt)
         fired = ticks(schedule_runs(rt, "h"))
     expected, _ = fires_between(
-        CronSpec("30 * * * *", "Australia/Lord_Howe"), t("2026-01-01T00:00:30"),
-        t("2027-01-01T00:00:30"), 10_000,
+        CronSpec("30 * * * *", "Australia/Lord_Howe"),
+        t("2026-01-01T00:00:30"),
+        t("2027-01-01T00:00:30"),
+        10_000,
     )
     assert fired == expected and len(fired) == 8760 + 1  # + the repeated 01:30 in April
     assert fired == sorted(set(fired))
@@ -145,26 +147,64 @@ async def test_a_year_of_an_hourly_schedule_across_both_dst_nights(
 
 DST_CASES = [
     # zone, cron, from, until, expected ticks (UTC, month-day T hour:minute)
-    ("Europe/Berlin", "0 * * * *", "2026-03-28T23:30", "2026-03-29T02:30",
-     ["03-29T00:00", "03-29T01:00", "03-29T02:00"]),
-    ("Europe/Berlin", "30 2 * * *", "2026-03-28T12:00", "2026-03-30T12:00",
-     ["03-29T01:00", "03-30T00:30"]),
-    ("Europe/Berlin", "0 * * * *", "2026-10-24T23:30", "2026-10-25T02:30",
-     ["10-25T00:00", "10-25T01:00", "10-25T02:00"]),
-    ("Europe/Berlin", "30 2 * * *", "2026-10-24T12:00", "2026-10-26T12:00",
-     ["10-25T00:30", "10-26T01:30"]),
-    ("Australia/Lord_Howe", "0 * * * *", "2026-04-04T13:30", "2026-04-04T16:45",
-     ["04-04T14:00", "04-04T15:30", "04-04T16:30"]),
-    ("Australia/Lord_Howe", "30 * * * *", "2026-04-04T13:45", "2026-04-04T16:15",
-     ["04-04T14:30", "04-04T15:00", "04-04T16:00"]),
-    ("Australia/Lord_Howe", "45 1 * * *", "2026-04-04T12:00", "2026-04-05T12:00",
-     ["04-04T14:45"]),
-    ("Australia/Lord_Howe", "0 * * * *", "2026-10-03T14:15", "2026-10-03T16:15",
-     ["10-03T14:30", "10-03T16:00"]),
-    ("Australia/Lord_Howe", "30 * * * *", "2026-10-03T14:45", "2026-10-03T16:45",
-     ["10-03T15:00", "10-03T15:30", "10-03T16:30"]),
-    ("Australia/Lord_Howe", "0 2 * * *", "2026-10-03T12:00", "2026-10-04T12:00",
-     ["10-03T15:30"]),
+    (
+        "Europe/Berlin",
+        "0 * * * *",
+        "2026-03-28T23:30",
+        "2026-03-29T02:30",
+        ["03-29T00:00", "03-29T01:00", "03-29T02:00"],
+    ),
+    (
+        "Europe/Berlin",
+        "30 2 * * *",
+        "2026-03-28T12:00",
+        "2026-03-30T12:00",
+        ["03-29T01:00", "03-30T00:30"],
+    ),
+    (
+        "Europe/Berlin",
+        "0 * * * *",
+        "2026-10-24T23:30",
+        "2026-10-25T02:30",
+        ["10-25T00:00", "10-25T01:00", "10-25T02:00"],
+    ),
+    (
+        "Europe/Berlin",
+        "30 2 * * *",
+        "2026-10-24T12:00",
+        "2026-10-26T12:00",
+        ["10-25T00:30", "10-26T01:30"],
+    ),
+    (
+        "Australia/Lord_Howe",
+        "0 * * * *",
+        "2026-04-04T13:30",
+        "2026-04-04T16:45",
+        ["04-04T14:00", "04-04T15:30", "04-04T16:30"],
+    ),
+    (
+        "Australia/Lord_Howe",
+        "30 * * * *",
+        "2026-04-04T13:45",
+        "2026-04-04T16:15",
+        ["04-04T14:30", "04-04T15:00", "04-04T16:00"],
+    ),
+    ("Australia/Lord_Howe", "45 1 * * *", "2026-04-04T12:00", "2026-04-05T12:00", ["04-04T14:45"]),
+    (
+        "Australia/Lord_Howe",
+        "0 * * * *",
+        "2026-10-03T14:15",
+        "2026-10-03T16:15",
+        ["10-03T14:30", "10-03T16:00"],
+    ),
+    (
+        "Australia/Lord_Howe",
+        "30 * * * *",
+        "2026-10-03T14:45",
+        "2026-10-03T16:45",
+        ["10-03T15:00", "10-03T15:30", "10-03T16:30"],
+    ),
+    ("Australia/Lord_Howe", "0 2 * * *", "2026-10-03T12:00", "2026-10-04T12:00", ["10-03T15:30"]),
 ]
 
 
@@ -265,9 +305,9 @@ async def test_replace_cancels_the_active_run_then_starts(
 # -- catch-up after downtime (R26) ---------------------------------------------------------
 
 
-async def _downtime(path: Path, catchup: str, bound: int = 100, overlap: str = "allow") -> tuple[
-    perdure.ScheduleInfo, list[perdure.RunRecord], float
-]:
+async def _downtime(
+    path: Path, catchup: str, bound: int = 100, overlap: str = "allow"
+) -> tuple[perdure.ScheduleInfo, list[perdure.RunRecord], float]:
     pin_wall_time(t("2026-02-02T00:00:00"))
 
     def runtime() -> perdure.Runtime:
@@ -314,7 +354,12 @@ async def test_catchup_all_fires_the_newest_up_to_its_bound(
 ) -> None:
     info, runs, reopened = await _downtime(tmp_path / "d", "all", bound=4)
     assert [iso(tick) for tick in ticks(runs)] == [
-        "02-02T00:10", "02-02T00:20", "02-02T00:50", "02-02T01:00", "02-02T01:10", "02-02T01:20",
+        "02-02T00:10",
+        "02-02T00:20",
+        "02-02T00:50",
+        "02-02T01:00",
+        "02-02T01:10",
+        "02-02T01:20",
     ]
     assert all(run.started_at == reopened for run in runs[2:])
     assert info.missed == 2
@@ -344,7 +389,9 @@ async def test_a_closed_runtime_never_fires_and_runs_of_a_tick_are_recovered(
 
     async with runtime() as rt:
         await trio.sleep(3600 + 10)  # the 01:00 tick started and sleeps
-        assert rt.get_schedule("s").active == ["schedule:s:" + str(round(t("2026-02-02T01:00") * 1000))]
+        assert rt.get_schedule("s").active == [
+            "schedule:s:" + str(round(t("2026-02-02T01:00") * 1000))
+        ]
     async with runtime() as rt:
         await settle(rt)
         await trio.sleep(1)
@@ -422,7 +469,9 @@ async def test_manual_trigger_is_idempotent_with_its_key(
 ) -> None:
     pin_wall_time(t("2026-02-02T00:00:00"))
     rt = make(tmp_path / "d")
-    rt.schedule("nightly", "0 3 * * *", target="task:tick", input={"x": 1}, timezone="Europe/Berlin")
+    rt.schedule(
+        "nightly", "0 3 * * *", target="task:tick", input={"x": 1}, timezone="Europe/Berlin"
+    )
     async with rt:
         first = await rt.trigger_schedule("nightly", idempotency_key="manual-1")
         again = await rt.trigger_schedule("nightly", idempotency_key="manual-1")
@@ -440,7 +489,10 @@ async def test_manual_trigger_is_idempotent_with_its_key(
         assert len({r.run.id for r in results}) == 1 and sum(not r.duplicate for r in results) == 1
         run = await rt.wait(first.run.id)
         assert run.trigger == perdure.Trigger(type="schedule", ref="nightly")
-        assert run.completion is not None and run.completion.result == {"tick": None, "input": {"x": 1}}
+        assert run.completion is not None and run.completion.result == {
+            "tick": None,
+            "input": {"x": 1},
+        }
         await settle(rt)
         info = rt.get_schedule("nightly")
         assert info.triggered == 5 and info.fired == 0 and info.last_scheduled_at is None
@@ -478,13 +530,21 @@ async def test_schedule_changes_in_code_are_applied_at_open(
         assert rt.get_schedule("b").fired == 4  # it fired before; nothing new
     rt = make(path)
     rt.schedule(
-        "a", "30 * * * *", target="task:slow", input={"seconds": 1}, timezone="Asia/Tokyo",
-        overlap="allow", max_runs=10,
+        "a",
+        "30 * * * *",
+        target="task:slow",
+        input={"seconds": 1},
+        timezone="Asia/Tokyo",
+        overlap="allow",
+        max_runs=10,
     )
     async with rt:
         changed = rt.get_schedule("a")
         assert (changed.cron, changed.timezone, changed.target, changed.input) == (
-            "30 * * * *", "Asia/Tokyo", "task:slow", {"seconds": 1},
+            "30 * * * *",
+            "Asia/Tokyo",
+            "task:slow",
+            {"seconds": 1},
         )
         assert changed.overlap == "allow" and changed.max_runs == 10
         assert changed.fired == 1 and changed.updated_at > created.updated_at
@@ -506,8 +566,12 @@ async def test_declarations_are_checked(tmp_path: Path, autojump_clock: Any) -> 
         {"name": "x", "cron": "* * * * *", "target": "task:tick", "catchup_bound": 0},
         {"name": "x", "cron": "* * * * *", "target": "task:tick", "max_runs": 0},
         {"name": "x", "cron": "* * * * *", "target": "task:tick", "input": object()},
-        {"name": "x", "cron": "* * * * *", "target": "task:tick",
-         "owner": perdure.Conversation("c")},
+        {
+            "name": "x",
+            "cron": "* * * * *",
+            "target": "task:tick",
+            "owner": perdure.Conversation("c"),
+        },
     ]
     for case in bad:
         with pytest.raises(perdure.InvalidInput):
@@ -559,9 +623,7 @@ async def test_a_tick_asked_for_twice_starts_one_run(tmp_path: Path, autojump_cl
         assert rt.get(taken).owner == P and rt.get_schedule("r").skipped == 1
 
 
-async def test_idle_schedules_cost_no_wakeups(
-    tmp_path: Path, autojump_clock: Any
-) -> None:
+async def test_idle_schedules_cost_no_wakeups(tmp_path: Path, autojump_clock: Any) -> None:
     pin_wall_time(t("2026-02-02T00:00:00"))
     rt = make(tmp_path / "d")
     for i in range(2000):

@@ -133,6 +133,8 @@ async def _sweep(tmp_path: Path, seed: int, launches: int) -> None:
     ticks = [run.trigger.scheduled_at for run in runs]
     assert len(ticks) == len(set(ticks)) == info.fired == len(_fired(path))
     assert all(run.status == "completed" for run in runs)
-    assert all(run.completion and run.completion.result == {"tick": run.trigger.scheduled_at}
-               for run in runs)
+    assert all(
+        run.completion and run.completion.result == {"tick": run.trigger.scheduled_at}
+        for run in runs
+    )
     await trio.lowlevel.checkpoint()

@@ -819,7 +819,10 @@ async def test_unknown_and_terminal_runs_are_not_active(data_dir: Path) -> None:
         assert dump_store(internals(rt).store) == before
         # Answering for a terminal run leaves no actor behind.
         await wait_until(
-            lambda: internals(rt).supervisor.get(run.id) is None and internals(rt).supervisor.get(cancelled.id) is None
+            lambda: (
+                internals(rt).supervisor.get(run.id) is None
+                and internals(rt).supervisor.get(cancelled.id) is None
+            )
         )
 
 

@@ -170,7 +170,9 @@ async def test_step_misuse_is_refused(data_dir: Path) -> None:
         assert "do not nest" in errors["nested"]
         assert "not inside a step" in errors["sleep"]
         assert set(errors) == {"nested", "sleep", "name0", "name201"}
-        assert [(e.kind, e.name) for e in internals(rt).store.journal(started.run.id)] == [("step", "outer")]
+        assert [(e.kind, e.name) for e in internals(rt).store.journal(started.run.id)] == [
+            ("step", "outer")
+        ]
 
 
 # -- RetryPolicy unit tests -----------------------------------------------------------------

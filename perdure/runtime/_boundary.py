@@ -229,8 +229,7 @@ def event(value: Any) -> Event:
     if event_to_json(back) != wire:
         # Decoding kept one of two keys that are equal as JSON strings (1 and "1").
         raise InvalidInput(
-            f"{type(value).__name__} has dict keys that are equal as JSON strings "
-            "(e.g. 1 and '1')"
+            f"{type(value).__name__} has dict keys that are equal as JSON strings (e.g. 1 and '1')"
         )
     if len(wire) > MAX_EVENT_BYTES - 64:
         raise InvalidInput(

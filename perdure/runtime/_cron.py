@@ -148,15 +148,17 @@ def _check_field(expr: str, text: str, fld: tuple[str, int, int, dict[str, int]]
         m = _ITEM.fullmatch(item)
         if m is None:
             if _EXTENSION.search(item.upper()):
-                raise _refuse(expr, f"{name} {item!r}: the L, W, # and ? extensions "
-                                    "are not supported")
+                raise _refuse(
+                    expr, f"{name} {item!r}: the L, W, # and ? extensions are not supported"
+                )
             raise _refuse(expr, f"{name} item {item!r} is not *, N, N-M or one of them /STEP")
         _, start, end, step = m.groups()
         if start is not None:
             a = _check_value(expr, start, fld)
             if end is not None and _check_value(expr, end, fld) < a:
-                raise _refuse(expr, f"{name} range {item!r} goes backwards "
-                                    "(write it as two ranges)")
+                raise _refuse(
+                    expr, f"{name} range {item!r} goes backwards (write it as two ranges)"
+                )
         if step is not None and int(step) == 0:
             raise _refuse(expr, f"{name} step must be at least 1")
 
@@ -171,11 +173,16 @@ def _parse(expr: object) -> str:
         hint = f"; write {_MACROS[macro]!r}" if macro in _MACROS else ""
         raise _refuse(expr, f"macros like {parts[0]} are not supported{hint}")
     if len(parts) == 6:
-        raise _refuse(expr, "6 fields given; schedules have minute resolution, so there "
-                            "is no seconds field (minute hour day-of-month month day-of-week)")
+        raise _refuse(
+            expr,
+            "6 fields given; schedules have minute resolution, so there "
+            "is no seconds field (minute hour day-of-month month day-of-week)",
+        )
     if len(parts) != 5:
-        raise _refuse(expr, f"{len(parts)} fields given; expected 5 "
-                            "(minute hour day-of-month month day-of-week)")
+        raise _refuse(
+            expr,
+            f"{len(parts)} fields given; expected 5 (minute hour day-of-month month day-of-week)",
+        )
     for text, fld in zip(parts, _FIELDS, strict=True):
         _check_field(expr, text, fld)
     normal = " ".join(parts)
@@ -205,12 +212,15 @@ def _load_zone(name: object) -> zoneinfo.ZoneInfo:
         raise InvalidInput(
             f"unknown time zone {name!r}: use an IANA name such as 'UTC', "
             "'Europe/Berlin' or 'America/New_York' (names are case-sensitive)",
-            field="timezone", timezone=name)
+            field="timezone",
+            timezone=name,
+        )
     try:
         return zoneinfo.ZoneInfo(name)
     except (ValueError, OSError, zoneinfo.ZoneInfoNotFoundError) as err:  # pragma: no cover
-        raise InvalidInput(f"time zone {name!r} cannot be loaded: {err}",
-                           field="timezone", timezone=name) from None
+        raise InvalidInput(
+            f"time zone {name!r} cannot be loaded: {err}", field="timezone", timezone=name
+        ) from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,8 +256,7 @@ class CronSpec:
         object.__setattr__(self, "expr", normal)
         object.__setattr__(self, "_zone", _load_zone(self.timezone))
         minute, hour = normal.split()[:2]
-        object.__setattr__(self, "_fixed", not minute.startswith("*")
-                           and not hour.startswith("*"))
+        object.__setattr__(self, "_fixed", not minute.startswith("*") and not hour.startswith("*"))
 
     @property
     def fixed_time(self) -> bool:
@@ -320,8 +329,9 @@ def _gap_end(wall: datetime, zone: zoneinfo.ZoneInfo) -> float:
     return (wall - _EPOCH).total_seconds() - first
 
 
-def _fixed_time_instants(walls: Iterator[datetime], zone: zoneinfo.ZoneInfo,
-                         after: float) -> Iterator[float]:
+def _fixed_time_instants(
+    walls: Iterator[datetime], zone: zoneinfo.ZoneInfo, after: float
+) -> Iterator[float]:
     # Fold 0 (first pass) for repeated times, the gap's end for skipped ones. The
     # result never decreases along the walk, so "greater than the last one" both
     # drops what lies before ``after`` and fires a gap's end only once.
@@ -335,8 +345,9 @@ def _fixed_time_instants(walls: Iterator[datetime], zone: zoneinfo.ZoneInfo,
             yield at
 
 
-def _wildcard_instants(walls: Iterator[datetime], zone: zoneinfo.ZoneInfo,
-                       after: float) -> Iterator[float]:
+def _wildcard_instants(
+    walls: Iterator[datetime], zone: zoneinfo.ZoneInfo, after: float
+) -> Iterator[float]:
     # Each real wall time fires; a repeated one fires on both passes. First-pass
     # instants never decrease along the walk, but second-pass ones come after every
     # first pass of the repeated stretch, so they wait in a heap until the walk has
@@ -384,8 +395,9 @@ def next_fires(spec: CronSpec, after_utc: float, n: int = 1) -> list[float]:
     return list(itertools.islice(iter_fires(spec, after_utc), n))
 
 
-def fires_between(spec: CronSpec, after_utc: float, until_utc: float,
-                  limit: int) -> tuple[list[float], bool]:
+def fires_between(
+    spec: CronSpec, after_utc: float, until_utc: float, limit: int
+) -> tuple[list[float], bool]:
     """Fires in ``(after_utc, until_utc]``, oldest first, at most ``limit`` of them.
 
     The interval is open at ``after_utc`` (the last fire already handled) and closed
@@ -449,16 +461,22 @@ class CatchUp(NamedTuple):
 def check_catchup(policy: object, bound: object = DEFAULT_CATCHUP_BOUND) -> CatchUpPolicy:
     """Validate a catch-up policy and its bound (checked whatever the policy)."""
     if policy not in _KEEP:
-        raise InvalidInput(f"catchup must be one of {', '.join(CATCHUP_POLICIES)}, "
-                           f"got {policy!r}", field="catchup")
+        raise InvalidInput(
+            f"catchup must be one of {', '.join(CATCHUP_POLICIES)}, got {policy!r}", field="catchup"
+        )
     if isinstance(bound, bool) or not isinstance(bound, int) or bound < 1:
         raise InvalidInput("catch-up bound must be a positive integer", field="catchup_bound")
     return cast(CatchUpPolicy, policy)
 
 
-def plan_catchup(spec: CronSpec, after_utc: float, now_utc: float,
-                 policy: CatchUpPolicy = "latest", bound: int = DEFAULT_CATCHUP_BOUND,
-                 count_limit: int = DEFAULT_COUNT_LIMIT) -> CatchUp:
+def plan_catchup(
+    spec: CronSpec,
+    after_utc: float,
+    now_utc: float,
+    policy: CatchUpPolicy = "latest",
+    bound: int = DEFAULT_CATCHUP_BOUND,
+    count_limit: int = DEFAULT_COUNT_LIMIT,
+) -> CatchUp:
     """Decide which fires missed in ``(after_utc, now_utc]`` to run now.
 
     ``after_utc`` is the last instant the schedule handled (fired or decided not
@@ -483,13 +501,15 @@ def plan_catchup(spec: CronSpec, after_utc: float, now_utc: float,
     if keep is None:
         keep = bound
     if isinstance(count_limit, bool) or not isinstance(count_limit, int) or count_limit < keep:
-        raise InvalidInput("count_limit must be an integer no smaller than the number of "
-                           "fires the policy keeps", field="count_limit")
+        raise InvalidInput(
+            "count_limit must be an integer no smaller than the number of fires the policy keeps",
+            field="count_limit",
+        )
     after = _check_instant("after_utc", after_utc)
     now = _check_instant("now_utc", now_utc)
     missed, truncated = fires_between(spec, after, now, count_limit)
     if not truncated:
-        fire = missed[len(missed) - keep:] if keep else []
+        fire = missed[len(missed) - keep :] if keep else []
         return CatchUp(tuple(fire), len(missed) - len(fire), True)
     fire = _newest(spec, after, now, keep) if keep else []
     # More than count_limit were missed, so at least count_limit + 1 - keep dropped.
@@ -539,8 +559,9 @@ _OVERLAP: dict[tuple[str, str], Action] = {
 def check_overlap(policy: object) -> OverlapPolicy:
     """Validate an overlap policy name."""
     if policy not in OVERLAP_POLICIES:
-        raise InvalidInput(f"overlap must be one of {', '.join(OVERLAP_POLICIES)}, "
-                           f"got {policy!r}", field="overlap")
+        raise InvalidInput(
+            f"overlap must be one of {', '.join(OVERLAP_POLICIES)}, got {policy!r}", field="overlap"
+        )
     return policy
 
 

@@ -36,9 +36,7 @@ if TYPE_CHECKING:
 __all__ = ["cancel", "cancel_children", "publish", "resume", "wait_run"]
 
 
-async def resume(
-    engine: Engine, run_id: str, signals: list[tuple[Signal, str]]
-) -> list[Resumed]:
+async def resume(engine: Engine, run_id: str, signals: list[tuple[Signal, str]]) -> list[Resumed]:
     """Deliver checked signals (with their namespaced keys) to ``run_id``'s actor, all or
     none."""
     rec = engine.store.get_run(run_id)

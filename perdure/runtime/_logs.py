@@ -186,8 +186,7 @@ class RunLogs:
                 seq=self.seq,
                 at=item.at,
                 level="warning",
-                message=f"this run reached its cap of {cap} log entries: later entries "
-                "are dropped",
+                message=f"this run reached its cap of {cap} log entries: later entries are dropped",
                 fields={"perdure.log_cap": cap},
                 step=step,
                 attempt=attempt,

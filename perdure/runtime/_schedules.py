@@ -124,9 +124,7 @@ class Declaration:
 
 def check_name(name: object) -> str:
     if not isinstance(name, str) or not _NAME.fullmatch(name):
-        raise InvalidInput(
-            f"schedule name must match {_NAME.pattern} (got {name!r})", field="name"
-        )
+        raise InvalidInput(f"schedule name must match {_NAME.pattern} (got {name!r})", field="name")
     return name
 
 
@@ -410,7 +408,11 @@ class ScheduleService:
         if rec.cursor >= now or self._exhausted(rec):
             return []
         plan = plan_catchup(
-            live.spec, rec.cursor, now, rec.catchup, rec.catchup_bound  # type: ignore[arg-type]
+            live.spec,
+            rec.cursor,
+            now,
+            rec.catchup,  # type: ignore[arg-type]
+            rec.catchup_bound,
         )
         plans: list[_Plan] = []
         for at in plan.fire:
@@ -421,7 +423,9 @@ class ScheduleService:
         if plan.dropped:
             log.info(
                 "perdure: schedule %s: %d tick(s) missed while down were dropped (%s)",
-                rec.name, plan.dropped, rec.catchup,
+                rec.name,
+                plan.dropped,
+                rec.catchup,
             )
         plans.append(self._save(live))
         return plans
@@ -527,9 +531,7 @@ class ScheduleService:
             return [self._save(live)]
         # CANCEL_THEN_START: this tick waits for the active runs, which are cancelled.
         superseded = 1 if rec.buffered_at is not None else 0
-        live.rec = msgspec.structs.replace(
-            rec, buffered_at=at, skipped=rec.skipped + superseded
-        )
+        live.rec = msgspec.structs.replace(rec, buffered_at=at, skipped=rec.skipped + superseded)
         for run_id in rec.active:
             self._engine.nursery.start_soon(self._cancel, run_id, rec.name)
         return [self._save(live)]
@@ -573,8 +575,12 @@ class ScheduleService:
         # Administration mode (the CLI): the run is stored pending and runs when the
         # directory's owner, which registers the target, next opens it.
         prefix, _, name = target.partition(":")
-        return Definition(kind="job" if prefix == "task" else "workflow", name=name,
-                          fn=_unregistered, input_type=Any)
+        return Definition(
+            kind="job" if prefix == "task" else "workflow",
+            name=name,
+            fn=_unregistered,
+            input_type=Any,
+        )
 
     def _start(self, live: _Live, at: float) -> list[_Plan]:
         """Start the run of tick ``at``: run, fire key and schedule record in one commit."""
@@ -585,8 +591,9 @@ class ScheduleService:
         try:
             definition = self._definition(rec.target)
         except UnknownTarget:
-            log.error("perdure: schedule %s: %s is not registered; tick skipped",
-                      rec.name, rec.target)
+            log.error(
+                "perdure: schedule %s: %s is not registered; tick skipped", rec.name, rec.target
+            )
             live.rec = msgspec.structs.replace(rec, skipped=rec.skipped + 1)
             return [self._save(live)]
         starter = engine.starter
@@ -597,7 +604,8 @@ class ScheduleService:
         live.rec = msgspec.structs.replace(
             rec,
             fired=rec.fired + 1,
-            last_scheduled_at=at if rec.last_scheduled_at is None
+            last_scheduled_at=at
+            if rec.last_scheduled_at is None
             else max(rec.last_scheduled_at, at),
             last_run_id=run_id,
             active=[*rec.active, run_id],
@@ -690,9 +698,7 @@ class ScheduleService:
         live = self._get(name)
         if live.rec.paused:
             return
-        live.rec = msgspec.structs.replace(
-            live.rec, paused=True, updated_at=self._engine.now()
-        )
+        live.rec = msgspec.structs.replace(live.rec, paused=True, updated_at=self._engine.now())
         self._arm(live)
         await self._commit([self._save(live)])
 
@@ -724,9 +730,7 @@ class ScheduleService:
             or not 1 <= len(idempotency_key.encode(errors="replace")) <= 128
             or "\0" in idempotency_key
         ):
-            raise InvalidInput(
-                "idempotency_key must be a string of 1-128 UTF-8 bytes without NUL"
-            )
+            raise InvalidInput("idempotency_key must be a string of 1-128 UTF-8 bytes without NUL")
         engine = self._engine
         definition = self._definition(live.rec.target)
         owner = live.rec.owner

@@ -197,9 +197,7 @@ class CompiledSchema:
         for pattern, subschema in patterns.items():
             for key, value in instance.items():
                 if self._search(pattern, key):
-                    yield from validator.descend(
-                        value, subschema, path=key, schema_path=pattern
-                    )
+                    yield from validator.descend(value, subschema, path=key, schema_path=pattern)
 
     def problem(self, value: Any) -> tuple[str, dict[str, Any]] | None:
         """Why ``value`` (plain data) fails the schema, or ``None`` if it passes."""
@@ -266,4 +264,3 @@ def schema_errors(schema: dict[str, Any], value: Any) -> list[tuple[str, list[An
     message, detail = problem
     path = [part for part in str(detail.get("path", "")).split("/") if part]
     return [(message, path)]
-

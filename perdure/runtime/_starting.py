@@ -156,8 +156,10 @@ class Starter:
         if not found:
             return None
         rec = found[0]
-        if run_id is not None and idempotency_key is not None and (
-            rec.id != run_id or rec.idempotency_key != idempotency_key
+        if (
+            run_id is not None
+            and idempotency_key is not None
+            and (rec.id != run_id or rec.idempotency_key != idempotency_key)
         ):
             raise IdempotencyConflict(
                 f"idempotency key {idempotency_key!r} and run id {run_id!r} name different "

@@ -63,9 +63,7 @@ class DirectoryLock:
         # O_NOFOLLOW: a symlink planted in the directory must not make us truncate (and
         # rewrite) whatever file it points at.
         try:
-            fd = os.open(
-                self._path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644
-            )
+            fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
         except OSError as exc:
             if exc.errno == errno.ELOOP:
                 raise StorageUnavailable(

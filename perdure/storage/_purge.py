@@ -358,9 +358,7 @@ class _TreeReader:
         self._waiting = purger._waiting
         self._index_cursor = txn.cursor(db=purger._index)
         # A database with nothing in it (logs, for stores without jobs) costs no seek.
-        self._ranges = [
-            (db, txn.cursor(db=db)) for db in purger._ranges if txn.stat(db)["entries"]
-        ]
+        self._ranges = [(db, txn.cursor(db=db)) for db in purger._ranges if txn.stat(db)["entries"]]
 
     def descendants(self, root_id: str) -> list[RunHead] | None:
         """Every descendant of a root, or ``None`` if one has not ended."""

@@ -730,8 +730,7 @@ class Store:
         """Every stored schedule, by name."""
         with self.read() as txn:
             return [
-                _schedule_decoder.decode(value)
-                for _, value in txn.cursor(db=self.dbs["schedules"])
+                _schedule_decoder.decode(value) for _, value in txn.cursor(db=self.dbs["schedules"])
             ]
 
     def get_fire(self, schedule: str, at_ms: int) -> str | None:

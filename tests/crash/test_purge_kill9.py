@@ -119,7 +119,9 @@ def audit(tmp: Path, tally: Counter[str]) -> None:
     # (c)
     for run_id, names in acked.items():
         if run_id in runs and not names <= journals[run_id]:
-            problems.append(f"{run_id}: acknowledged steps {names - journals[run_id]} not journaled")
+            problems.append(
+                f"{run_id}: acknowledged steps {names - journals[run_id]} not journaled"
+            )
     # (d)
     for db in ("events", "journal", "logs"):
         for key, _ in keys[db]:

@@ -34,7 +34,9 @@ def store_logs(root: Path) -> list[tuple[str, Log]]:
         store = Store(mdb.parent, readonly=True)
         try:
             for rec in store.iter_runs():
-                wire = [json.loads(event_to_json(decode_event(raw))) for _, raw in store.events(rec.id)]
+                wire = [
+                    json.loads(event_to_json(decode_event(raw))) for _, raw in store.events(rec.id)
+                ]
                 if wire:
                     out.append((rec.id, wire))
         finally:
