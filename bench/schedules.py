@@ -15,6 +15,9 @@
    tick is months away, left alone for ``--idle-seconds``: the trio thread's CPU per
    second (``time.thread_time`` read on the trio thread) against the same runtime with
    no schedules, and the memory the schedules take (tracemalloc, after open).
+3. **iter_fires** (no runtime): fires per second of wall time that
+   ``perdure.runtime._cron.iter_fires`` yields for a minutely schedule in UTC and in a
+   DST zone (Europe/Berlin), over ``--iter-days`` days from 2026-01-01.
 """
 
 from __future__ import annotations
@@ -112,18 +115,38 @@ def idle(tmp: Path, schedules: int, seconds: float) -> dict[str, Any]:
     }
 
 
+def iter_fires_rate(days: int) -> dict[str, Any]:
+    from perdure.runtime._cron import CronSpec, iter_fires
+
+    out: dict[str, Any] = {"days": days}
+    for zone in ("UTC", "Europe/Berlin"):
+        end = START + days * 86400
+        count = 0
+        started = time.perf_counter()
+        for at in iter_fires(CronSpec("* * * * *", zone), START):
+            if at > end:
+                break
+            count += 1
+        out[f"fires_per_s_{zone}"] = count / (time.perf_counter() - started)
+        out[f"fires_{zone}"] = count
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--schedules", type=int, default=10_000)
     parser.add_argument("--hours", type=float, default=1.0)
     parser.add_argument("--idle-seconds", type=float, default=10.0)
     parser.add_argument("--quick", action="store_true", help="1,000 schedules, 10 minutes")
+    parser.add_argument("--iter-days", type=int, default=365)
     parser.add_argument("--skip-firing", action="store_true")
     parser.add_argument("--json", metavar="OUT")
     args = parser.parse_args()
     if args.quick:
         args.schedules, args.hours, args.idle_seconds = 1000, 10 / 60, 2.0
-    report: dict[str, Any] = {}
+        args.iter_days = 7
+    report: dict[str, Any] = {"iter_fires": iter_fires_rate(args.iter_days)}
+    print(json.dumps({"iter_fires": report["iter_fires"]}, indent=2), flush=True)
     with tempfile.TemporaryDirectory(prefix="perdure-bench-schedules-") as tmp:
         report["idle"] = idle(Path(tmp), args.schedules, args.idle_seconds)
         print(json.dumps({"idle": report["idle"]}, indent=2), flush=True)

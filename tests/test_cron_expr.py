@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import math
 import os
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -18,6 +17,7 @@ import pytest
 from cronsim import CronSim
 
 from perdure import InvalidInput
+from perdure.runtime import _cron
 from perdure.runtime._cron import (
     CATCHUP_POLICIES,
     OVERLAP_POLICIES,
@@ -549,10 +549,8 @@ def test_the_sparsest_accepted_schedule_still_fires() -> None:
     "expr", ["0 0 30 2 *", "0 0 31 2 *", "0 0 30,31 2 *", "0 0 31 4,6,9,11 *", "0 0 30-31/5 FEB *"]
 )
 def test_never_firing_expressions_are_refused(expr: str) -> None:
-    started = time.perf_counter()
     with pytest.raises(InvalidInput, match="never fires"):
         CronSpec(expr)
-    assert time.perf_counter() - started < 1
 
 
 def test_whitespace_is_normalised() -> None:
@@ -737,7 +735,9 @@ def test_catchup_with_nothing_missed() -> None:
         assert plan_catchup(HOURLY, T0, T0, policy) == ((), 0, True)
 
 
-def test_catchup_past_the_count_limit_still_finds_the_newest() -> None:
+def test_catchup_past_the_count_limit_still_finds_the_newest(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     # 24 * 10 = 240 missed fires, counted up to 50.
     now = T0 + 240 * 3600 + 1800
     assert plan_catchup(HOURLY, T0, now, "latest", count_limit=50) == (hours(240), 50, False)
@@ -748,10 +748,21 @@ def test_catchup_past_the_count_limit_still_finds_the_newest() -> None:
     )
     assert plan_catchup(HOURLY, T0, now, "skip", count_limit=50) == ((), 51, False)
     # A year of a minutely schedule, down all year: answered without listing 525,600 fires.
+    # Every fire the planner walks is counted: far fewer than the year's fires.
+    walked = 0
+    real_iter_fires = iter_fires
+
+    def counting_iter_fires(spec: CronSpec, after_utc: float) -> Iterator[float]:
+        nonlocal walked
+        for at in real_iter_fires(spec, after_utc):
+            walked += 1
+            yield at
+
+    monkeypatch.setattr(_cron, "iter_fires", counting_iter_fires)
     minutely = CronSpec("* * * * *", "Europe/Berlin")
-    started = time.perf_counter()
     plan = plan_catchup(minutely, T0, t("2027-01-01T00:00Z"), "all", bound=100)
-    assert time.perf_counter() - started < 2
+    # Counting stops at 10,001; the look-back for the newest 100 walks a few thousand more.
+    assert 10_001 < walked < 20_000
     assert plan.fire == tuple(t("2027-01-01T00:00Z") - 60 * k for k in range(99, -1, -1))
     # More than the default 10,000 counted, so at least 10,001 - 100 dropped.
     assert (plan.dropped, plan.dropped_exact) == (9_901, False)
@@ -858,32 +869,28 @@ def test_fire_key_checks_its_name() -> None:
         fire_key(None, 0.0)  # type: ignore[arg-type]
 
 
-# ------------------------------------------------------------------ throughput
+# ------------------------------------------------------------------ a year of fires
+# (fires per second of iter_fires are measured by bench/schedules.py, not here)
 
 
-def minutely_rate(zone: str, days: int) -> float:
+def count_minutely_fires(zone: str, days: int) -> int:
     spec = CronSpec("* * * * *", zone)
     start = t("2026-01-01T00:00Z")
-    fires = iter_fires(spec, start)
-    started = time.perf_counter()
     count = 0
-    for at in fires:
+    for at in iter_fires(spec, start):
         if at > start + days * 86400:
             break
         count += 1
-    assert count == days * 1440
-    return count / (time.perf_counter() - started)
+    return count
 
 
-def test_throughput_sample() -> None:
+def test_a_week_of_minutely_fires() -> None:
     # A week of a minutely schedule; the full year is the soak test below.
-    assert minutely_rate("Europe/Berlin", 7) > 20_000
+    assert count_minutely_fires("Europe/Berlin", 7) == 7 * 1440
 
 
 @pytest.mark.soak
 @pytest.mark.skipif(not SOAK, reason="set PERDURE_SOAK=1 (make soak)")
 @pytest.mark.parametrize("zone", ["UTC", "Europe/Berlin", "Australia/Lord_Howe"])
 def test_a_year_of_minutely_fires(zone: str) -> None:
-    rate = minutely_rate(zone, 365)
-    print(f"{zone}: {rate:,.0f} fires/s")
-    assert rate > 20_000
+    assert count_minutely_fires(zone, 365) == 365 * 1440

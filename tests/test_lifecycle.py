@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import time
 from typing import Any
 
 import msgspec
@@ -369,26 +368,36 @@ async def test_cancelled_body_may_clean_up_under_a_shield(data_dir: Any) -> None
         ]
 
 
-async def test_body_ignoring_cancellation_is_finalized_after_the_grace(data_dir: Any) -> None:
+async def test_body_ignoring_cancellation_is_finalized_after_the_grace(
+    data_dir: Any, autojump_clock: Any
+) -> None:
     rt = perdure.Runtime(data_dir, cancel_grace=0.1)
+    entered = trio.Event()
+    body_done = trio.Event()
 
     @rt.workflow("stubborn")
     async def stubborn(ctx: perdure.RunContext, inp: dict) -> None:
+        entered.set()
         try:
             await trio.sleep_forever()
         finally:
             with trio.CancelScope(shield=True):
                 await trio.sleep(0.8)
+                body_done.set()
 
     async with rt:
         run = (await rt.start("workflow:stubborn", {}, owner=P)).run
-        await trio.sleep(0.01)
-        t0 = time.perf_counter()
+        await entered.wait()
+        t0 = trio.current_time()
         result = await rt.cancel(run.id, "now")
-        elapsed = time.perf_counter() - t0
+        elapsed = trio.current_time() - t0  # virtual seconds
         assert result.cancelled and result.run.status == "cancelled"
-        assert 0.09 <= elapsed < 0.6, elapsed  # the grace (0.1 s), not the body's 0.8 s
-        await assert_valid_log(rt, run.id)
+        # Finalized exactly at the grace (0.1 s), not when the body ends (0.8 s).
+        assert elapsed == pytest.approx(0.1, abs=1e-9), elapsed
+        assert not body_done.is_set()
+        final = await assert_valid_log(rt, run.id)
+        await body_done.wait()  # the abandoned body ends later, writing nothing
+        assert await assert_valid_log(rt, run.id) == final
 
 
 @pytest.mark.no_log_check

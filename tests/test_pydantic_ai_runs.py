@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+import trio
 from helpers.checks import assert_valid_log, interrupts, types, wait_until, waiting
 from pydantic_ai import Agent, RunContext
 from pydantic_ai.exceptions import CallDeferred, ModelRetry
@@ -685,18 +685,19 @@ async def test_cancel_cancels_the_in_flight_model_request(data_dir: Path) -> Non
             raise
         return ModelResponse(parts=[TextPart("never")])
 
-    rt = perdure.Runtime(data_dir, cancel_grace=1.0)
+    # A grace far longer than the hang guard: cancel can only return in time if the
+    # request ended on cancellation, never by being abandoned after the grace.
+    rt = perdure.Runtime(data_dir, cancel_grace=600)
     register_agent(rt, "slow", Agent(FunctionModel(hangs)))
     async with rt:
         run_id = (await start(rt, "slow")).run.id
         await wait_until(lambda: trace == ["request"])
-        began = time.monotonic()
-        cancelled = await rt.cancel(run_id, reason="user left")
-        elapsed = time.monotonic() - began
+        with trio.fail_after(60):  # hang guard
+            cancelled = await rt.cancel(run_id, reason="user left")
+        # Seen by the time cancel returned: the asyncio side of the request was cancelled.
+        assert trace == ["request", "cancelled"]
         rec, wire = await finish(rt, run_id)
     assert cancelled.cancelled and rec.status == "cancelled"
-    assert trace == ["request", "cancelled"]  # the asyncio side of the request saw it
-    assert elapsed < rt.cancel_grace  # not abandoned after the grace period: it ended
     assert wire[-1]["type"] == "RUN_FINISHED" and wire[-1]["outcome"]["type"] == "cancelled"
 
 

@@ -495,9 +495,12 @@ async def test_per_attempt_timeout_is_retried(data_dir: Path, autojump_clock: An
 async def test_per_attempt_timeout_of_a_sync_function(data_dir: Path) -> None:
     """Real clock: a blocking function in a worker thread is abandoned at its timeout."""
     rt = new_rt(data_dir)
+    release = threading.Event()
+    returned = threading.Event()
 
     def blocking() -> str:
-        time.sleep(1.0)
+        release.wait(30)  # blocks until the test releases it
+        returned.set()
         return "late"
 
     @rt.workflow("blocking")
@@ -505,16 +508,19 @@ async def test_per_attempt_timeout_of_a_sync_function(data_dir: Path) -> None:
         await ctx.step("block", blocking, timeout=0.1)
         return {}
 
-    async with rt:
-        t0 = trio.current_time()
-        started = await rt.start("workflow:blocking", {}, owner=P)
-        rec = await rt.wait(started.run.id)
-        assert trio.current_time() - t0 < 0.8  # abandoned, not waited for
-        assert rec.status == "failed"
-        assert rec.completion is not None and rec.completion.error is not None
-        assert rec.completion.error.code == "STEP_FAILED"
-        assert rec.completion.error.detail["cause"] == "STEP_TIMEOUT"
-        assert rec.completion.error.detail["attempts"] == 1
+    try:
+        async with rt:
+            started = await rt.start("workflow:blocking", {}, owner=P)
+            rec = await rt.wait(started.run.id)
+            # The run failed while the function was still blocked: abandoned, not waited for.
+            assert not release.is_set() and not returned.is_set()
+            assert rec.status == "failed"
+            assert rec.completion is not None and rec.completion.error is not None
+            assert rec.completion.error.code == "STEP_FAILED"
+            assert rec.completion.error.detail["cause"] == "STEP_TIMEOUT"
+            assert rec.completion.error.detail["attempts"] == 1
+    finally:
+        release.set()
 
 
 # -- inactivity timeout and heartbeats -----------------------------------------------------------
