@@ -71,8 +71,9 @@ def _every_log_is_valid(
     seen: set[str] = set()
     problems: list[str] = []
     for rt in created:
-        if rt.path is None or getattr(rt, "_opened", False):
-            continue  # a temporary memory store is gone; an open one is still in use
+        if rt.path is None:
+            continue  # a temporary memory store is gone
+        # A store left open is read beside its writer (LMDB readers never block it).
         path = os.path.abspath(rt.path)
         if path in seen or not os.path.exists(os.path.join(path, "data.mdb")):
             continue

@@ -25,6 +25,7 @@ import trio
 
 import perdure
 from perdure import cli
+from perdure.agui import verify_prefixes
 from perdure.cli import main
 
 REPO = Path(__file__).resolve().parent.parent
@@ -423,8 +424,7 @@ def test_cancel_a_run_left_running(tmp_path: Path, capsys: pytest.CaptureFixture
     assert events[0]["type"] == "RUN_STARTED"
     assert events[-1]["type"] == "RUN_FINISHED"
     assert events[-1]["outcome"]["type"] == "cancelled"
-    verify = pytest.importorskip("perdure.agui")
-    verify.verify_prefixes(events)
+    verify_prefixes(events)
 
     # Cancelling a terminal run is a no-op that says so (R15).
     code, out, _ = _run(["runs", "cancel", run_id, "--dir", str(directory), "--json"], capsys)
@@ -498,14 +498,13 @@ def test_cancel_a_tree_with_a_waiting_child(
     code, out, err = _run(["runs", "cancel", ids["parent"], "--dir", directory, "--json"], capsys)
     assert code == 0, err
     assert json.loads(out)["run"]["status"] == "cancelled"
-    verify = pytest.importorskip("perdure.agui")
     for key in ("parent", "child"):
         code, out, _ = _run(["runs", "show", ids[key], "--dir", directory, "--json"], capsys)
         assert json.loads(out)["status"] == "cancelled", key
         code, out, _ = _run(["runs", "events", ids[key], "--dir", directory, "--json"], capsys)
         events = [line["event"] for line in _json_lines(out)]
         assert events[-1]["type"] == "RUN_FINISHED" and events[-1]["outcome"]["type"] == "cancelled"
-        verify.verify_prefixes(events)
+        verify_prefixes(events)
     # The unrelated waiting run was left alone.
     code, out, _ = _run(["runs", "show", ids["lone"], "--dir", directory, "--json"], capsys)
     assert json.loads(out)["status"] == "waiting"

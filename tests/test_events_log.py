@@ -12,6 +12,7 @@ from helpers.checks import assert_valid_log, read_log, wait_until, wire_log
 import perdure
 from perdure.agui import (
     MAX_EVENT_BYTES,
+    AGUIProtocolError,
     CustomEvent,
     RunStartedEvent,
     StepFinishedEvent,
@@ -383,7 +384,7 @@ def test_the_log_checker_rejects_broken_logs() -> None:
         ([1, 2], [started, {**finished, "outcome": {"type": "bogus"}}]),  # fails ag_ui.core
     ]
     for ids, wire in broken:
-        with pytest.raises(Exception):  # noqa: B017 - AssertionError or AGUIProtocolError
+        with pytest.raises((AssertionError, AGUIProtocolError)):
             check_log(rec, ids, wire)
     three = msgspec.structs.replace(rec, last_event_id=3)
     message = [
@@ -391,5 +392,5 @@ def test_the_log_checker_rejects_broken_logs() -> None:
         {"type": "TEXT_MESSAGE_START", "messageId": "m", "role": "assistant"},
         finished,
     ]
-    with pytest.raises(Exception):  # noqa: B017 - the verifier: RUN_FINISHED with an open message
+    with pytest.raises((AssertionError, AGUIProtocolError)):  # RUN_FINISHED, message open
         check_log(three, [1, 2, 3], message)

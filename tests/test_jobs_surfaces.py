@@ -220,14 +220,23 @@ def test_hosts_forward_the_new_calls(data_dir: Path) -> None:
         ctx.log("via host")
         return 1
 
+    @host.task("parked")
+    async def parked(ctx: perdure.RunContext, inp: dict) -> int:
+        await ctx.wait_for_event("never")
+        return 1
+
     host.schedule("yearly", "0 0 1 1 *", target="task:logger", input={})
     with host:
         run = host.start("task:logger", {}, owner=P).run
         host.wait(run.id)
         assert [e.message for e in host.logs(run.id).entries] == ["via host"]
-        batch = host.start_batch("task:logger", [{}, {}], owner=P)
+        batch = host.start_batch("task:parked", [{}, {}], owner=P)
         assert host.batch(batch.id).total == 2
-        assert host.cancel_batch(batch.id) >= 0
+        assert host.cancel_batch(batch.id) == 2  # both were parked: both are cancelled
+        for member in host.list(batch_id=batch.id).runs:
+            assert host.wait(member.id).status == "cancelled"
+        assert host.batch(batch.id).counts == {"cancelled": 2}
+        assert len(host.list(batch_id=batch.id).runs) == 2
         assert [s.name for s in host.list_schedules()] == ["yearly"]
         host.pause_schedule("yearly")
         assert host.get_schedule("yearly").paused

@@ -77,7 +77,9 @@ async def test_kill9_at_fire_time_never_fires_a_tick_twice(tmp_path: Path) -> No
 
 
 @pytest.mark.soak
-@pytest.mark.skipif(not os.environ.get("PERDURE_SOAK"), reason="soak: PERDURE_SOAK=1 (make soak)")
+@pytest.mark.skipif(
+    os.environ.get("PERDURE_SOAK") != "1", reason="soak: PERDURE_SOAK=1 (make soak)"
+)
 @pytest.mark.parametrize("seed", range(2, 7))
 async def test_kill9_sweep(tmp_path: Path, seed: int) -> None:
     await _sweep(tmp_path, seed=seed, launches=20)

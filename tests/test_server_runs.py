@@ -141,9 +141,16 @@ async def test_list_filters_and_pages(data_dir: Path) -> None:
         r = await s.client.get("/runs", params={"kind": "job"})
         assert [run["kind"] for run in r.json()["runs"]] == ["job"]
         r = await s.client.get("/runs", params=[("status", "completed"), ("status", "failed")])
-        assert all(run["status"] in ("completed", "failed") for run in r.json()["runs"])
+        ended = r.json()["runs"]
+        assert {run["id"] for run in ended} >= set(ids)  # every one of them has ended
+        assert all(run["status"] in ("completed", "failed") for run in ended)
         r = await s.client.get("/runs", params={"status": "running,pending"})
         assert r.status_code == 200
+        in_flight = r.json()["runs"]
+        assert all(run["status"] in ("running", "pending") for run in in_flight)
+        assert not {run["id"] for run in in_flight} & set(ids)
+        r = await s.client.get("/runs", params={"status": "completed,cancelled"})
+        assert {run["id"] for run in r.json()["runs"]} >= set(ids)
         seen: list[str] = []
         cursor = None
         while True:

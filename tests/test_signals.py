@@ -187,10 +187,8 @@ def test_public_api_exports_the_signal_names() -> None:
     """Every name of ``perdure.__all__`` (the §5 contract) is importable from ``perdure``."""
     missing = [name for name in perdure.__all__ if not hasattr(perdure, name)]
     assert missing == []
-    from perdure.runtime import _signals
-
-    assert ToolResult is _signals.ToolResult
-    assert signal_from_resume is _signals.signal_from_resume
+    assert ToolResult is perdure.runtime.ToolResult is perdure.ToolResult
+    assert signal_from_resume is perdure.runtime.signal_from_resume
 
 
 # -- each signal kind end to end -------------------------------------------------------------

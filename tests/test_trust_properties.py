@@ -34,7 +34,6 @@ from helpers.trust import (
     assert_readers_work,
     check_store_as_wire,
     cli_reads,
-    fixed_epoch,
     same,
     wire_form,
 )
@@ -43,6 +42,7 @@ from hypothesis import strategies as st
 
 import perdure
 from perdure import ApprovalDecision, ExternalEvent, InputResponse, ToolResult
+from perdure.testing import pin_wall_time
 
 P = perdure.Project("p1")
 GO = ExternalEvent(name="go")
@@ -231,16 +231,20 @@ def run_property(
         @given(strategy)
         def each(value: Any) -> None:
             async def one() -> None:
+                # A pinned start of virtual time: the same floats on every run (see
+                # test_trust_hangs.test_long_virtual_sleeps_end for why that matters).
+                pin_wall_time(EPOCH)
                 async with build() as rt:
                     await counted(rt, value)
 
             trio.run(one, clock=trio.testing.MockClock(autojump_threshold=0))
 
-        # A pinned start of virtual time: the same floats on every run (see
-        # test_trust_hangs.test_long_virtual_sleeps_end for why that matters).
-        with fixed_epoch(EPOCH):
-            each()
-            trio.run(readers, clock=trio.testing.MockClock(autojump_threshold=0))
+        async def pinned_readers() -> None:
+            pin_wall_time(EPOCH)
+            await readers()
+
+        each()
+        trio.run(pinned_readers, clock=trio.testing.MockClock(autojump_threshold=0))
     else:
 
         async def main() -> None:

@@ -667,6 +667,7 @@ UNUSABLE = [
 ]
 
 
+@pytest.mark.no_log_check  # every path is refused on purpose: no store to check
 def test_unusable_paths_are_storage_errors_with_a_clear_message(tmp_path: Path) -> None:
     """A 300-character name, a NUL in the path, ``perdure.lock`` or ``data.mdb`` being a
     directory, the path being a file: each is a StorageError subclass (for a Store, a

@@ -77,6 +77,7 @@ another run's step or lane (a step that starts a run) and inherits its context."
 
 
 body_flow: ContextVar[RunActor | None] = ContextVar("perdure_body_flow", default=None)
+_current_task = trio.lowlevel.current_task
 """The run whose sequential flow the current task continues (``ctx.sequential()``).
 
 A bridge to another event loop (trio-asyncio for pydantic-ai) makes each call of the
@@ -86,7 +87,7 @@ concurrent, so they take the body's positional journal, not keyed slots."""
 
 def in_body_flow(actor: RunActor) -> bool:
     """Whether the current task's journaled calls are positional (the body's own)."""
-    return trio.lowlevel.current_task() is actor.main_task or body_flow.get() is actor
+    return _current_task() is actor.main_task or body_flow.get() is actor
 
 
 def step_of(actor: RunActor, context: Context | None = None) -> StepBuffer | None:
@@ -211,7 +212,8 @@ async def run_step(
         raise PerdureError(
             f"step {name!r} was called from inside step {current.name!r}: steps do not nest"
         )
-    if not in_body_flow(actor):
+    # in_body_flow, inlined: this is the hot path of every step.
+    if _current_task() is not actor.main_task and body_flow.get() is not actor:
         return await _run_keyed_step(
             actor, name, fn, args, retry, timeout, inactivity_timeout, result_type, inline
         )

@@ -36,6 +36,7 @@ import trio
 from helpers.graph_checks import assert_graph_consistent
 
 import perdure
+from perdure.testing import internals
 
 HERE = Path(__file__).resolve().parent
 WORKLOAD = HERE / "graph_workload.py"
@@ -116,7 +117,7 @@ def audit(tmp: Path, launches: int) -> dict[str, int]:
     async def check() -> dict[str, int]:
         reruns = 0
         async with rt:
-            store = rt._engine.store  # type: ignore[union-attr]
+            store = internals(rt).store
             graph_runs = [f"g-{inc}-{i:03d}" for inc in range(launches) for i in range(N_RUNS)]
             code_runs = [f"f-{inc}-{i:03d}" for inc in range(launches) for i in range(N_RUNS // 2)]
             for run_id in graph_runs:

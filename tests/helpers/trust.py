@@ -17,13 +17,11 @@ break a later read:
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +39,6 @@ __all__ = [
     "cli",
     "cli_batch",
     "cli_reads",
-    "fixed_epoch",
     "same",
     "wire_form",
 ]
@@ -219,33 +216,3 @@ async def http_reads(rt: perdure.Runtime, run_ids: list[str]) -> None:
                     r = await s.client.get(url)
                     assert r.status_code == 200, f"{url}: {r.status_code} {r.text[:300]}"
                     r.json()
-
-
-class _FixedWallTime:
-    """``time`` as ``perdure.runtime._clock`` sees it, with ``time()`` pinned."""
-
-    def __init__(self, epoch: float) -> None:
-        self._epoch = epoch
-
-    def time(self) -> float:
-        return self._epoch
-
-    def __getattr__(self, name: str) -> Any:
-        import time
-
-        return getattr(time, name)
-
-
-@contextlib.contextmanager
-def fixed_epoch(epoch: float) -> Iterator[None]:
-    """Pin the wall time at which a MockClock's virtual time starts (the runtime's clock
-    reads ``time.time()`` once per trio clock): virtual-time runs become reproducible
-    to the last bit of every float timestamp."""
-    import perdure.runtime._clock as clock_module
-
-    real = clock_module.time
-    clock_module.time = _FixedWallTime(epoch)  # type: ignore[assignment]
-    try:
-        yield
-    finally:
-        clock_module.time = real
