@@ -35,6 +35,35 @@ async def test_gc_threshold_is_raised_while_open_and_restored(tmp_path: Path) ->
         assert gc.get_threshold() == before
 
 
+async def test_gc_threshold_adapts_to_what_young_passes_free(tmp_path: Path) -> None:
+    """A young pass that frees almost nothing doubles the first threshold (up to 8x the
+    configured one); one that frees a lot halves it back; close restores the user's."""
+    before, callbacks = gc.get_threshold(), list(gc.callbacks)
+    rt = perdure.Runtime(tmp_path / "d", gc_threshold=(40_000, 15, 90))
+    async with rt:
+        live = [[i] for i in range(50_000)]  # like runs in flight: young, but not garbage
+        gc.collect(0)
+        assert gc.get_threshold()[0] >= 80_000 and gc.get_threshold()[1:] == (15, 90)
+        for _ in range(5):
+            gc.collect(0)
+        assert gc.get_threshold() == (320_000, 15, 90)  # the cap: 8x
+        del live
+        for _ in range(100_000):  # cyclic garbage: what the collector is for
+            cycle: list[object] = []
+            cycle.append(cycle)
+        del cycle
+        gc.collect(0)
+        assert gc.get_threshold() == (160_000, 15, 90)
+        for _ in range(3):
+            for _ in range(100_000):
+                cycle = []
+                cycle.append(cycle)
+            del cycle
+            gc.collect(0)
+        assert gc.get_threshold() == (40_000, 15, 90)  # never below the configured one
+    assert gc.get_threshold() == before and gc.callbacks == callbacks
+
+
 async def _interrupted_runs(path: Path) -> tuple[str, str]:
     """A running run (blocked in a step) and a waiting run, left by a closed runtime."""
     rt = perdure.Runtime(path)

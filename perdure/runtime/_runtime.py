@@ -88,8 +88,10 @@ class Runtime:
             collections cost about a third of the trio thread's time under load. A
             first-generation pass walks every young object still alive, and with a
             thousand runs in flight that is most of them: fewer passes is the saving.
-            The price is cyclic garbage waiting longer (at most ~200k objects, a few
-            tens of MB). ``None`` leaves the collector alone.
+            The first threshold then adapts: a pass that frees almost nothing doubles
+            it (up to 8x this value), one that frees much halves it back. The price is
+            cyclic garbage waiting longer (at most ~200k objects, a few tens of MB,
+            while the collector finds garbage). ``None`` leaves the collector alone.
         recover: ``False`` opens for administration only: nothing is re-activated, no
             timer fires, pending runs stay queued; ``get``/``list``/``events``/
             ``cancel``/``resume`` work, even for targets this process does not register.
