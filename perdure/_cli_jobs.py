@@ -40,9 +40,7 @@ from rich.table import Table
 from rich.text import Text
 
 from perdure._errors import InvalidInput, PerdureError, RunNotFound, ScheduleNotFound
-from perdure.runtime import Runtime
-from perdure.runtime._logs import public as public_log
-from perdure.runtime._schedules import check_name, info_of
+from perdure.runtime import Runtime, check_schedule_name, log_entry, schedule_info
 from perdure.storage import ScheduleRecord, Store
 
 __all__ = ["add_runs_logs", "add_schedules", "add_targets"]
@@ -115,7 +113,7 @@ def _cmd_logs(args: argparse.Namespace) -> int:
         while True:
             page = store.logs(run_id, cursor, limit, backward=args.backward)
             for record in page:
-                _print_log(console, public_log(record))
+                _print_log(console, log_entry(record))
                 cursor = record.seq
             sys.stdout.flush()
             if not args.follow:
@@ -193,7 +191,7 @@ def _stored(directory: str) -> list[ScheduleRecord]:
 def _plain_info(rec: ScheduleRecord) -> dict[str, Any]:
     # Read beside the owner: which schedules its code declares is not known here, so the
     # next ticks are those it would have if declared, and "declared" is left out.
-    info = msgspec.to_builtins(info_of(rec, True, time.time()))
+    info = msgspec.to_builtins(schedule_info(rec, True, time.time()))
     info.pop("declared", None)
     return cast(dict[str, Any], info)
 
@@ -228,7 +226,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_show(args: argparse.Namespace) -> int:
-    name = check_name(args.name)
+    name = check_schedule_name(args.name)
     found = [rec for rec in _stored(_dir(args)) if rec.name == name]
     if not found:
         raise ScheduleNotFound(f"no schedule {name!r}", name=name)
@@ -251,7 +249,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
 
 
 def _cmd_change(args: argparse.Namespace) -> int:
-    name = check_name(args.name)
+    name = check_schedule_name(args.name)
     action = cast(str, args.action)
     if not args.timeout > 0:
         raise InvalidInput(f"--timeout must be positive (got {args.timeout})")

@@ -5,11 +5,12 @@ from perdure.agui import AgentInput
 from ._asyncio_host import AsyncioHost
 from ._batches import BatchInfo
 from ._check import CheckReport, RunCheck
+from ._clock import pin_wall_time
 from ._context import AgentContext, ChildHandle, RunContext
 from ._definitions import Definition, RestartPolicy, validate_identifier
 from ._host import Host
 from ._lifecycle import STATUSES, TERMINAL, TRANSITIONS, check_transition
-from ._logs import LogEntry, LogPage
+from ._logs import LogEntry, LogPage, log_entry
 from ._recorded import RecordedJournal, RecordedStep
 from ._results import (
     Cancelled,
@@ -26,6 +27,8 @@ from ._retention import Retention
 from ._retry import RetryPolicy
 from ._runtime import Runtime
 from ._schedules import ScheduleInfo
+from ._schedules import check_name as check_schedule_name
+from ._schedules import info_of as schedule_info
 from ._signals import (
     ApprovalDecision,
     ExternalEvent,
@@ -73,9 +76,13 @@ __all__ = [
     "Started",
     "TargetInfo",
     "ToolResult",
+    "check_schedule_name",
     "check_statuses",
     "check_transition",
+    "log_entry",
     "parse_cursor",
+    "pin_wall_time",
+    "schedule_info",
     "seed_of",
     "signal_from_resume",
     "validate_identifier",

@@ -14,7 +14,7 @@ import weakref
 import trio
 import trio.testing
 
-__all__ = ["Clock"]
+__all__ = ["Clock", "pin_wall_time"]
 
 _EPOCHS: weakref.WeakKeyDictionary[trio.abc.Clock, float] = weakref.WeakKeyDictionary()
 
@@ -43,3 +43,17 @@ class Clock:
     def trio_time(self, when: float) -> float:
         """The trio clock reading at which wall time ``when`` arrives."""
         return when - self._epoch
+
+
+def pin_wall_time(when: float) -> None:
+    """Make the runtime clock of the current trio run read ``when`` (epoch seconds) now.
+
+    For virtual-time tests and simulations that need a particular date (a daylight
+    saving transition, a month end): call it inside ``trio.run(..., clock=MockClock())``
+    before opening a runtime. Every runtime opened later in that trio run shares the
+    pinned clock. Refused under the real clock, whose wall time is the system's.
+    """
+    clock = trio.lowlevel.current_clock()
+    if not isinstance(clock, trio.testing.MockClock):
+        raise RuntimeError("pin_wall_time needs trio's MockClock (virtual time)")
+    _EPOCHS[clock] = float(when) - trio.current_time()

@@ -105,7 +105,8 @@ class LogPage(msgspec.Struct, frozen=True):
     next_cursor: int | None = None
 
 
-def public(record: LogRecord) -> LogEntry:
+def log_entry(record: LogRecord) -> LogEntry:
+    """The public view of a stored log record."""
     return LogEntry(
         seq=record.seq,
         at=record.at,

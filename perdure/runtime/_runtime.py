@@ -24,8 +24,7 @@ from ._check import CheckReport, check_store
 from ._definitions import Body, Registry, RestartPolicy, validate_identifier, validate_owner
 from ._delivery import cancel, publish, resume, wait_run
 from ._engine import Engine
-from ._logs import LogPage
-from ._logs import public as public_log
+from ._logs import LogPage, log_entry
 from ._results import (
     Cancelled,
     Page,
@@ -456,7 +455,7 @@ class Runtime:
         cursor = _log_cursor(after)
         backward = direction == "backward"
         records = engine.store.logs(run_id, cursor, limit + 1, backward=backward)
-        entries = [public_log(record) for record in records[:limit]]
+        entries = [log_entry(record) for record in records[:limit]]
         more = len(records) > limit
         return LogPage(entries=entries, next_cursor=entries[-1].seq if more else None)
 

@@ -123,6 +123,7 @@ class Declaration:
 
 
 def check_name(name: object) -> str:
+    """``name`` if it is a valid schedule name; :class:`~perdure.InvalidInput` otherwise."""
     if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise InvalidInput(f"schedule name must match {_NAME.pattern} (got {name!r})", field="name")
     return name

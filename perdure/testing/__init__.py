@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from trio.testing import MockClock
 
 from perdure.agui import AGUIProtocolError, EventVerifier, verify_events, verify_prefixes
+from perdure.runtime import pin_wall_time
 
 if TYPE_CHECKING:
     from perdure.runtime import Runtime
@@ -59,21 +60,3 @@ async def assert_valid_log(rt: Runtime, run_id: str) -> list[dict[str, Any]]:
     log = await run_log(rt, run_id)
     verify_prefixes(log)
     return log
-
-
-def pin_wall_time(when: float) -> None:
-    """Make the runtime clock of the current trio run read ``when`` (epoch seconds) now.
-
-    For virtual-time tests and simulations that need a particular date (a daylight
-    saving transition, a month end): call it inside ``trio.run(..., clock=MockClock())``
-    before opening a runtime. Every runtime opened later in that trio run shares the
-    pinned clock. Refused under the real clock, whose wall time is the system's.
-    """
-    import trio
-
-    from perdure.runtime._clock import _EPOCHS
-
-    clock = trio.lowlevel.current_clock()
-    if not isinstance(clock, MockClock):
-        raise RuntimeError("pin_wall_time needs trio's MockClock (virtual time)")
-    _EPOCHS[clock] = float(when) - trio.current_time()
