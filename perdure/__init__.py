@@ -5,7 +5,7 @@ at waiting checkpoints until a resume signal arrives, cancel as whole trees and 
 an ordered, replayable AG-UI event log.
 """
 
-from perdure import agui
+from perdure import agui, server
 from perdure._errors import (
     BatchNotFound,
     ChildCancelled,
@@ -150,5 +150,6 @@ __all__ = [
     "WaitExpired",
     "Waiting",
     "agui",
+    "server",
     "signal_from_resume",
 ]

@@ -76,6 +76,10 @@ class Host:
         """:meth:`Runtime.graph`: register a step-graph workflow."""
         return self.runtime.graph(name, graph)
 
+    def workflow_graph(self, name: str, graph: Graph) -> Graph:
+        """:meth:`Runtime.workflow_graph` (= :meth:`graph`)."""
+        return self.runtime.graph(name, graph)
+
     # -- lifecycle ----------------------------------------------------------------------------
 
     def __enter__(self) -> Host:

@@ -384,6 +384,10 @@ class Runtime:
         self._graphs[name] = versions
         return graph
 
+    def workflow_graph(self, name: str, graph: Graph) -> Graph:
+        """:meth:`graph` under its other name (DESIGN §5): registers ``workflow:NAME``."""
+        return self.graph(name, graph)
+
     @property
     def graphs(self) -> Mapping[str, GraphVersions]:
         """The registered step graphs by name (each with its versions)."""
