@@ -334,3 +334,46 @@ def test_cli_check_usage_errors(tmp_path: Path) -> None:
     assert missing.returncode == 2 and "cannot import" in missing.stderr
     no_store = _perdure(tmp_path, "1", "check", "--app", "app:rt")
     assert no_store.returncode == 2 and "no perdure store" in no_store.stderr
+
+
+async def test_bodies_that_log_and_cancel_children_check_clean(data_dir: Path) -> None:
+    """``ctx.log`` (in the body and in steps) replays against the run's stored entries,
+    and a body that cancels a child stops the check there instead of failing it."""
+
+    def build() -> perdure.Runtime:
+        rt = perdure.Runtime(data_dir)
+
+        @rt.workflow("logs")
+        async def logs(ctx: perdure.RunContext, inp: dict) -> None:
+            ctx.log("before", n=1)
+            await ctx.step("s", lambda: ctx.log("inside") or 1)
+            ctx.log("after")
+            await ctx.wait_for_event("go")
+            ctx.log("resumed")
+
+        @rt.workflow("child")
+        async def child(ctx: perdure.RunContext, inp: dict) -> None:
+            await ctx.wait_for_event("never")
+
+        @rt.workflow("canceller")
+        async def canceller(ctx: perdure.RunContext, inp: dict) -> None:
+            handle = await ctx.start_child("workflow:child", {})
+            await handle.cancel("no longer needed")
+            await ctx.wait_for_event("go")
+
+        return rt
+
+    async with build() as rt:
+        await rt.start("workflow:logs", {}, owner=P, run_id="logs")
+        await rt.start("workflow:canceller", {}, owner=P, run_id="canceller")
+        await waiting(rt, "logs")
+        await waiting(rt, "canceller")
+        assert [e.message for e in rt.logs("logs").entries] == ["before", "inside", "after"]
+        [child] = rt.list(parent_id="canceller").runs
+        assert rt.get(child.id).status == "cancelled"
+    report = await build().check()
+    runs = by_id(report.runs)
+    for run_id in ("logs", "canceller"):
+        assert runs[run_id].outcome == "ok", runs[run_id]
+        assert runs[run_id].stopped_at == {"kind": "wait", "name": "event:go#1"}
+    assert report.ok, report.failing

@@ -1,4 +1,4 @@
-"""The runtime layer: Runtime facade, run actors, contexts, definitions, AG-UI events."""
+"""The runtime layer: Runtime facade, run actors, contexts, definitions, run events."""
 
 from perdure.agui import AgentInput
 

@@ -48,7 +48,7 @@ import trio
 
 from perdure._errors import NonDeterminismError
 from perdure.agui import Event
-from perdure.storage import JournalEntry, Op, Owner, RunRecord, Store, TimerRef
+from perdure.storage import JournalEntry, LogRecord, Op, Owner, RunRecord, Store, TimerRef
 
 from ._context import AgentContext, RunContext
 from ._definitions import Definition, Registry
@@ -175,11 +175,23 @@ class _CheckEngine:
     def stored_state(self, run_id: str) -> tuple[RunRecord | None, list[JournalEntry]]:
         return self.store.get_run(run_id), self.store.journal(run_id)
 
+    def stored_last_log(self, run_id: str) -> LogRecord | None:
+        # ctx.log numbers entries after the run's stored ones; the check commits none.
+        return self.store.last_log(run_id)
+
     async def start_child(self, *args: Any, **kwargs: Any) -> Any:
         raise _Stop("child", str(kwargs.get("run_id")))
 
     async def cancel_children(self, run_id: str, reason: str) -> None:
         return None
+
+    async def cancel_run(self, run_id: str, reason: str) -> bool:
+        # Cancelling a run that has ended is a no-op (R15), so the replay goes on past
+        # a cancel the run already made; a live one would be cancelled: stop there.
+        rec = self.store.get_run(run_id)
+        if rec is None or rec.terminal:
+            return False
+        raise _Stop("cancel", run_id)
 
     async def wait_run(self, run_id: str) -> RunRecord:
         rec = self.store.get_run(run_id)

@@ -28,10 +28,9 @@ The AG-UI interrupt contract (docs.ag-ui.com, "Interrupts") and how it is kept:
    runtime's code (``INVALID_SIGNAL``, ``PERMISSION_DENIED``, ``SIGNAL_CONFLICT``).
 
 Such ``RUN_ERROR`` answers belong to the request, not to the run: nothing is
-stored and the run keeps waiting. Entries are applied one by one (the runtime
-takes one signal at a time), so with several open interrupts the stream shows
-one short segment per answered interrupt before the run goes on; the stream
-ends at the first segment end that is not the interrupt of an answered entry.
+stored and the run keeps waiting. All entries are applied together
+(``resume_many``: all or none), so the resumed stream is one segment with every
+answer's result; it ends at the run's next segment end.
 
 A request that is not a ``RunAgentInput`` at all is a ``400`` (JSON error),
 an unknown agent a ``404``, a ``runId`` already used by another thread or agent a

@@ -22,7 +22,7 @@ GET      /runs/{id}/graph                    ``rt.graph_state`` (a graph run's s
 GET      /schedules, /schedules/{name}       ``{schedules}`` / one ``ScheduleInfo``
 POST     /schedules/{name}/pause|resume      the schedule after the change
 POST     /schedules/{name}/trigger           202 ``{accepted, duplicate, run}``
-GET      /batches/{id}                       ``rt.batch`` (a batch's counts and members)
+GET      /batches/{id}                       ``rt.batch`` (its total and counts per status)
 POST     /agents/{name}                      AG-UI: RunAgentInput in, SSE out (R34)
 GET      /agents/{name}/capabilities         AG-UI AgentCapabilities
 =======  ==================================  =============================================
