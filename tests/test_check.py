@@ -377,3 +377,14 @@ async def test_bodies_that_log_and_cancel_children_check_clean(data_dir: Path) -
         assert runs[run_id].outcome == "ok", runs[run_id]
         assert runs[run_id].stopped_at == {"kind": "wait", "name": "event:go#1"}
     assert report.ok, report.failing
+
+
+def test_the_check_engine_has_every_method_of_the_engine_port() -> None:
+    """A replay reaches the engine through EnginePort's methods: one the check engine
+    lacks turns every run whose body reaches it into a false ``error``."""
+    from perdure.runtime._check import _CheckEngine
+    from perdure.runtime._engine_port import EnginePort
+
+    methods = [n for n, v in vars(EnginePort).items() if callable(v) and not n.startswith("_")]
+    assert len(methods) >= 10
+    assert [n for n in methods if not callable(getattr(_CheckEngine, n, None))] == []
