@@ -199,10 +199,17 @@ async def test_backup_and_export_of_a_closed_store(
     (tmp_path / "full" / "x").write_text("mine")
     (tmp_path / "file").write_text("mine")
     (tmp_path / "empty").mkdir()
-    for target in ("full", "file", "no/such/parent"):
+    for target in ("full", "file", "no/such/parent", "data/bk", "data", "./data/../data"):
         code, _, err = _main(capsys, "backup", "--dir", "data", target)
         assert code == 2 and "INVALID_INPUT" in err, err
     assert (tmp_path / "full" / "x").read_text() == "mine"
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == [
+        "data.mdb",
+        "lock.mdb",
+        "perdure.lock",
+    ]
+    code, _, err = _main(capsys, "backup", "--dir", "data", "/proc/x")
+    assert code == 2 and "error:" in err and "Traceback" not in err, err
     code, out, err = _main(capsys, "backup", "--dir", "data", "empty")
     assert code == 0 and "1 runs" in out, err
     async with perdure.Runtime(tmp_path / "empty") as copy:

@@ -416,3 +416,112 @@ async def test_http_errors_use_the_error_http_status(data_dir: Path) -> None:
     assert response is not None and response.status_code == 404
     assert problem_of(ValueError()) is None
     _ = httpx
+
+
+# -- found by trying the server as a new user -------------------------------------------------
+
+
+async def test_resume_with_a_misspelt_field_is_refused_and_stores_nothing(
+    data_dir: Path,
+) -> None:
+    rt = make_runtime(data_dir)
+
+    @rt.workflow("tool")
+    async def tool(ctx: perdure.RunContext, inp: dict) -> dict:
+        return {"t": await ctx.wait_for_tool_result("c1")}
+
+    async with served(rt) as s:
+        rid = (await rt.start("workflow:tool", {}, owner=P)).run.id
+        await wait_status(rt, rid, "waiting")
+        for typo in (
+            {"type": "tool_result", "tool_call_id": "c1", "contnet": {"temp": "18C"}},
+            {"type": "tool_result", "tool_call_id": "c1", "content": 1, "extra": 1},
+        ):
+            r = await s.client.post(f"/runs/{rid}/resume", json=typo)
+            assert r.status_code == 400 and r.json()["code"] == "INVALID_INPUT", r.text
+        assert rt.get(rid).status == "waiting"
+        body = {"type": "tool_result", "tool_call_id": "c1", "content": {"temp": "18C"}}
+        r = await s.client.post(f"/runs/{rid}/resume", json=body)
+        assert r.status_code == 200 and r.json()["duplicate"] is False
+        done = await rt.wait(rid)
+        assert done.completion is not None and done.completion.result == {"t": {"temp": "18C"}}
+
+
+async def test_odd_input_is_a_400_never_a_500(data_dir: Path) -> None:
+    rt = make_runtime(data_dir)
+    async with served(rt) as s:
+        deep = b'{"target": "workflow:echo", "owner": "project:p1", "input": '
+        deep += b"[" * 5000 + b"]" * 5000 + b"}"
+        r = await s.client.post("/runs", content=deep)
+        assert r.status_code == 400 and r.json()["code"] == "INVALID_INPUT", r.text
+        rid = (await rt.start("workflow:echo", {}, owner=P)).run.id
+        await rt.wait(rid)
+        r = await s.client.get(f"/runs/{rid}/logs", params={"after": "²"})
+        assert r.status_code == 400 and r.json()["code"] == "INVALID_INPUT", r.text
+        # An empty idempotency key is a mistake, not "no key".
+        body = {"target": "workflow:echo", "input": {}, "owner": "project:p1"}
+        r = await s.client.post("/runs", json={**body, "idempotency_key": ""})
+        assert r.status_code == 400 and r.json()["code"] == "INVALID_INPUT", r.text
+        assert [run.id for run in rt.list(owner=P).runs] == [rid]
+
+
+async def test_list_refuses_unknown_filters_and_lists_a_batch(data_dir: Path) -> None:
+    rt = make_runtime(data_dir)
+    async with served(rt) as s:
+        lone = (await rt.start("task:job", {}, owner=P)).run.id
+        batch = await rt.start_batch("task:job", [{}, {}], owner=P)
+        r = await s.client.get("/runs", params={"batch_id": batch.id})
+        members = {run["id"] for run in r.json()["runs"]}
+        assert r.status_code == 200 and len(members) == 2 and lone not in members
+        r = await s.client.get("/runs", params={"batchid": batch.id})  # misspelt
+        assert r.status_code == 400 and "batchid" in r.json()["message"]
+
+
+async def test_the_last_full_page_of_events_says_there_is_no_more(data_dir: Path) -> None:
+    rt = make_runtime(data_dir)
+    async with served(rt) as s:
+        rid = (await rt.start("workflow:echo", {}, owner=P)).run.id
+        done = await rt.wait(rid)
+        total = done.last_event_id
+        assert total >= 2
+        r = await s.client.get(f"/runs/{rid}/events", params={"after": 0, "limit": total})
+        page = r.json()
+        assert len(page["events"]) == total and page["more"] is False
+        r = await s.client.get(f"/runs/{rid}/events", params={"after": 0, "limit": total - 1})
+        page = r.json()
+        assert len(page["events"]) == total - 1 and page["more"] is True
+        assert page["next_after"] == total - 1
+
+
+async def test_schedule_pause_refuses_a_malformed_body(data_dir: Path) -> None:
+    rt = make_runtime(data_dir)
+    rt.schedule("nightly", "0 3 * * *", target="task:job", input={})
+    async with served(rt) as s:
+        r = await s.client.post("/schedules/nightly/pause", content=b"garbage")
+        assert r.status_code == 400 and not rt.get_schedule("nightly").paused
+        r = await s.client.post("/schedules/nightly/pause", json={"really": True})
+        assert r.status_code == 400 and not rt.get_schedule("nightly").paused
+        r = await s.client.post("/schedules/nightly/pause", json={})
+        assert r.status_code == 200 and rt.get_schedule("nightly").paused
+        r = await s.client.post("/schedules/nightly/trigger", json={"idempotency_key": ""})
+        assert r.status_code == 400 and rt.get_schedule("nightly").runs == 0
+
+
+async def test_a_wait_in_flight_is_answered_when_the_server_shuts_down(data_dir: Path) -> None:
+    rt = make_runtime(data_dir)
+    answers: list[httpx.Response] = []
+    async with served(rt) as s:
+        rid = (await rt.start("workflow:block", {"gate": "g"}, owner=P)).run.id
+
+        async def waiter() -> None:
+            answers.append(await s.client.get(f"/runs/{rid}/wait", params={"timeout": "120"}))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(waiter)
+            await trio.sleep(0.2)  # the wait is in flight
+            with trio.fail_after(20):
+                s.stop.set()
+                while not answers:
+                    await trio.sleep(0.01)
+    [r] = answers
+    assert r.status_code == 202 and r.json()["id"] == rid and r.json()["status"] == "running"

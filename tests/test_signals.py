@@ -464,6 +464,13 @@ def test_signal_from_resume_maps_every_interrupt_kind() -> None:
         {"interruptId": "approval:k", "status": "resolved", "payload": {"approved": False}}
     )
     assert explicit.approved is False
+    bare = f({"interruptId": "approval:k", "status": "resolved", "payload": False})
+    assert bare.approved is False and bare.response is None
+    assert f({"interruptId": "approval:k", "payload": True}).approved is True
+    # Only an explicit boolean decides: truthy strings and numbers never approve.
+    for unclear in ("false", "no", 0, 1, [], {"approved": "false"}, {"approved": 1}):
+        with pytest.raises(perdure.InvalidSignal):
+            f({"interruptId": "approval:k", "status": "resolved", "payload": unclear})
     for bad in (
         None,
         "approval:k",

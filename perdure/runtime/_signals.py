@@ -43,7 +43,9 @@ __all__ = [
 ]
 
 
-class ToolResult(msgspec.Struct, tag="tool_result", kw_only=True, frozen=True):
+class ToolResult(
+    msgspec.Struct, tag="tool_result", kw_only=True, frozen=True, forbid_unknown_fields=True
+):
     """The result of a client-side tool call the run waits on."""
 
     tool_call_id: str
@@ -51,7 +53,9 @@ class ToolResult(msgspec.Struct, tag="tool_result", kw_only=True, frozen=True):
     is_error: bool = False
 
 
-class ApprovalDecision(msgspec.Struct, tag="approval", kw_only=True, frozen=True):
+class ApprovalDecision(
+    msgspec.Struct, tag="approval", kw_only=True, frozen=True, forbid_unknown_fields=True
+):
     """A decision on an approval wait; ``response`` is checked against its schema."""
 
     key: str
@@ -61,14 +65,18 @@ class ApprovalDecision(msgspec.Struct, tag="approval", kw_only=True, frozen=True
     comment: str | None = None
 
 
-class ExternalEvent(msgspec.Struct, tag="event", kw_only=True, frozen=True):
+class ExternalEvent(
+    msgspec.Struct, tag="event", kw_only=True, frozen=True, forbid_unknown_fields=True
+):
     """A named event from outside; ``payload`` is what ``wait_for_event`` returns."""
 
     name: str
     payload: Any = None
 
 
-class InputResponse(msgspec.Struct, tag="input", kw_only=True, frozen=True):
+class InputResponse(
+    msgspec.Struct, tag="input", kw_only=True, frozen=True, forbid_unknown_fields=True
+):
     """Human input for ``wait_for_input``; ``value`` is checked against its schema."""
 
     key: str
@@ -251,10 +259,23 @@ def signal_from_resume(entry: dict[str, Any], approver: str | None = None) -> Si
     if status not in ("resolved", "cancelled"):
         raise InvalidSignal(f"resume status must be 'resolved' or 'cancelled' (got {status!r})")
     if reason == "approval":
+        # Only an explicit boolean decides: "false", "no" or 0 approving would be the
+        # worst way to misread a client.
         approved = status == "resolved"
-        if isinstance(payload, dict) and "approved" in payload:
-            approved = approved and bool(payload["approved"])
-        return ApprovalDecision(key=key, approved=approved, approver=approver, response=payload)
+        decision = payload.get("approved", True) if isinstance(payload, dict) else payload
+        if decision is None:
+            decision = True
+        if not isinstance(decision, bool):
+            raise InvalidSignal(
+                "an approval's payload is a boolean or an object whose 'approved' is a "
+                f"boolean (got {decision!r})"
+            )
+        return ApprovalDecision(
+            key=key,
+            approved=approved and decision,
+            approver=approver,
+            response=payload if isinstance(payload, dict) else None,
+        )
     if status == "cancelled":
         raise InvalidSignal(f"only approvals can be answered with status 'cancelled' ({reason})")
     if reason == "tool":

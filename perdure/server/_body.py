@@ -35,7 +35,7 @@ async def read_body(request: Request, limit: int) -> bytes:
     """The whole body, or ``413 PAYLOAD_TOO_LARGE`` as soon as it exceeds ``limit``."""
     declared = request.headers.get("content-length")
     if declared is not None:
-        if not declared.isdigit():
+        if not (declared.isascii() and declared.isdigit()):
             raise InvalidInput("Content-Length must be a number of bytes")
         if int(declared) > limit:
             raise _too_large(limit)
@@ -57,3 +57,5 @@ def decode_json(body: bytes, into: type[T], what: str = "request body") -> T:
         raise InvalidInput(f"{what} does not have the expected shape: {exc}") from None
     except msgspec.DecodeError as exc:
         raise InvalidInput(f"{what} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise InvalidInput(f"{what} is nested too deeply") from None

@@ -103,6 +103,17 @@ def resume_point(request: Request) -> int:
     return after
 
 
+_LIST_PARAMS = frozenset(
+    ("owner", "status", "kind", "parent_id", "root_id", "batch_id", "after", "limit")
+)
+
+
+def idempotency_key(in_body: str | None, request: Request) -> str | None:
+    """The key from the body, else the ``Idempotency-Key`` header; an empty one is
+    passed on (and refused), never taken for "no key"."""
+    return in_body if in_body is not None else request.headers.get("idempotency-key")
+
+
 class RunsAPI:
     """The ``/runs`` endpoints over one :class:`Api`."""
 
@@ -114,7 +125,7 @@ class RunsAPI:
 
     async def start(self, request: Request) -> Response:
         body = decode_json(await read_body(request, self.max_body), StartBody)
-        key = body.idempotency_key or request.headers.get("idempotency-key")
+        key = idempotency_key(body.idempotency_key, request)
         started = await self.api.call(
             "start",
             body.target,
@@ -129,6 +140,13 @@ class RunsAPI:
 
     async def list(self, request: Request) -> Response:
         params = request.query_params
+        unknown = sorted(set(params) - _LIST_PARAMS)
+        if unknown:
+            # A filter misspelt and ignored would answer with every run.
+            raise InvalidInput(
+                f"unknown query parameter(s) {', '.join(unknown)}; "
+                f"the filters are {', '.join(sorted(_LIST_PARAMS))}"
+            )
         statuses = [s for value in params.getlist("status") for s in value.split(",") if s]
         owner = params.get("owner")
         page = await self.api.call(
@@ -138,6 +156,7 @@ class RunsAPI:
             kind=params.get("kind"),
             parent_id=params.get("parent_id"),
             root_id=params.get("root_id"),
+            batch_id=params.get("batch_id"),
             after=params.get("after"),
             limit=query_int(request, "limit", 100, 1, 1000),
         )
@@ -158,13 +177,15 @@ class RunsAPI:
         async with aclosing(self.api.events(run_id, after, follow=False)) as events:
             async for event in events:
                 out.append(event)
-                if len(out) >= limit:
+                if len(out) > limit:  # one past the page: whether there is more
                     break
+        more = len(out) > limit
+        del out[limit:]
         return json_response(
             {
                 "events": out,
                 "next_after": out[-1].event_id if out else after,
-                "more": len(out) >= limit,
+                "more": more,
             }
         )
 
@@ -207,6 +228,29 @@ class RunsAPI:
         """The record once terminal (200), or the current one after ``timeout`` (202)."""
         run_id = request.path_params["run_id"]
         timeout = query_float(request, "timeout", 30.0, 0.0, 300.0)
-        with anyio.move_on_after(timeout):
-            return json_response(await self.api.call("wait", run_id))
+        assert timeout is not None
+        await self.api.call("get", run_id)  # RunNotFound: a 404 right away
+        ended: list[RunRecord] = []
+        failed: list[Exception] = []
+        async with anyio.create_task_group() as group:
+            group.cancel_scope.deadline = anyio.current_time() + timeout
+
+            async def until_ended() -> None:
+                try:
+                    ended.append(await self.api.call("wait", run_id))
+                except Exception as exc:  # raised as itself below, not in a group
+                    failed.append(exc)
+                group.cancel_scope.cancel()
+
+            async def until_shutdown() -> None:
+                # A server shutting down answers now rather than cutting the request.
+                await self.shutdown.wait()
+                group.cancel_scope.cancel()
+
+            group.start_soon(until_ended)
+            group.start_soon(until_shutdown)
+        if failed:
+            raise failed[0]
+        if ended:
+            return json_response(ended[0])
         return json_response(await self.api.call("get", run_id), 202)

@@ -18,7 +18,7 @@ from starlette.responses import Response
 from ._api import Api
 from ._body import decode_json, read_body
 from ._errors_http import json_response
-from ._runs import query_int
+from ._runs import idempotency_key, query_int
 
 __all__ = ["SurfacesAPI"]
 
@@ -27,17 +27,23 @@ class TriggerBody(msgspec.Struct, forbid_unknown_fields=True):
     idempotency_key: str | None = None
 
 
+class NoBody(msgspec.Struct, forbid_unknown_fields=True):
+    """Pause and resume take no fields: an empty body or ``{}``."""
+
+
 class SurfacesAPI:
     def __init__(self, api: Api, max_body: int) -> None:
         self.api = api
         self.max_body = max_body
 
     async def logs(self, request: Request) -> Response:
-        after = request.query_params.get("after")
+        after: int | str | None = request.query_params.get("after")
+        if isinstance(after, str) and after.isascii() and after.isdigit():
+            after = int(after)  # a sequence number; anything else is the runtime's to refuse
         page = await self.api.call(
             "logs",
             request.path_params["run_id"],
-            after=int(after) if after is not None and after.isdigit() else after,
+            after=after,
             limit=query_int(request, "limit", 100, 1, 1000),
             direction=request.query_params.get("direction", "forward"),
         )
@@ -60,6 +66,9 @@ class SurfacesAPI:
 
     async def _schedule_change(self, request: Request, method: str) -> Response:
         name = request.path_params["name"]
+        raw = await read_body(request, self.max_body)
+        if raw.strip():
+            decode_json(raw, NoBody)  # malformed or unexpected: a 400 that changes nothing
         result: Any = await self.api.call(method, name)
         if result is None:  # the change itself returns nothing: answer the schedule
             result = await self.api.call("get_schedule", name)
@@ -71,7 +80,7 @@ class SurfacesAPI:
         started = await self.api.call(
             "trigger_schedule",
             request.path_params["name"],
-            idempotency_key=body.idempotency_key or request.headers.get("idempotency-key"),
+            idempotency_key=idempotency_key(body.idempotency_key, request),
         )
         return json_response(
             {"accepted": True, "duplicate": started.duplicate, "run": started.run}, 202

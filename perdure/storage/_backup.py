@@ -57,7 +57,14 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-def _check_out(out: Path) -> None:
+def _check_out(out: Path, source: Path) -> None:
+    real, store = Path(os.path.realpath(out)), Path(os.path.realpath(source))
+    if real == store or store in real.parents:
+        # Anything but perdure's own files in a data directory makes it unopenable.
+        raise InvalidInput(
+            f"{out} is inside the data directory {source}: a backup goes elsewhere",
+            path=str(out),
+        )
     if out.is_dir():
         if any(out.iterdir()):
             raise InvalidInput(
@@ -72,9 +79,12 @@ def _check_out(out: Path) -> None:
 def backup_store(store: Store, out: str | os.PathLike[str]) -> BackupInfo:
     """Copy ``store`` (open, read-only or not) to the new directory ``out``."""
     target = Path(out).absolute()
-    _check_out(target)
+    _check_out(target, store.path)
     began = time.perf_counter()
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.backup-", dir=target.parent))
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.backup-", dir=target.parent))
+    except OSError as exc:
+        raise StorageError(f"cannot write a backup beside {target}: {exc}", path=str(out)) from None
     try:
         with store.map_lock:
             try:
