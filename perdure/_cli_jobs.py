@@ -26,9 +26,7 @@ import json
 import os
 import sys
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -39,8 +37,9 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from perdure._errors import InvalidInput, PerdureError, RunNotFound, ScheduleNotFound
+from perdure._errors import InvalidInput, RunNotFound, ScheduleNotFound
 from perdure.runtime import Runtime, check_schedule_name, log_entry, schedule_info
+from perdure.server._cli import check_url, post_json, require_store
 from perdure.storage import ScheduleRecord, Store
 
 __all__ = ["add_runs_logs", "add_schedules", "add_targets"]
@@ -104,12 +103,16 @@ def _cmd_logs(args: argparse.Namespace) -> int:
         raise InvalidInput("--follow reads forward; leave out --backward")
     if args.poll <= 0:
         raise InvalidInput("--poll must be positive")
+    after = cast(int | None, args.after)
+    if after is not None and not 0 <= after < 2**63:
+        # As the HTTP route: a log seq is a u64 key; out of range is a usage error.
+        raise InvalidInput(f"--after must be a log seq from 0 to 2**63-1 (got {after})")
     console = None if args.json else _console()
     store = Store(_dir(args), readonly=True)
     try:
         if store.get_run(run_id) is None:
             raise RunNotFound(f"no run {run_id!r}", run_id=run_id)
-        cursor = args.after
+        cursor = after
         while True:
             page = store.logs(run_id, cursor, limit, backward=args.backward)
             for record in page:
@@ -257,11 +260,14 @@ def _cmd_change(args: argparse.Namespace) -> int:
     if args.url:
         if args.dir:
             raise InvalidInput("give --url or --dir, not both")
-        answer = _change_remote(cast(str, args.url), name, action, key, float(args.timeout))
+        url = check_url(cast(str, args.url))
+        answer = _change_remote(url, name, action, key, float(args.timeout))
         if answer is None:
             return EXIT_ERROR
     else:
-        answer = trio.run(_change_local, _dir(args), name, action, key, float(args.timeout))
+        directory = _dir(args)
+        require_store(directory)  # never create a store to change a schedule in it
+        answer = trio.run(_change_local, directory, name, action, key, float(args.timeout))
     if args.json:
         _write_json(answer)
         return EXIT_OK
@@ -304,25 +310,8 @@ def _change_remote(
     if token:
         headers["Authorization"] = f"Bearer {token}"
     body = json.dumps({"idempotency_key": key} if key is not None else {}).encode()
-    request = urllib.request.Request(
-        f"{url.rstrip('/')}/schedules/{urllib.parse.quote(name, safe='')}/{action}",
-        data=body,
-        headers=headers,
-        method="POST",
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return cast(dict[str, Any], json.loads(response.read()))
-    except urllib.error.HTTPError as exc:
-        try:
-            answer = json.loads(exc.read())
-            code, message = str(answer["code"]), str(answer["message"])
-        except (ValueError, KeyError, TypeError):
-            code, message = f"HTTP_{exc.code}", exc.reason
-        sys.stderr.write(f"error: {_literal(code)}: {_literal(message)}\n")
-        return None
-    except (urllib.error.URLError, OSError) as exc:
-        raise PerdureError(f"cannot reach {url}: {getattr(exc, 'reason', exc)}") from None
+    address = f"{url.rstrip('/')}/schedules/{urllib.parse.quote(name, safe='')}/{action}"
+    return post_json(url, address, body, headers, timeout)
 
 
 # -- targets ---------------------------------------------------------------------------------

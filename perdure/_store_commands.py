@@ -42,11 +42,11 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from perdure._errors import InvalidInput, RunNotFound
+from perdure._errors import InvalidInput, RunNotFound, StorageError
 from perdure.agui import decode_event, event_to_json
 from perdure.runtime import CheckReport, RunCheck
 from perdure.server._cli import literal, load_runtime
-from perdure.storage import Store, backup_store
+from perdure.storage import RunRecord, Store, backup_store
 
 __all__ = ["add_store_commands"]
 
@@ -185,25 +185,44 @@ def _cmd_backup(args: argparse.Namespace) -> int:
 
 def _cmd_export(args: argparse.Namespace) -> int:
     run_id = cast(str, args.run_id)
+    target = cast(str | None, args.out)
     store = Store(_directory(args), readonly=True)
     try:
         rec = store.get_run(run_id)
         if rec is None:
             raise RunNotFound(f"no run {run_id!r} in {store.path}", run_id=run_id)
         out: IO[str]
-        out = open(args.out, "w", encoding="utf-8") if args.out else sys.stdout  # noqa: SIM115
+        if target is None:
+            out = sys.stdout
+        else:
+            try:
+                out = open(target, "w", encoding="utf-8")  # noqa: SIM115
+            except OSError as exc:
+                raise InvalidInput(
+                    f"--out: cannot write {literal(target)}: {exc.strerror or exc}", field="out"
+                ) from None
         try:
-            out.write(msgspec.json.encode({"run": rec}).decode() + "\n")
-            after = 0
-            prefix = '{"run_id":' + json.dumps(run_id) + ',"event_id":'
-            while batch := store.events(run_id, after, 1024):
-                for event_id, raw in batch:
-                    wire = event_to_json(decode_event(raw)).decode()
-                    out.write(f'{prefix}{event_id},"event":{wire}}}\n')
-                    after = event_id
+            _write_export(store, rec, run_id, out)
+        except OSError as exc:
+            if out is sys.stdout:
+                raise  # a closed pipe (`| head`) is the entry point's to answer
+            raise StorageError(
+                f"--out: writing {literal(target)} failed: {exc.strerror or exc}", path=target
+            ) from None
         finally:
             if out is not sys.stdout:
                 out.close()
     finally:
         store.close()
     return EXIT_OK
+
+
+def _write_export(store: Store, rec: RunRecord, run_id: str, out: IO[str]) -> None:
+    out.write(msgspec.json.encode({"run": rec}).decode() + "\n")
+    after = 0
+    prefix = '{"run_id":' + json.dumps(run_id) + ',"event_id":'
+    while batch := store.events(run_id, after, 1024):
+        for event_id, raw in batch:
+            wire = event_to_json(decode_event(raw)).decode()
+            out.write(f'{prefix}{event_id},"event":{wire}}}\n')
+            after = event_id

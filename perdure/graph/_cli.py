@@ -11,7 +11,8 @@ passivated runs. Node state is derived from the run's journal and its graph
 definition: ``--app`` names the program's :class:`~perdure.Runtime` (``module:attr``,
 imported from the current directory first; a function returning one, or a ``Host``,
 works too) so that every node is listed, pending and skipped ones included. Without
-it only the nodes the run has recorded are shown.
+it only the nodes the run has recorded are shown (a run that is not a step-graph run
+is refused either way, as ``rt.graph_state`` and the HTTP route refuse it).
 
 ``graph show`` prints the graph (the newest version, or ``--version``) as Mermaid
 flowchart text; with ``--run`` its nodes are coloured by that run's states.
@@ -92,7 +93,7 @@ def _cmd_runs_graph(args: argparse.Namespace) -> int:
     if args.json:
         sys.stdout.write(msgspec.json.encode(state).decode() + "\n")
         return EXIT_OK
-    _print_state(state)
+    _print_state(state, with_app=graphs is not None)
     return EXIT_OK
 
 
@@ -137,16 +138,27 @@ def load_runtime(spec: str) -> Runtime:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise InvalidInput(f"--app: cannot import {module_name!r}: {exc}") from None
+    except Exception as exc:  # the app's own import-time error: a usage error, exit 2
+        raise _cannot_load(spec, exc) from None
     try:
         value: Any = getattr(module, attr)
     except AttributeError:
         raise InvalidInput(f"--app: {module_name!r} has no attribute {attr!r}") from None
-    if not isinstance(value, Runtime) and callable(value) and not hasattr(value, "runtime"):
-        value = value()
-    value = getattr(value, "runtime", value)  # a Host or an AsyncioHost
+    except Exception as exc:
+        raise _cannot_load(spec, exc) from None
+    try:
+        if not isinstance(value, Runtime) and callable(value) and not hasattr(value, "runtime"):
+            value = value()
+        value = getattr(value, "runtime", value)  # a Host or an AsyncioHost
+    except Exception as exc:
+        raise _cannot_load(spec, exc) from None
     if not isinstance(value, Runtime):
         raise InvalidInput(f"--app: {spec} is not a perdure.Runtime (got {type(value).__name__})")
     return value
+
+
+def _cannot_load(spec: str, exc: Exception) -> InvalidInput:
+    return InvalidInput(f"cannot load app {spec!r}: {type(exc).__name__}: {exc}", app=spec)
 
 
 def _directory(args: argparse.Namespace) -> str:
@@ -161,7 +173,14 @@ def _read_state(directory: str, run_id: str, graphs: dict[str, GraphVersions] | 
         if rec is None:
             raise RunNotFound(f"no run {run_id!r}", run_id=run_id)
         graph: Graph | None = None
-        if graphs is not None:
+        if graphs is None:
+            # No app: what the store alone tells. Every step-graph run is a workflow
+            # that pinned its graph's version; anything else is refused, as
+            # rt.graph_state and the HTTP route refuse it (a versioned code workflow
+            # cannot be told apart without the app).
+            if not rec.target.startswith("workflow:") or rec.version is None:
+                raise InvalidInput(f"run {run_id} ({rec.target}) is not a step-graph run")
+        else:
             name = rec.target.partition(":")[2]
             found = graphs.get(name) if rec.target.startswith("workflow:") else None
             if found is None:
@@ -174,7 +193,7 @@ def _read_state(directory: str, run_id: str, graphs: dict[str, GraphVersions] | 
         store.close()
 
 
-def _print_state(state: GraphState) -> None:
+def _print_state(state: GraphState, *, with_app: bool = False) -> None:
     console = Console(file=sys.stdout, width=None if sys.stdout.isatty() else 200, highlight=False)
     title = f"{state.target} v{state.version} · run {state.run_id} · {state.status}"
     table = Table(title=Text(title), title_justify="left")
@@ -196,9 +215,14 @@ def _print_state(state: GraphState) -> None:
         )
     console.print(table)
     if not state.complete:
-        console.print(
-            Text("only the nodes this run recorded are shown: pass --app MODULE:ATTR for all")
-        )
+        if with_app:
+            hint = (
+                f"version {state.version} of this graph is not registered in the app: "
+                "only the nodes this run recorded are shown"
+            )
+        else:
+            hint = "only the nodes this run recorded are shown: pass --app MODULE:ATTR for all"
+        console.print(Text(hint))
     if state.current:
         console.print(Text(f"in flight: {', '.join(state.current)}"))
 

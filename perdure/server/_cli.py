@@ -13,7 +13,7 @@ serves its HTTP API until SIGINT or SIGTERM. The token defaults to
 ``$PERDURE_TOKEN``; without one only a loopback address may be bound.
 
 ``runs resume`` sends one resume signal: to a live server with ``--url`` (token
-from ``$PERDURE_TOKEN``), or straight into a data directory that no process owns
+from ``$PERDURE_TOKEN``), or straight into an existing store that no process owns
 (administration mode, like ``runs cancel``: the run takes the signal now and goes
 on when its owner next opens the directory).
 
@@ -26,10 +26,13 @@ This module imports no web framework: ``serve`` loads the server only when run.
 from __future__ import annotations
 
 import argparse
+import errno
+import http.client
 import importlib
 import json
 import os
 import signal
+import socket
 import sys
 import urllib.error
 import urllib.parse
@@ -53,7 +56,7 @@ from perdure.runtime import (
     ToolResult,
 )
 
-__all__ = ["add_runs_resume", "add_serve"]
+__all__ = ["add_runs_resume", "add_serve", "check_url", "require_store"]
 
 EXIT_OK = 0
 EXIT_ERROR = 2
@@ -130,7 +133,12 @@ def literal(value: object) -> str:
 
 
 def load_runtime(target: str) -> Runtime:
-    """``MODULE:ATTR`` as a Runtime (``ATTR`` may be a function returning one)."""
+    """``MODULE:ATTR`` as a Runtime (``ATTR`` may be a function returning one).
+
+    Whatever importing the module raises (``ImportError``, a ``SyntaxError``, an
+    exception of its own top-level code) is an :class:`InvalidInput`: the command
+    line answers ``error: ...`` and exit status 2, never a traceback.
+    """
     module_name, sep, attr = target.partition(":")
     if not sep or not module_name or not attr:
         raise InvalidInput(f"serve takes MODULE:ATTR, e.g. app:rt (got {target!r})")
@@ -140,7 +148,16 @@ def load_runtime(target: str) -> Runtime:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise InvalidInput(f"cannot import {module_name!r}: {exc}") from None
-    value = getattr(module, attr, None)
+    except Exception as exc:
+        raise InvalidInput(
+            f"cannot load app {target!r}: {type(exc).__name__}: {exc}", app=target
+        ) from None
+    try:
+        value = getattr(module, attr, None)
+    except Exception as exc:  # a module-level __getattr__ of the app's
+        raise InvalidInput(
+            f"cannot load app {target!r}: {type(exc).__name__}: {exc}", app=target
+        ) from None
     if callable(value) and not isinstance(value, Runtime):
         try:
             value = value()
@@ -149,6 +166,66 @@ def load_runtime(target: str) -> Runtime:
     if not isinstance(value, Runtime):
         raise InvalidInput(f"{target} is not a perdure.Runtime (got {type(value).__name__})")
     return value
+
+
+def require_store(directory: str) -> None:
+    """Refuse, reading only, a ``directory`` that holds no perdure store.
+
+    Commands that write in administration mode (``Runtime(recover=False)``) would
+    otherwise create a new, empty store there (``data/`` of the current directory
+    without ``--dir``). :class:`StorageError` ``no perdure store at ...`` as
+    ``runs cancel`` answers; a foreign directory is refused as it is elsewhere.
+    """
+    from perdure.storage import Store
+
+    Store(directory, readonly=True).close()
+
+
+def check_url(url: str) -> str:
+    """``url`` if it is an ``http(s)://host[:port]`` address, else :class:`InvalidInput`."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        _ = parts.port  # ValueError for a port that is not a number (or out of range)
+    except ValueError as exc:
+        raise InvalidInput(f"--url is not a valid URL ({exc}): {url!r}", field="url") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InvalidInput(
+            f"--url must be an http:// or https:// address, e.g. http://127.0.0.1:8000 "
+            f"(got {url!r})",
+            field="url",
+        )
+    return url
+
+
+def check_port(host: str, port: int) -> None:
+    """Refuse a ``host:port`` this process cannot listen on, before anything is opened.
+
+    Binds a socket the way hypercorn does (``SO_REUSEADDR``) and closes it again; a
+    port another process holds is ``error: ... address already in use``, exit 2.
+    ``port=0`` (any free port) needs no check.
+    """
+    if port == 0:
+        return
+    bare = host.strip("[]")
+    sock = socket.socket(socket.AF_INET6 if ":" in bare else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((bare, port))
+        sock.listen(1)
+    except OSError as exc:
+        raise _bind_error(host, port, exc) from None
+    finally:
+        sock.close()
+
+
+def _bind_error(host: str, port: int, exc: OSError) -> PerdureError:
+    reason = exc.strerror or str(exc)
+    return PerdureError(
+        f"cannot listen on {host}:{port}: {reason}",
+        host=host,
+        port=port,
+        hint="another process may hold the port: pick another --port (0 picks a free one)",
+    )
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -164,6 +241,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from ._serve import serve
     from ._sse import SSEOptions
 
+    check_port(host, port)  # a port in use: refused before the runtime is opened
     rt = load_runtime(cast(str, args.target))
 
     async def until_signal() -> None:
@@ -188,8 +266,31 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             sys.stdout.write(f"perdure: serving {' '.join(binds)} (data: {rt.path})\n")
             sys.stdout.flush()
 
-    trio.run(main)
+    try:
+        trio.run(main)
+    except BaseException as exc:
+        # Another process took the port between check_port and hypercorn's bind: the
+        # OSError of the bind arrives wrapped in the nurseries' exception groups.
+        leaves = _leaves(exc)
+        if leaves and all(_is_bind_error(leaf) for leaf in leaves):
+            raise _bind_error(host, port, cast(OSError, leaves[0])) from None
+        raise
     return EXIT_OK
+
+
+_BIND_ERRNOS = frozenset({errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES})
+
+
+def _is_bind_error(exc: BaseException) -> bool:
+    return isinstance(exc, socket.gaierror) or (
+        isinstance(exc, OSError) and exc.errno in _BIND_ERRNOS
+    )
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
+    return [exc]
 
 
 # -- runs resume -----------------------------------------------------------------------------
@@ -231,11 +332,13 @@ def _cmd_resume(args: argparse.Namespace) -> int:
     if args.url:
         if args.dir:
             raise InvalidInput("give --url or --dir, not both")
-        answer = _resume_remote(cast(str, args.url), run_id, sig, float(args.timeout))
+        url = check_url(cast(str, args.url))
+        answer = _resume_remote(url, run_id, sig, float(args.timeout))
         if answer is None:
             return EXIT_ERROR
     else:
         directory = cast(str, args.dir) if args.dir else os.environ.get("PERDURE_DIR") or "data/"
+        require_store(directory)  # never create a store to resume a run in it
         answer = trio.run(_resume_local, directory, run_id, sig, float(args.timeout))
     if args.json:
         sys.stdout.write(json.dumps(answer) + "\n")
@@ -265,22 +368,44 @@ def _resume_remote(url: str, run_id: str, sig: Signal, timeout: float) -> dict[s
     token = os.environ.get("PERDURE_TOKEN")
     if token:
         headers["Authorization"] = f"Bearer {token}"
-    request = urllib.request.Request(
-        f"{url.rstrip('/')}/runs/{urllib.parse.quote(run_id, safe='')}/resume",
-        data=msgspec.json.encode(sig),
-        headers=headers,
-        method="POST",
-    )
+    address = f"{url.rstrip('/')}/runs/{urllib.parse.quote(run_id, safe='')}/resume"
+    return post_json(url, address, msgspec.json.encode(sig), headers, timeout)
+
+
+def post_json(
+    url: str, address: str, body: bytes, headers: dict[str, str], timeout: float
+) -> dict[str, Any] | None:
+    """POST ``body`` to ``address`` of the server at ``url``; its JSON answer.
+
+    A refusal of the server is printed (``error: CODE: message``) and gives ``None``;
+    a server that cannot be reached, a bad URL or an answer that is not JSON raise
+    a :class:`PerdureError` (so: ``error: ...``, exit 2, no traceback).
+    """
+    try:
+        request = urllib.request.Request(address, data=body, headers=headers, method="POST")
+    except ValueError as exc:
+        raise InvalidInput(f"--url is not a valid URL ({exc}): {url!r}", field="url") from None
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
-            return cast(dict[str, Any], json.loads(response.read()))
+            raw = response.read()
     except urllib.error.HTTPError as exc:
         try:
-            body = json.loads(exc.read())
-            code, message = str(body["code"]), str(body["message"])
+            refusal = json.loads(exc.read())
+            code, message = str(refusal["code"]), str(refusal["message"])
         except (ValueError, KeyError, TypeError):
             code, message = f"HTTP_{exc.code}", exc.reason
         sys.stderr.write(f"error: {literal(code)}: {literal(message)}\n")
         return None
     except (urllib.error.URLError, OSError) as exc:
         raise PerdureError(f"cannot reach {url}: {getattr(exc, 'reason', exc)}") from None
+    except (http.client.InvalidURL, ValueError) as exc:
+        raise InvalidInput(f"--url is not a valid URL ({exc}): {url!r}", field="url") from None
+    except http.client.HTTPException as exc:  # a server that does not speak HTTP
+        raise PerdureError(f"cannot talk to {url}: {type(exc).__name__}: {exc}") from None
+    try:
+        answer = json.loads(raw)
+    except ValueError:
+        answer = None
+    if not isinstance(answer, dict):
+        raise PerdureError(f"{url} did not answer like a perdure server (no JSON object)")
+    return cast(dict[str, Any], answer)
