@@ -234,17 +234,17 @@ def test_retry_jitter_range(backoff: str) -> None:
 
 def test_retry_zero_initial_and_validation() -> None:
     assert RetryPolicy(initial=0.0).delay(3) == 0.0
-    with pytest.raises(ValueError):
+    with pytest.raises(perdure.InvalidInput):
         RetryPolicy(max_attempts=0)
-    with pytest.raises(ValueError):
+    with pytest.raises(perdure.InvalidInput):
         RetryPolicy(backoff="random")  # type: ignore[arg-type]
-    with pytest.raises(ValueError):
+    with pytest.raises(perdure.InvalidInput):
         RetryPolicy(jitter=1.0)
-    with pytest.raises(ValueError):
+    with pytest.raises(perdure.InvalidInput):
         RetryPolicy(jitter=-0.1)
-    with pytest.raises(ValueError):
+    with pytest.raises(perdure.InvalidInput):
         RetryPolicy(initial=-1.0)
-    with pytest.raises(ValueError):
+    with pytest.raises(perdure.InvalidInput):
         RetryPolicy(maximum=-1.0)
 
 

@@ -22,7 +22,7 @@ from perdure._errors import InvalidInput, InvalidOutput, SerializationError, Unk
 from perdure.agui import AgentInput
 from perdure.storage import Conversation, Kind, Owner, Project
 
-from ._boundary import plain
+from ._boundary import plain, seconds
 from ._schemas import CompiledSchema
 
 if typing.TYPE_CHECKING:
@@ -221,6 +221,10 @@ class Registry:
             raise InvalidInput(
                 f"{kind} {name!r}: version must be an integer >= 0 (got {version!r})"
             )
+        if timeout is not None:
+            # Checked here: a bad value would otherwise first fail at a start, or at a
+            # cron tick inside the engine.
+            timeout = seconds(timeout, f"{kind} {name!r}: timeout", positive=True)
         if input_type is None:
             input_type = _input_type(fn)
             if kind == "agent" and input_type is Any:

@@ -265,6 +265,11 @@ def finish(
     if current == "waiting" and status != "cancelled":
         check_transition(rec.id, "waiting", "running")
         current = "running"
+    elif current == "pending" and status == "failed":
+        # A run that fails before its body ran (its actor crashed while it was pending)
+        # passes through running: its log is RUN_STARTED, then RUN_ERROR.
+        check_transition(rec.id, "pending", "running")
+        current = "running"
     check_transition(rec.id, current, status)
     events.extend(closing)
     usage = list(usage or ())

@@ -100,6 +100,10 @@ class Retention:
                 isinstance(age, bool) or not isinstance(age, int | float) or not age >= 0
             ):
                 raise InvalidInput(f"Retention {status}= must be seconds >= 0 (got {age!r})")
+            if age is not None and math.isinf(age):
+                # An infinite age keeps runs for ever, as None does (it must never be
+                # read as "no bound", which would purge everything).
+                object.__setattr__(self, status, None)
             limit = getattr(self, f"max_{status}")
             if limit is not None and (
                 isinstance(limit, bool) or not isinstance(limit, int) or limit < 0
@@ -108,7 +112,11 @@ class Retention:
                     f"Retention max_{status}= must be an integer >= 0 (got {limit!r})"
                 )
         interval = self.interval
-        if isinstance(interval, bool) or not isinstance(interval, int | float) or not interval > 0:
+        if (
+            isinstance(interval, bool)
+            or not isinstance(interval, int | float)
+            or not 0 < interval < math.inf
+        ):
             raise InvalidInput(f"Retention interval= must be seconds > 0 (got {interval!r})")
 
     def age(self, status: str) -> float | None:
@@ -124,7 +132,7 @@ def check_purge_args(before: object, statuses: object) -> tuple[float, tuple[str
     """``rt.purge``'s arguments, checked; ``before=None`` is no bound."""
     if before is None:
         cutoff = math.inf
-    elif isinstance(before, bool) or not isinstance(before, int | float):
+    elif isinstance(before, bool) or not isinstance(before, int | float) or before != before:
         raise InvalidInput(f"before must be a timestamp (seconds since the epoch), not {before!r}")
     else:
         cutoff = float(before)
@@ -292,5 +300,14 @@ class RetentionService:
 
 
 def _ms(when: float) -> int | None:
-    """A cutoff as the ``f`` index's milliseconds (``None``: no bound)."""
-    return None if math.isinf(when) else int(when * 1000)
+    """A cutoff as the ``f`` index's milliseconds (``None``: no bound, only for +inf and
+    instants past what the index can hold; a cutoff before 1970 purges nothing)."""
+    if when <= 0:
+        return 0
+    if when >= _MAX_MS / 1000:
+        return None
+    return int(when * 1000)
+
+
+_MAX_MS = 2**64 - 1
+"""The largest end time the ``f`` index stores (milliseconds, 8 bytes big-endian)."""

@@ -7,7 +7,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
-from perdure._errors import NonDeterminismError, SerializationError
+from perdure._errors import InvalidInput, NonDeterminismError, SerializationError
+
+from ._boundary import seconds
 
 __all__ = ["RetryPolicy"]
 
@@ -41,12 +43,17 @@ class RetryPolicy:
     retry_if: Callable[[BaseException], bool] = field(default=_retry_everything)
 
     def __post_init__(self) -> None:
-        if self.max_attempts < 1:
-            raise ValueError("max_attempts must be at least 1")
+        # InvalidInput, like every other refusal: a policy is user input.
+        attempts = self.max_attempts
+        if isinstance(attempts, bool) or not isinstance(attempts, int) or not 1 <= attempts < 2**31:
+            raise InvalidInput(f"max_attempts must be an integer >= 1 (got {attempts!r})")
         if self.backoff not in ("fixed", "linear", "exponential"):
-            raise ValueError(f"unknown backoff {self.backoff!r}")
-        if self.initial < 0 or self.maximum < 0 or not 0 <= self.jitter < 1:
-            raise ValueError("initial and maximum must be >= 0 and jitter in [0, 1)")
+            raise InvalidInput(f"unknown backoff {self.backoff!r}")
+        seconds(self.initial, "RetryPolicy initial")
+        seconds(self.maximum, "RetryPolicy maximum")
+        jitter = self.jitter
+        if isinstance(jitter, bool) or not isinstance(jitter, int | float) or not 0 <= jitter < 1:
+            raise InvalidInput(f"jitter must be in [0, 1) (got {jitter!r})")
 
     def should_retry(self, attempt: int, exc: BaseException) -> bool:
         """Whether to try again after ``attempt`` (1-based) failed with ``exc``."""

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import msgspec
 import trio
 
-from perdure._errors import PerdureError, RunNotActive, StorageError
+from perdure._errors import NonDeterminismError, PerdureError, RunNotActive, StorageError
 from perdure.actors import Actor, LazyEvent
 from perdure.agui import CustomEvent, Event, OpenItems
 from perdure.storage import (
@@ -661,8 +661,18 @@ def _error_of(raised: Exception) -> ErrorInfo:
     happened instead of "Exceptions from Trio nursery".
     """
     exc: BaseException = raised
+    if isinstance(exc, BaseExceptionGroup):
+        # Concurrent tasks that diverged each raise: the run's error is the divergence
+        # (never restarted), not a group of them.
+        diverged, _ = exc.split(NonDeterminismError)
+        if diverged is not None:
+            exc = diverged
     while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
         exc = exc.exceptions[0]
+    if isinstance(exc, BaseExceptionGroup) and all(
+        isinstance(leaf, NonDeterminismError) for leaf in _leaves(exc)
+    ):
+        exc = next(iter(_leaves(exc)))
     if isinstance(exc, PerdureError):
         return ErrorInfo(exc.code, safe_text(exc.message), _plain_detail(exc.detail))
     if isinstance(exc, BaseExceptionGroup):
@@ -676,6 +686,13 @@ def _error_of(raised: Exception) -> ErrorInfo:
         safe_text(message),
         {"type": type(exc).__name__, "traceback": safe_text(trace)},
     )
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    out: list[BaseException] = []
+    for exc in group.exceptions:
+        out.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return out
 
 
 def _str(exc: BaseException) -> str:
