@@ -73,7 +73,7 @@ _STATUSES = ("completed", "failed", "cancelled")
 
 @dataclass(frozen=True)
 class Retention:
-    """How long terminal runs are kept (R38); ``None`` keeps them forever.
+    """How long terminal runs are kept (R38); ``None`` (or ``math.inf``) keeps them forever.
 
     ``completed``, ``failed``, ``cancelled``: seconds after a run tree's root finished
     before the tree is purged. ``max_completed``, ``max_failed``, ``max_cancelled``:
