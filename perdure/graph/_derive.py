@@ -154,9 +154,14 @@ class Derive:
             self.states[key] = NodeState(status, node.kind, path)  # type: ignore[arg-type]
 
     def cancelled(self, path: str) -> None:
+        """A branch a winner or a failure ended: what ran of it, or the branch itself if
+        it never started (``concurrency``), is ``cancelled``."""
         inside = path + "/"
         for state in self.states.values():
-            if state.status == "running" and (state.path == path or state.path.startswith(inside)):
+            if state.path == path:
+                if state.status in ("running", "pending"):
+                    state.status = "cancelled"
+            elif state.status == "running" and state.path.startswith(inside):
                 state.status = "cancelled"
 
     # -- leaves: their records --------------------------------------------------------------

@@ -6,8 +6,10 @@ naming the node: ids (``[A-Za-z0-9_.-]``, 1-64 characters, unique in the whole
 graph), empty containers, unknown modes, loop limits, targets that are not registered
 (register tasks, agents and sub-workflows first; a graph may name itself), options a
 kind does not take, ``depends_on`` that does not name an earlier sibling, malformed
-JSON Schemas. Nothing about a definition is checked later, when a run could fail
-half-way.
+JSON Schemas, durations (timeouts, sleeps, loop delays) that are not
+finite numbers of seconds within the runtime's bound, approval keys, event names,
+prompts and approvers the runtime's waits would refuse (sizes in bytes of UTF-8, no
+NUL). Nothing about a definition is checked later, when a run could fail half-way.
 
 Versions: a graph has a ``version`` (default 1). Registering the same name again with
 another version adds that version: new runs start under the highest one, and every
@@ -17,6 +19,7 @@ A stored run whose version is no longer registered is left as it is (R26).
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -25,6 +28,7 @@ from typing import TYPE_CHECKING, Any, get_args
 import jsonschema
 
 from perdure.runtime import RestartPolicy, RetryPolicy
+from perdure.runtime._boundary import MAX_DURATION
 
 from ._errors import InvalidGraph
 from ._nodes import (
@@ -52,6 +56,14 @@ _ID = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 _MAX_PATH = 160
 _RETRY_KINDS = (Step, SubWorkflow)
 _TIMEOUT_KINDS = (Step, SubWorkflow, Approval, WaitEvent)
+_MAX_KEY_BYTES = 200
+"""An approval key: the runtime takes wait keys of up to 256 bytes; the rest is left for
+the ``[i]`` suffixes of the loops and maps around it."""
+_MAX_EVENT_BYTES = 256
+"""An event name: a wait key as it is (no suffix)."""
+_MAX_PROMPT_BYTES = 16 * 1024
+_MAX_APPROVERS = 1000
+_MAX_APPROVER_BYTES = 256
 
 
 @dataclass(frozen=True)
@@ -219,6 +231,7 @@ class Graph:
                 raise InvalidGraph(f"{where}: retry= applies to step and sub_workflow nodes")
             if not isinstance(node.retry, RetryPolicy):
                 raise InvalidGraph(f"{where}: retry must be a perdure.RetryPolicy")
+            # (A RetryPolicy checks its own delays: there is none it cannot sleep.)
         if node.timeout is not None:
             if not isinstance(node, _TIMEOUT_KINDS):
                 raise InvalidGraph(
@@ -278,21 +291,22 @@ class Graph:
             _callable_or_none(node.output, f"{where}: output")
         elif isinstance(node, Approval):
             key = node.key if node.key is not None else node.id
-            if not isinstance(key, str) or not 1 <= len(key) <= 200 or "#" in key:
-                raise InvalidGraph(f"{where}: key must be 1-200 characters without '#'")
+            _text(key, f"{where}: key", _MAX_KEY_BYTES, "#")
             if key in keys:
                 raise InvalidGraph(f"{where}: approval key {key!r} is used twice")
             keys.add(key)
-            if node.approvers is not None and not all(isinstance(a, str) for a in node.approvers):
-                raise InvalidGraph(f"{where}: approvers must be a list of strings")
+            if node.approvers is not None:
+                if not all(isinstance(a, str) for a in node.approvers):
+                    raise InvalidGraph(f"{where}: approvers must be a list of strings")
+                if len(node.approvers) > _MAX_APPROVERS:
+                    raise InvalidGraph(f"{where}: at most {_MAX_APPROVERS} approvers")
+                for approver in node.approvers:
+                    _text(approver, f"{where}: approver", _MAX_APPROVER_BYTES)
             _schema(node.schema, f"{where}: schema")
-            if node.prompt is not None and not isinstance(node.prompt, str):
-                raise InvalidGraph(f"{where}: prompt must be a string")
+            if node.prompt is not None:
+                _text(node.prompt, f"{where}: prompt", _MAX_PROMPT_BYTES)
         elif isinstance(node, WaitEvent):
-            if not isinstance(node.event, str) or not 1 <= len(node.event) <= 200:
-                raise InvalidGraph(f"{where}: event must be a name of 1-200 characters")
-            if "#" in node.event:
-                raise InvalidGraph(f"{where}: event must not contain '#'")
+            _text(node.event, f"{where}: event", _MAX_EVENT_BYTES, "#")
             _schema(node.schema, f"{where}: schema")
         elif isinstance(node, Sleep):
             if (node.seconds is None) == (node.until is None):
@@ -349,14 +363,42 @@ def _number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
+def _seconds(value: object, what: str, *, positive: bool) -> None:
+    """A duration the runtime takes: finite, ``>= 0`` (``> 0`` if ``positive``), bounded."""
+    if (
+        _number(value)
+        and math.isfinite(value)  # type: ignore[arg-type]
+        and (value > 0 if positive else value >= 0)  # type: ignore[operator]
+        and value <= MAX_DURATION  # type: ignore[operator]
+    ):
+        return
+    raise InvalidGraph(
+        f"{what} must be a {'positive number' if positive else 'number >= 0'} of seconds, "
+        f"finite and at most {MAX_DURATION:.0f} (got {value!r})"
+    )
+
+
 def _positive(value: object, what: str) -> None:
-    if not _number(value) or value <= 0:  # type: ignore[operator]
-        raise InvalidGraph(f"{what} must be a positive number (got {value!r})")
+    _seconds(value, what, positive=True)
 
 
 def _non_negative(value: object, what: str) -> None:
-    if not _number(value) or value < 0:  # type: ignore[operator]
-        raise InvalidGraph(f"{what} must be a number >= 0 (got {value!r})")
+    _seconds(value, what, positive=False)
+
+
+def _text(value: object, what: str, max_bytes: int, forbid: str = "") -> None:
+    """A string the runtime's waits take: 1 to ``max_bytes`` bytes of UTF-8, no NUL."""
+    if not isinstance(value, str):
+        raise InvalidGraph(f"{what} must be a string (got {type(value).__name__})")
+    try:
+        size = len(value.encode())
+    except UnicodeEncodeError:
+        raise InvalidGraph(f"{what} is not valid UTF-8 text (lone surrogate?)") from None
+    if not 1 <= size <= max_bytes:
+        raise InvalidGraph(f"{what} must be 1-{max_bytes} bytes of UTF-8 (got {size})")
+    for char in "\0" + forbid:
+        if char in value:
+            raise InvalidGraph(f"{what} must not contain {char!r}")
 
 
 def _concurrency(value: object, where: str) -> None:

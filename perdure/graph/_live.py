@@ -6,6 +6,16 @@ functions and for the steps that record a node's outcome, ``ctx.start_child`` fo
 task, agent and sub-workflow nodes, ``ctx.wait_for_approval`` / ``ctx.wait_for_event``
 for waits (AG-UI interrupts), ``ctx.sleep`` for sleeps and loop delays. Concurrent
 branches are tasks of a trio nursery, each in its own ``ctx.lane``.
+
+A branch the graph itself stops (a race's loser, the rest of a fail-fast ``all``,
+``map`` or ``depends_on`` sequence) takes its subtree with it (R15): a child run it
+was waiting for is cancelled before the branch ends. Only the graph's own stops do
+that: when the whole body is torn down instead (the runtime closing, the run
+passivated or cancelled), child runs are left to the runtime, which resumes or
+cancels them with their parent. The cancellation is not journaled (a replay finds the
+child ended); a crash between it and the record that decided the container (a race's
+winner, a failure) makes the replay see the child cancelled, and the branch show as
+failed instead of cancelled.
 """
 
 from __future__ import annotations
@@ -13,6 +23,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable, Sequence
 from contextlib import AbstractContextManager, nullcontext, suppress
+from contextvars import ContextVar
 from typing import Any
 
 import trio
@@ -25,7 +36,7 @@ from perdure._errors import (
     StepFailed,
     WaitExpired,
 )
-from perdure.runtime import RetryPolicy, RunContext
+from perdure.runtime import ChildHandle, RetryPolicy, RunContext
 from perdure.storage import Conversation
 
 from ._context import NodeContext
@@ -38,6 +49,34 @@ __all__ = ["Live"]
 _ONE_ATTEMPT = RetryPolicy()
 _NOT_RUN = Outcome()
 """A branch cancelled or never started (shared: outcomes are never modified)."""
+
+
+_CANCEL_BOUND = 30.0
+"""Seconds a stopped branch waits, shielded, for the child run it cancels to end."""
+
+
+class _Stop:
+    """Set when a nursery of the walk cancels its branches itself (a winner, a failure)."""
+
+    __slots__ = ("set",)
+
+    def __init__(self) -> None:
+        self.set = False
+
+
+_STOPS: ContextVar[tuple[_Stop, ...]] = ContextVar("perdure_graph_stops", default=())
+"""The stops of the nurseries around the current branch (a task inherits its spawner's)."""
+
+
+def _stopped() -> bool:
+    return any(stop.set for stop in _STOPS.get())
+
+
+async def _cancel_child(handle: ChildHandle, key: str) -> None:
+    """Cancel the child run of a branch the graph stopped (shielded: the branch is being
+    cancelled; bounded: the cancel request is sent at once, only its end is awaited)."""
+    with trio.CancelScope(shield=True), trio.move_on_after(_CANCEL_BOUND), suppress(PerdureError):
+        await handle.cancel(f"graph node {key!r} was cancelled (its branch was stopped)")
 
 
 def _value(value: Any) -> Any:
@@ -146,6 +185,10 @@ class Live:
                     ended = True
                 except (ChildFailed, ChildCancelled) as exc:
                     failure = exc
+                except trio.Cancelled:
+                    if _stopped():  # a race's loser, a fail-fast's rest: its subtree too
+                        await _cancel_child(handle, key)
+                    raise
             if ended:
                 break
             if isinstance(failure, ChildCancelled) and ctx.run.cancel is not None:
@@ -271,6 +314,8 @@ class Live:
         ctx = self.ctx
         ended = 0
         fatal: list[BaseException] = []
+        stopping = _Stop()
+        stops = (*_STOPS.get(), stopping)
 
         async with trio.open_nursery() as nursery:
             bounded = limit is not None and limit < len(strands)
@@ -278,6 +323,7 @@ class Live:
 
             async def branch(i: int, strand: Strand) -> None:
                 nonlocal ended
+                _STOPS.set(stops)  # this task's own context
                 try:
                     with ctx.lane(strand.key):
                         value = await strand.run(strand.scope)
@@ -288,11 +334,13 @@ class Live:
                     ended += 1
                     outcomes[i] = Outcome("failed", error=exc, seq=ended)
                     if stop == "failure":
+                        stopping.set = True
                         nursery.cancel_scope.cancel()
                 else:
                     ended += 1
                     outcomes[i] = Outcome("ok", value, seq=ended)
                     if stop == "success":
+                        stopping.set = True
                         nursery.cancel_scope.cancel()
                 finally:
                     if semaphore is not None:
@@ -314,10 +362,13 @@ class Live:
         done = [trio.Event() for _ in strands]
         ctx = self.ctx
         fatal: list[BaseException] = []
+        stopping = _Stop()
+        stops = (*_STOPS.get(), stopping)
 
         async with trio.open_nursery() as nursery:
 
             async def branch(i: int, strand: Strand) -> None:
+                _STOPS.set(stops)
                 for dep in deps[i]:
                     await done[dep].wait()
                 try:
@@ -328,6 +379,7 @@ class Live:
                     nursery.cancel_scope.cancel()
                 except Exception as exc:
                     outcomes[i] = Outcome("failed", error=exc)
+                    stopping.set = True
                     nursery.cancel_scope.cancel()
                 else:
                     outcomes[i] = Outcome("ok", value)

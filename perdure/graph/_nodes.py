@@ -260,10 +260,12 @@ def parallel(
     ``mode="all"``: the output is ``{node id: output}``; the first failure cancels the
     others and fails the node. ``"race"``: the first node to *succeed* wins, the others
     are cancelled; the output is ``{"winner": id, "output": …}``; if every node fails,
-    the race fails. ``"all_settled"``: every node runs to its end; the output is
-    ``{node id: {"status": "completed", "output": …} | {"status": "failed",
-    "error": {"code", "message"}} | {"status": "skipped"}}``. ``concurrency`` bounds how
-    many run at a time (default: all).
+    the race fails. A node skipped by its ``skip_if`` ran nothing and never wins: if
+    every node is skipped, the race completes with ``{"winner": None, "output":
+    None}`` (if the others all failed, it fails). ``"all_settled"``: every node runs
+    to its end; the output is ``{node id: {"status": "completed", "output": …} |
+    {"status": "failed", "error": {"code", "message"}} | {"status": "skipped"}}``.
+    ``concurrency`` bounds how many run at a time (default: all).
     """
     return Parallel(
         id=id,

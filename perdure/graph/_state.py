@@ -32,7 +32,10 @@ class NodeState(msgspec.Struct, omit_defaults=True):
     step executing or retrying, a child run, a wait, a sleep, or a container with a
     node in flight), ``completed``, ``failed``, ``skipped`` (``skip_if``, or the arm of
     a branch not taken) or ``cancelled`` (stopped by a failure or a race's winner, or
-    in flight when the run ended). ``attempt`` counts attempts (0: never started).
+    in flight when the run ended). A branch of a parallel, map or ``depends_on``
+    sequence that never started (``concurrency``, unmet dependencies) before a failure
+    or a winner ended its container is ``cancelled`` too, like the ones it stopped; the
+    nodes inside such a branch stay ``pending``. ``attempt`` counts attempts (0: never started).
     ``started_at`` is when the node became ready (what it waited for had finished) and
     ``finished_at`` when its outcome was recorded, in seconds since the epoch.
     """

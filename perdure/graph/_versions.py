@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from perdure._errors import UnknownTarget
 from perdure.runtime import RunContext
 
 from ._graph import Graph
@@ -38,7 +39,15 @@ class GraphVersions:
     async def body(self, ctx: RunContext, inp: Any) -> Any:
         """The run body of every version: walk the graph of the run's pinned version."""
         version = ctx.run.version
-        assert version is not None and version in self.graphs  # the actor checked it
-        graph = self.graphs[version]
+        graph = self.get(version)
+        if graph is None:
+            # The actor never runs such a run (it is left as stored); a dry replay
+            # (``rt.check``) reaches here, and says so.
+            raise UnknownTarget(
+                f"version {version} of graph {self.name!r} is not registered "
+                f"(registered: {sorted(self.graphs)}): the run would be left as it is",
+                target=f"workflow:{self.name}",
+                version=version,
+            )
         walk = Walk(graph, Live(ctx), ctx.run_id, inp, ctx)
         return await walk.run(walk.root())

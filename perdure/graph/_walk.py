@@ -65,11 +65,15 @@ from ._nodes import (
 if TYPE_CHECKING:
     from ._graph import Graph
 
-__all__ = ["Effects", "Frontier", "Outcome", "Scope", "Strand", "Walk", "error_info"]
+__all__ = ["Effects", "Frontier", "Outcome", "Scope", "Skipped", "Strand", "Walk", "error_info"]
 
 
 class Frontier(Exception):
     """Derivation only: this branch of the walk reached a node without a record."""
+
+
+class Skipped(Exception):
+    """A race's branch was skipped (``skip_if``): it ran nothing, so it cannot win."""
 
 
 Stop = Literal["failure", "success"] | None
@@ -428,6 +432,7 @@ class Walk:
                         fx.not_run(child, child_key, f"{path}/{child_key}", "cancelled")
                 children = tuple(c for c in children if c.id == decided)
         strands = []
+        race = node.mode == "race"
         for child in children:
             child_key = child.id + scope.suffix
             strands.append(
@@ -436,7 +441,7 @@ class Walk:
                     child_key,
                     f"{path}/{child_key}",
                     scope.strand(path + "/", child_key),
-                    self._runner(child),
+                    partial(self._contender, child) if race else self._runner(child),
                 )
             )
         stop: Stop = {"all": "failure", "race": "success", "all_settled": None}[node.mode]
@@ -467,7 +472,11 @@ class Walk:
             await fx.record_winner(path, scope, winner)
             return {"winner": winner, "output": outcomes[first].value}
         _frontier(outcomes)
-        errors = [o.error for o in outcomes if o.error is not None]
+        errors = [o.error for o in outcomes if not isinstance(o.error, Skipped | None)]
+        if not errors:
+            # Every branch was skipped: nothing ran, so nothing won (and nothing is
+            # recorded: the replay takes the same skips).
+            return {"winner": None, "output": None}
         raise NodeFailed(
             f"race {key!r}: every branch failed ({len(errors)})",
             node=key,
@@ -476,6 +485,13 @@ class Walk:
 
     def _runner(self, node: Node) -> Callable[[Scope], Awaitable[Any]]:
         return partial(self.node, node)  # no coroutine of its own around the node's
+
+    async def _contender(self, node: Node, scope: Scope) -> Any:
+        """A race's branch: a skipped one ends as :class:`Skipped`, never a success."""
+        output = await self.node(node, scope)
+        if node.id + scope.suffix in self.skipped:
+            raise Skipped(node.id)
+        return output
 
     def _cancel_rest(
         self, outcomes: list[Outcome], strands: Sequence[Strand], *, failed: bool
