@@ -442,9 +442,9 @@ async def test_check_names_the_unregistered_version(data_dir: Path) -> None:
         await wait_until(lambda: rt.get(run.id).status == "waiting")
     report = await make(2).check(data_dir)
     [found] = report.runs
-    assert found.run_id == run.id and found.outcome != "ok"
+    assert found.run_id == run.id and found.outcome == "unknown_target"
     assert found.message is not None
-    assert "version 1 of graph 'g' is not registered" in found.message
+    assert "version 1 of workflow:g is not registered" in found.message
     assert "AssertionError" not in found.message
 
 

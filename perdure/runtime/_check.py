@@ -289,6 +289,13 @@ async def check_run(
         found.outcome = "unknown_target"
         found.message = f"no definition is registered for {rec.target}: the run would stay as is"
         return found
+    if not definition.runs_version(rec.version):
+        # Recovery leaves such a run as stored (R37): not a failure of the new code.
+        found.outcome = "unknown_target"
+        found.message = (
+            f"version {rec.version} of {rec.target} is not registered: the run would stay as is"
+        )
+        return found
     if rec.cancel is not None:
         found.stopped_at = {"kind": "cancel"}
         found.message = "a cancellation is in flight: recovery finishes it without a replay"
