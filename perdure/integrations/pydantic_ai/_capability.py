@@ -14,7 +14,9 @@ It hooks three places of a pydantic-ai run:
     pydantic-ai's hook for calls it cannot run on its own, resolved *inside* the same
     agent run instead of ending it. Approval-required calls (``requires_approval=True``
     or a tool raising ``ApprovalRequired``) become approval waits keyed by tool call
-    id, one after another; ``CallDeferred(kind="question")`` calls become input
+    id (``<id>@<model request number>`` if the run waited on that id already: a
+    provider may reuse ids across responses, see :meth:`._session.Session.wait_key`),
+    one after another; ``CallDeferred(kind="question")`` calls become input
     waits (the answer is logged as the call's ``TOOL_CALL_RESULT``); external calls
     (``ExternalToolset``, the client's AG-UI tools, a tool raising ``CallDeferred``)
     become one tool-result wait for all of them. Each wait is
@@ -34,13 +36,12 @@ Waits open in the order pydantic-ai lists the calls.
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 import pydantic_core
 from pydantic_ai.capabilities import AbstractCapability
 from pydantic_ai.messages import ToolCallPart
-from pydantic_ai.models import Model
+from pydantic_ai.models import Model, ModelRequestContext
 from pydantic_ai.tools import (
     DeferredToolRequests,
     DeferredToolResults,
@@ -51,7 +52,7 @@ from pydantic_ai.tools import (
 from pydantic_ai.toolsets import AbstractToolset
 
 from ._bridge import body_call
-from ._codec import bounded_text
+from ._codec import bounded_text, wait_key
 from ._model import DurableModel
 from ._session import Session
 from ._toolset import DurableToolset, result_event
@@ -79,6 +80,13 @@ class DurableCapability(AbstractCapability[Any]):
             return None
         return DurableToolset(toolset, self._session)
 
+    async def before_model_request(
+        self, ctx: RunContext[Any], request_context: ModelRequestContext
+    ) -> ModelRequestContext:
+        # The run's message list, for the conversation a retried model attempt logs.
+        self._session.run_messages = ctx.messages
+        return request_context
+
     async def handle_deferred_tool_calls(
         self, ctx: RunContext[Any], *, requests: DeferredToolRequests
     ) -> DeferredToolResults | None:
@@ -88,7 +96,7 @@ class DurableCapability(AbstractCapability[Any]):
             meta = requests.metadata.get(call.tool_call_id) or {}
             approvers = meta.get("approvers")
             decision = await body_call(pctx, pctx.wait_for_approval)(
-                wait_key(call.tool_call_id),
+                self._session.wait_key("approval", call.tool_call_id),
                 prompt=_prompt(_text(meta.get("prompt")) or f"Run {_describe(call)}?"),
                 approvers=approvers if isinstance(approvers, list) else options.approvers,
                 schema=_schema(meta.get("schema")),
@@ -113,7 +121,7 @@ class DurableCapability(AbstractCapability[Any]):
                 continue
             meta = requests.metadata.get(call.tool_call_id) or {}
             answer = await body_call(pctx, pctx.wait_for_input)(
-                wait_key(call.tool_call_id),
+                self._session.wait_key("input", call.tool_call_id),
                 prompt=_prompt(_text(meta.get("prompt")) or _describe(call)),
                 schema=_schema(meta.get("schema")),
                 timeout=options.tool_result_timeout,
@@ -129,19 +137,6 @@ class DurableCapability(AbstractCapability[Any]):
             )
             results.calls.update({keys[key]: value for key, value in answers.items()})
         return results
-
-
-def wait_key(tool_call_id: str) -> str:
-    """The wait key (and so the AG-UI interrupt id suffix) of a tool call.
-
-    The tool call id itself whenever perdure accepts it as a key (1-256 bytes of
-    UTF-8, no ``#`` or NUL), so the interrupt's ``toolCallId`` is the one the client saw in
-    ``TOOL_CALL_START``; a digest of it otherwise.
-    """
-    if tool_call_id and "#" not in tool_call_id and bounded_text(tool_call_id, 256) == tool_call_id:
-        return tool_call_id
-    digest = hashlib.sha256(tool_call_id.encode("utf-8", "surrogatepass")).hexdigest()
-    return "call_" + digest[:32]
 
 
 def _text(value: object) -> str | None:

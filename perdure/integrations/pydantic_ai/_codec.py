@@ -30,6 +30,7 @@ pydantic-ai sees is the same whether a step ran or was replayed.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Awaitable
 from typing import Any
 
@@ -51,6 +52,7 @@ __all__ = [
     "outcome_of",
     "replay_outcome",
     "tool_result_text",
+    "wait_key",
 ]
 
 _CONTENT: TypeAdapter[Any] = TypeAdapter(ToolReturnContent)
@@ -85,6 +87,19 @@ def bounded_text(value: str, max_bytes: int) -> str:
     """
     data = value.replace("\0", "").encode("utf-8", "replace")
     return data[:max_bytes].decode("utf-8", "ignore")
+
+
+def wait_key(tool_call_id: str) -> str:
+    """The wait key (and so the AG-UI interrupt id suffix) of a tool call.
+
+    The tool call id itself whenever perdure accepts it as a key (1-256 bytes of
+    UTF-8, no ``#`` or NUL), so the interrupt's ``toolCallId`` is the one the client saw in
+    ``TOOL_CALL_START``; a digest of it otherwise.
+    """
+    if tool_call_id and "#" not in tool_call_id and bounded_text(tool_call_id, 256) == tool_call_id:
+        return tool_call_id
+    digest = hashlib.sha256(tool_call_id.encode("utf-8", "surrogatepass")).hexdigest()
+    return "call_" + digest[:32]
 
 
 def jsonable(value: Any) -> Any:

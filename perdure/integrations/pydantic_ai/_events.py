@@ -29,6 +29,14 @@ events put it (an AG-UI client appends snapshot messages it does not know at the
 Deltas stream as they come; when a part ends, whatever its final content adds to what
 was streamed is sent too (a model may deliver tool arguments as a dict, which cannot
 be a string delta), and a part that never ended is closed by :meth:`finish`.
+pydantic-ai ends a part when the *next* one starts (``PartEndEvent``), but a provider
+may go on streaming into an earlier part: two tool calls whose arguments arrive
+interleaved, a text continued after a tool call. Such a late delta reopens the ended
+item under the same id (its opening events again: ``TEXT_MESSAGE_START``,
+``TOOL_CALL_START`` or ``REASONING_START`` / ``REASONING_MESSAGE_START``), which the
+AG-UI verifier accepts and a client folds into the same message or tool call (it
+finds them by id); :meth:`finish` closes it, and completes any ended part whose final
+content is longer than what was streamed the same way.
 Reasoning deltas are cut into pieces under the event cap (perdure splits text and
 tool-argument deltas itself, R19; a reasoning event over the cap would be refused).
 """
@@ -134,6 +142,7 @@ class MessageIds:
 class _Open:
     kind: str  # "text" | "tool" | "reasoning"
     item_id: str
+    opening: list[Event]  # the events that open it (sent again to reopen it)
     sent: str = ""  # content or arguments streamed so far
 
 
@@ -144,16 +153,21 @@ class ResponseEvents:
         self.message_id = message_id
         self.ids = MessageIds(message_id)
         self._open: dict[int, _Open] = {}
+        self._ended: dict[int, _Open] = {}  # closed; a late delta or :meth:`finish` reopens
+        self.produced = False
+        """Whether :meth:`on_event` returned any event."""
 
     def on_event(self, event: object) -> list[Event]:
         """Events for one pydantic-ai stream event (none for the kinds we do not show)."""
+        out: list[Event] = []
         if isinstance(event, PartStartEvent):
-            return self._start(event.index, event.part)
-        if isinstance(event, PartDeltaEvent):
-            return self._delta(event.index, event.delta)
-        if isinstance(event, PartEndEvent):
-            return self._end(event.index, event.part)
-        return []
+            out = self._start(event.index, event.part)
+        elif isinstance(event, PartDeltaEvent):
+            out = self._delta(event.index, event.delta)
+        elif isinstance(event, PartEndEvent):
+            out = self._end(event.index, event.part)
+        self.produced = self.produced or bool(out)
+        return out
 
     def whole(self, response: ModelResponse) -> list[Event]:
         """Every event of a response that was not streamed."""
@@ -164,11 +178,22 @@ class ResponseEvents:
         return out
 
     def finish(self, response: ModelResponse) -> list[Event]:
-        """Close what the stream left open, completing it from the final response."""
+        """Close what the stream left open, completing every part from the final response.
+
+        A part that ended with less than its final content (its last deltas came after
+        ``PartEndEvent`` in some other form, or not at all) is reopened for the rest.
+        """
         out: list[Event] = []
-        for index in sorted(self._open):
+        for index in sorted({*self._open, *self._ended}):
             part = response.parts[index] if index < len(response.parts) else None
+            if index not in self._open:
+                item = self._ended[index]
+                final = _final_text(part) if part is not None else None
+                if final is None or len(final) <= len(item.sent) or not final.startswith(item.sent):
+                    continue
+                out += self._reopen(index)
             out += self._end(index, part)
+        self._ended.clear()
         return out
 
     # -- parts ---------------------------------------------------------------------------
@@ -176,43 +201,53 @@ class ResponseEvents:
     def _start(self, index: int, part: ModelResponsePart) -> list[Event]:
         # A part that starts again at the same index replaced the one there: close it.
         closed = self._end(index, None) if index in self._open else []
+        self._ended.pop(index, None)
         return closed + self._begin(index, part)
+
+    def _reopen(self, index: int) -> list[Event]:
+        """Open an ended item again under its id, so content that came late can follow."""
+        item = self._ended.pop(index)
+        self._open[index] = item
+        return list(item.opening)
 
     def _begin(self, index: int, part: ModelResponsePart) -> list[Event]:
         name = self.ids.part(index, part)
         if name is None:
             return []
+        opening: list[Event]
         if isinstance(part, TextPart):
-            self._open[index] = _Open("text", name)
-            return [
-                TextMessageStartEvent(message_id=name, role="assistant"),
-                *self._more(index, part.content),
-            ]
-        if isinstance(part, ToolCallPart):
-            self._open[index] = _Open("tool", part.tool_call_id)
-            return [
-                ToolCallStartEvent(
-                    tool_call_id=part.tool_call_id,
-                    tool_call_name=part.tool_name,
-                    parent_message_id=name,
-                ),
-                *self._more(index, _args_text(part) if part.args else ""),
-            ]
-        if isinstance(part, ThinkingPart):
-            self._open[index] = _Open("reasoning", name)
-            return [
+            opening = [TextMessageStartEvent(message_id=name, role="assistant")]
+            item, text = _Open("text", name, opening), part.content
+        elif isinstance(part, ToolCallPart):
+            start = ToolCallStartEvent(
+                tool_call_id=part.tool_call_id,
+                tool_call_name=part.tool_name,
+                parent_message_id=name,
+            )
+            item, text = _Open("tool", part.tool_call_id, [start]), _final_text(part) or ""
+        elif isinstance(part, ThinkingPart):
+            opening = [
                 ReasoningStartEvent(message_id=name),
                 ReasoningMessageStartEvent(message_id=name),
-                *self._more(index, part.content),
             ]
-        return []
+            item, text = _Open("reasoning", name, opening), part.content
+        else:
+            return []
+        self._open[index] = item
+        return [*item.opening, *self._more(index, text)]
 
     def _delta(self, index: int, delta: object) -> list[Event]:
         if isinstance(delta, TextPartDelta | ThinkingPartDelta):
-            return self._more(index, delta.content_delta or "")
-        if isinstance(delta, ToolCallPartDelta) and isinstance(delta.args_delta, str):
-            return self._more(index, delta.args_delta)
-        return []
+            text = delta.content_delta or ""
+        elif isinstance(delta, ToolCallPartDelta) and isinstance(delta.args_delta, str):
+            text = delta.args_delta
+        else:
+            return []
+        if not text:
+            return []
+        # A delta for a part pydantic-ai already ended (another part started since).
+        reopened = self._reopen(index) if index in self._ended else []
+        return reopened + self._more(index, text)
 
     def _end(self, index: int, part: ModelResponsePart | None) -> list[Event]:
         item = self._open.get(index)
@@ -224,6 +259,7 @@ class ResponseEvents:
             if final is not None and final.startswith(item.sent):
                 out += self._more(index, final[len(item.sent) :])
         del self._open[index]
+        self._ended[index] = item
         if item.kind == "text":
             out.append(TextMessageEndEvent(message_id=item.item_id))
         elif item.kind == "tool":

@@ -45,10 +45,12 @@ from pydantic_ai.toolsets import ExternalToolset
 from pydantic_ai.ui.ag_ui import AGUIAdapter
 
 from perdure import InvalidInput
+from perdure.agui import MAX_EVENT_BYTES
 
 from ._events import MessageIds
 
 __all__ = [
+    "SNAPSHOT_BUDGET",
     "dump_history",
     "frontend_toolset",
     "load_history",
@@ -58,6 +60,8 @@ __all__ = [
 ]
 
 _MESSAGES: TypeAdapter[list[Message]] = TypeAdapter(list[Message])
+SNAPSHOT_BUDGET = MAX_EVENT_BYTES - 1024
+"""The largest ``MESSAGES_SNAPSHOT`` logged (JSON bytes), under the event cap."""
 _UI_ID = "__pydantic_ai__"
 """pydantic-ai's reserved metadata namespace; ``ui_message_id`` in it is the AG-UI id
 its adapter gives the message it dumps (documented in ``AGUIAdapter.dump_messages``)."""

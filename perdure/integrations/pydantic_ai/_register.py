@@ -57,7 +57,9 @@ def register_agent(
     wakes) never calls the model or a tool again for a recorded result. Tools needing
     approval wait for an :class:`~perdure.ApprovalDecision` keyed by tool call id
     (``approved=False`` denies, ``comment`` is the message the model gets,
-    ``response={"override_args": {...}}`` changes the arguments); external and
+    ``response={"override_args": {...}}`` changes the arguments; an id the run already
+    waited on, which a provider reusing ids across responses produces, is keyed
+    ``<id>@<n>``, ``n`` the model request that made the call); external and
     frontend tools wait for a :class:`~perdure.ToolResult`. Both are AG-UI interrupts.
 
     Parameters:
@@ -66,7 +68,8 @@ def register_agent(
             It runs again on every replay: build clients and handles here, keep
             anything that must not repeat inside tools.
         stream: stream model requests into the log (``None``: whenever the model can).
-        flush_interval: seconds between commits of streamed deltas (0: every delta).
+        flush_interval: the longest a streamed delta waits before it is committed for
+            followers, and the shortest time between two commits (0: every delta).
         model_retry, model_timeout, model_inactivity_timeout: the model step's retry
             policy, per-attempt timeout and heartbeat timeout (each streamed delta is
             a heartbeat).

@@ -18,27 +18,25 @@ from pydantic_ai.agent import AgentRunResult
 from pydantic_ai.toolsets import AbstractToolset
 
 from perdure import AgentContext, AgentInput, InvalidInput, PerdureError
-from perdure.agui import MAX_EVENT_BYTES, CustomEvent, MessagesSnapshotEvent, event_to_json
+from perdure.agui import CustomEvent, MessagesSnapshotEvent, event_to_json
 
 from ._bridge import open_loop, to_trio
 from ._capability import DurableCapability
 from ._codec import jsonable
-from ._messages import frontend_toolset, load_history, snapshot_messages
+from ._messages import SNAPSHOT_BUDGET, frontend_toolset, load_history, snapshot_messages
 from ._session import Options, Session
 
 __all__ = ["run_agent"]
-
-_SNAPSHOT_BUDGET = MAX_EVENT_BYTES - 1024
 
 
 async def run_agent(
     agent: Agent[Any, Any], options: Options, ctx: AgentContext, inp: AgentInput
 ) -> Any:
     """Run ``agent`` durably as the body of the agent run ``ctx``."""
-    session = Session(ctx, options)
     history = load_history(inp.messages)
     if not history:
         raise InvalidInput("an agent run needs at least one message")
+    session = Session(ctx, options, sent=inp.messages, history_length=len(history))
     toolsets: list[AbstractToolset[Any]] = []
     frontend = frontend_toolset(inp.tools)
     if frontend is not None:
@@ -81,7 +79,7 @@ async def _run(agent: Agent[Any, Any], **kwargs: Any) -> AgentRunResult[Any]:
 async def _snapshot(ctx: AgentContext, wire: list[dict[str, Any]]) -> None:
     event = MessagesSnapshotEvent(messages=wire)
     size = len(event_to_json(event))
-    if size <= _SNAPSHOT_BUDGET:
+    if size <= SNAPSHOT_BUDGET:
         await ctx.emit(event)
         return
     # AG-UI has no delta for messages and events are capped: say so instead of failing

@@ -11,18 +11,19 @@ responses.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic_ai.messages import ModelResponse
+from pydantic_ai.messages import ModelMessage, ModelResponse
 from pydantic_ai.models import Model
 from pydantic_ai.settings import ModelSettings
 from pydantic_ai.usage import UsageLimits
 
 from perdure import AgentContext, AgentInput, RetryPolicy, TokenUsage
 
-from ._codec import bounded_text
+from ._codec import bounded_text, wait_key
+from ._messages import snapshot_messages
 
 __all__ = ["Options", "Session"]
 
@@ -62,7 +63,17 @@ class Session:
 
     ctx: AgentContext
     options: Options
+    sent: Sequence[dict[str, Any]] = ()
+    """The run's input messages (AG-UI wire dicts), as the client sent them."""
+    history_length: int = 0
+    """How many pydantic-ai messages ``sent`` became (the agent's message history)."""
     requests: int = 0
+    run_messages: list[ModelMessage] | None = None
+    """pydantic-ai's message list of the run (``RunContext.messages``), once it is known."""
+    recovering: bool = False
+    """Recovery closed a step this activation runs again (see :meth:`claim_recovery`)."""
+    wait_keys: set[tuple[str, str]] = field(default_factory=set)
+    """(kind, key) of every wait the run asked for so far (see :meth:`wait_key`)."""
     usage: dict[tuple[str | None, str | None], _Usage] = field(default_factory=dict)
     model_name: str | None = None
     provider: str | None = None
@@ -72,6 +83,50 @@ class Session:
         """Step name and AG-UI message id of the next model request."""
         self.requests += 1
         return f"model:{self.requests}", f"msg_{self.ctx.run_id}_{self.requests}"
+
+    def __post_init__(self) -> None:
+        # perdure raises the run's attempt when recovery closes a step a crash cut after
+        # it committed part of its events: the first step this activation runs (again)
+        # is that one.
+        self.recovering = self.ctx.attempt > 1
+
+    def claim_recovery(self) -> bool:
+        """Whether the step starting now is the first this activation runs after recovery
+        closed a cut step (then it may be that step again). Asked by every step attempt."""
+        recovering, self.recovering = self.recovering, False
+        return recovering
+
+    def conversation(self) -> list[dict[str, Any]] | None:
+        """The conversation so far, named like the run's final ``MESSAGES_SNAPSHOT``.
+
+        ``None`` when pydantic-ai's message list is unknown or does not begin with the
+        history the run was given.
+        """
+        messages = self.run_messages
+        if messages is None or len(messages) < self.history_length:
+            return None
+        return snapshot_messages(self.sent, messages[self.history_length :], self.ctx.run_id)
+
+    def wait_key(self, kind: str, tool_call_id: str) -> str:
+        """The key of the run's next ``kind`` wait for a tool call, unique in the run.
+
+        :func:`._codec.wait_key` of the call's id, qualified if the run used it already.
+
+        A provider may reuse tool call ids across responses (``call_0`` in each); waits
+        of one key are one wait to perdure (a second identical answer is a duplicate),
+        so a key the run already waited on becomes ``<key>@<model request number>``
+        (then ``…@<n>.2`` …). Waits are asked in the same order on every replay, so the
+        keys are the same too.
+        """
+        chosen = wait_key(tool_call_id)
+        if (kind, chosen) in self.wait_keys:
+            qualified = f"{tool_call_id}@{self.requests}"
+            chosen, n = wait_key(qualified), 1
+            while (kind, chosen) in self.wait_keys:
+                n += 1
+                chosen = wait_key(f"{qualified}.{n}")
+        self.wait_keys.add((kind, chosen))
+        return chosen
 
     def observe(self, response: ModelResponse) -> None:
         """Count a response's usage and remember its model (replayed ones too)."""

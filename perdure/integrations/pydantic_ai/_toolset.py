@@ -71,6 +71,7 @@ class DurableToolset(WrapperToolset[Any]):
         wrapped = self.wrapped
 
         async def attempt() -> dict[str, Any]:
+            self.session.claim_recovery()  # a tool step, not a model request, was cut
             outcome = await to_trio(_outcome)(wrapped, name, tool_args, ctx, tool)
             text = tool_result_text(outcome)
             if text is not None:
