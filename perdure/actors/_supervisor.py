@@ -57,12 +57,14 @@ class Supervisor(Generic[M]):
         """Start ``actor`` in the supervisor's nursery, linked under ``parent_id``."""
         if actor.actor_id in self._live:
             raise RuntimeError(f"actor {actor.actor_id} is already live")
+        actor._supervisor = self
+        # First, so that a refusal (a nursery closed to new arrivals) leaves no trace:
+        # the task only runs once this returns.
+        self.nursery.start_soon(actor._main, self, name=f"actor:{actor.actor_id}")
         self._live[actor.actor_id] = actor
         if parent_id is not None:
             self._parent[actor.actor_id] = parent_id
             self._children.setdefault(parent_id, set()).add(actor.actor_id)
-        actor._supervisor = self
-        self.nursery.start_soon(actor._main, self, name=f"actor:{actor.actor_id}")
         return actor
 
     def get(self, actor_id: str) -> Actor[M] | None:

@@ -25,8 +25,11 @@ Run bodies stay trio code: they run on the runtime's thread, like every actor.
 How a call crosses. The asyncio side never blocks a thread: the call is handed to
 the trio thread (``TrioToken.run_sync_soon``), runs there as a task of the host's
 nursery, and its outcome comes back through ``loop.call_soon_threadsafe`` into an
-asyncio future. Cancelling the awaiting asyncio task cancels that trio task. One
-crossing costs about what a thread hop costs (~0.15-0.2 ms, ``anchors.md``).
+asyncio future of the caller's own event loop (any loop, in any thread). Cancelling
+the awaiting asyncio task cancels that trio task. One crossing costs about what a
+thread hop costs (~0.15-0.2 ms, ``anchors.md``). Once the host is closing, a call
+that reaches the trio thread is refused there with :class:`~perdure.PerdureError`
+(it never waits on a nursery that is gone).
 
 Which calls are forwarded is one table, :data:`RUNTIME_SURFACE`: every public
 callable of :class:`Runtime` is forwarded, and the table says how: awaited,
@@ -114,6 +117,13 @@ RUNTIME_SURFACE: Final[dict[str, Forwarding]] = {
 }
 """How each public callable of :class:`Runtime` reaches a host (see the module doc)."""
 
+_DEFINITIONS_ONLY: Final = frozenset({"targets"})
+""""sync" rows that read only the definitions: called on the caller's thread, open or
+not (like ``Runtime.targets`` and ``Host.targets``, they work before opening)."""
+
+_CLOSED = "the AsyncioHost is not open: use `async with host:`"
+_CLOSING = "the AsyncioHost is not open (it is closing): use `async with host:`"
+
 
 def _settle(future: asyncio.Future[Any], result: outcome.Outcome[Any]) -> None:
     if not future.done():
@@ -125,14 +135,25 @@ def _settle(future: asyncio.Future[Any], result: outcome.Outcome[Any]) -> None:
             future.set_result(result.unwrap())
 
 
+def _reply(
+    loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any], result: outcome.Outcome[Any]
+) -> None:
+    """Hand ``result`` to ``future`` on its own loop (from the trio thread; never raises)."""
+    with contextlib.suppress(RuntimeError):  # that asyncio loop is closed: nobody waits
+        loop.call_soon_threadsafe(_settle, future, result)
+
+
 class AsyncioHost:
     """The Runtime API, awaitable, for asyncio programs. Use as ``async with host:``.
 
     ``path`` and ``runtime_options`` are :class:`Runtime`'s. ``host.runtime`` is the
     Runtime itself (its methods must only be called from its own trio thread, for
-    instance from run bodies). Closing the host cancels calls still in flight
-    (they raise :class:`~perdure.PerdureError`) and closes the runtime: runs in
-    flight are recovered at the next open, as always.
+    instance from run bodies). Calls may be awaited from any event loop, in any
+    thread. Closing the host closes the runtime: runs in flight are recovered at the
+    next open, as always. Calls in flight end as they do when a Runtime closes
+    (a ``wait`` raises :class:`~perdure.PerdureError`, an ``events`` iteration
+    ends), calls made while it closes raise :class:`~perdure.PerdureError`, and
+    any call still in flight once it has closed is cancelled with one.
     """
 
     def __init__(
@@ -183,10 +204,15 @@ class AsyncioHost:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the runtime; a no-op when the host is not open."""
+        """Close the runtime; a no-op when the host is not open.
+
+        Calls in flight raise :class:`~perdure.PerdureError`, and so do calls made
+        while it closes."""
         token, stop = self._token, self._stop
         if self._thread is None:
             return
+        if asyncio.get_running_loop() is not self._loop:
+            raise PerdureError("close the AsyncioHost from the event loop that opened it")
         if token is not None and stop is not None:
             with contextlib.suppress(trio.RunFinishedError):
                 token.run_sync_soon(stop.set)
@@ -204,58 +230,91 @@ class AsyncioHost:
             self._finished = None
 
     async def _main(self, loop: asyncio.AbstractEventLoop, ready: asyncio.Future[None]) -> None:
-        async with self.runtime, trio.open_nursery() as nursery:
+        # The calls' nursery outlives the runtime: while the runtime closes, calls still
+        # reach it and get its own answers (a wait in flight, a call made meanwhile: a
+        # PerdureError, R31). Once it has closed, what is still in flight is cancelled
+        # and calls are refused on arrival (see _await): a closed nursery takes no task.
+        async with trio.open_nursery() as nursery:
+            served = await outcome.acapture(self._serve, nursery, loop, ready)
+            self._nursery = None
+            nursery.cancel_scope.cancel()
+        served.unwrap()  # outside the nursery: an open failure surfaces as itself
+
+    async def _serve(
+        self, nursery: trio.Nursery, loop: asyncio.AbstractEventLoop, ready: asyncio.Future[None]
+    ) -> None:
+        async with self.runtime:
             self._stop = trio.Event()
-            self._nursery = nursery
             self._token = trio.lowlevel.current_trio_token()
+            self._nursery = nursery
             loop.call_soon_threadsafe(_settle, ready, outcome.Value(None))
             await self._stop.wait()
-            nursery.cancel_scope.cancel()
 
     # -- crossing into trio -------------------------------------------------------------------
 
-    def _portal(self) -> tuple[asyncio.AbstractEventLoop, trio.lowlevel.TrioToken, trio.Nursery]:
-        loop, token, nursery = self._loop, self._token, self._nursery
-        if loop is None or token is None or nursery is None:
-            raise PerdureError("the AsyncioHost is not open: use `async with host:`")
-        return loop, token, nursery
+    def _portal(self) -> trio.lowlevel.TrioToken:
+        """The trio thread's token; PerdureError if the host is not open."""
+        token = self._token
+        if token is None:
+            raise PerdureError(_CLOSED)
+        return token
 
     async def _await(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Run coroutine function ``fn`` on the trio thread; its result or exception here."""
-        loop, token, nursery = self._portal()
+        token = self._portal()
+        loop = asyncio.get_running_loop()  # the caller's, whichever thread it runs in
         future: asyncio.Future[Any] = loop.create_future()
-        scopes: builtins.list[trio.CancelScope] = []
+        # Made here, so that a cancellation that reaches the trio thread before the task
+        # has started still finds it: the task then does not run ``fn`` at all.
+        scope = trio.CancelScope()
 
         async def task() -> None:
-            with trio.CancelScope() as scope:
-                scopes.append(scope)
+            if scope.cancel_called:
+                return  # the caller is gone; its future is cancelled already
+            with scope:
                 result = await outcome.acapture(fn, *args, **kwargs)
-            with contextlib.suppress(RuntimeError):  # the asyncio loop closed meanwhile
-                loop.call_soon_threadsafe(_settle, future, result)
+            _reply(loop, future, result)
 
-        def cancel() -> None:
-            for scope in scopes:
-                scope.cancel()
+        def submit() -> None:  # on the trio thread; must never raise
+            nursery = self._nursery
+            if nursery is not None:
+                try:
+                    nursery.start_soon(task)
+                except RuntimeError:  # closed to new arrivals
+                    pass
+                else:
+                    return
+            _reply(loop, future, outcome.Error(PerdureError(_CLOSING)))
 
-        token.run_sync_soon(nursery.start_soon, task)
+        self._send(token, submit)
         try:
             return await future
         except asyncio.CancelledError:
             with contextlib.suppress(trio.RunFinishedError):
-                token.run_sync_soon(cancel)
+                token.run_sync_soon(scope.cancel)
             raise
 
     async def _sync(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run plain function ``fn`` on the trio thread (it reads trio-owned state)."""
-        loop, token, _ = self._portal()
+        token = self._portal()
+        loop = asyncio.get_running_loop()  # the caller's, whichever thread it runs in
         future: asyncio.Future[T] = loop.create_future()
 
-        def call() -> None:
-            result = outcome.capture(fn, *args, **kwargs)
-            loop.call_soon_threadsafe(_settle, future, result)
+        def call() -> None:  # on the trio thread; must never raise
+            if self._nursery is None:
+                _reply(loop, future, outcome.Error(PerdureError(_CLOSING)))
+            else:
+                _reply(loop, future, outcome.capture(fn, *args, **kwargs))
 
-        token.run_sync_soon(call)
+        self._send(token, call)
         return await future
+
+    @staticmethod
+    def _send(token: trio.lowlevel.TrioToken, callback: Callable[[], None]) -> None:
+        try:
+            token.run_sync_soon(callback)
+        except trio.RunFinishedError:  # the trio thread has ended: the host closed
+            raise PerdureError(_CLOSED) from None
 
     # -- typed signatures of the forwarded API (the bodies come from RUNTIME_SURFACE) ----------
 
@@ -353,7 +412,9 @@ class _EventStream:
         if not self._closed:
             self._closed = True
             if self._host._token is not None:
-                await self._host._await(self._agen.aclose)
+                # A host closing or closed finalizes the generator itself, on trio.
+                with contextlib.suppress(PerdureError):
+                    await self._host._await(self._agen.aclose)
 
 
 def _forward(name: str, how: Forwarding) -> Callable[..., Any]:
@@ -371,6 +432,12 @@ def _forward(name: str, how: Forwarding) -> Callable[..., Any]:
             return await self._await(getattr(self.runtime, name), *args, **kwargs)
 
         return functools.wraps(target)(call)
+    if how == "sync" and name in _DEFINITIONS_ONLY:
+
+        async def call_here(self: AsyncioHost, *args: Any, **kwargs: Any) -> Any:
+            return getattr(self.runtime, name)(*args, **kwargs)
+
+        return functools.wraps(target)(call_here)
     if how == "sync":
 
         async def call_sync(self: AsyncioHost, *args: Any, **kwargs: Any) -> Any:

@@ -20,6 +20,7 @@ Run bodies stay ``async def``: they run on the runtime's trio thread.
 from __future__ import annotations
 
 import builtins
+import contextlib
 import functools
 import os
 import threading
@@ -60,6 +61,7 @@ class Host:
         self._stop: trio.Event | None = None
         self._ready = threading.Event()
         self._error: BaseException | None = None
+        self._closing = threading.Lock()  # one close() at a time; the others wait for it
 
     # -- definitions (same decorators as the Runtime) -----------------------------------------
 
@@ -107,13 +109,26 @@ class Host:
         self.close()
 
     def close(self) -> None:
-        """Close the runtime (runs in flight are recovered at the next open)."""
-        thread, stop, token = self._thread, self._stop, self._token
-        if thread is None or stop is None or token is None:
-            return
-        trio.from_thread.run_sync(stop.set, trio_token=token)
-        thread.join()
-        self._thread = self._token = self._stop = None
+        """Close the runtime (runs in flight are recovered at the next open).
+
+        Calls made once closing began raise :class:`~perdure.PerdureError`; a
+        concurrent ``close()`` returns once the host is closed.
+        """
+        with self._closing:
+            thread, stop, token = self._thread, self._stop, self._token
+            if thread is None or stop is None:
+                return
+            self._token = None  # no call crosses any more (see _portal)
+            if token is not None:
+                try:
+                    trio.from_thread.run_sync(stop.set, trio_token=token)
+                except trio.RunFinishedError:
+                    pass  # the runtime's thread ended by itself
+                except BaseException:  # e.g. called from the runtime's own thread
+                    self._token = token
+                    raise
+            thread.join()
+            self._thread = self._stop = None
 
     async def _main(self) -> None:
         try:
@@ -127,18 +142,30 @@ class Host:
                 raise
             self._error = exc
             self._ready.set()
+        finally:
+            self._token = None
+
+    def _portal(self) -> trio.lowlevel.TrioToken:
+        token = self._token  # read once: close() clears it from another thread
+        if token is None:
+            raise PerdureError("the Host is not open: use `with host:`")
+        return token
 
     def _call(self, fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
-        if self._token is None:
-            raise PerdureError("the Host is not open: use `with host:`")
-        return trio.from_thread.run(functools.partial(fn, *args, **kwargs), trio_token=self._token)
+        token = self._portal()
+        try:
+            return trio.from_thread.run(functools.partial(fn, *args, **kwargs), trio_token=token)
+        except (trio.RunFinishedError, trio.Cancelled):  # the runtime's thread is ending
+            raise PerdureError("the Host is not open (it closed): use `with host:`") from None
 
     def _call_sync(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        if self._token is None:
-            raise PerdureError("the Host is not open: use `with host:`")
-        return trio.from_thread.run_sync(
-            functools.partial(fn, *args, **kwargs), trio_token=self._token
-        )
+        token = self._portal()
+        try:
+            return trio.from_thread.run_sync(
+                functools.partial(fn, *args, **kwargs), trio_token=token
+            )
+        except trio.RunFinishedError:  # the runtime's thread has ended
+            raise PerdureError("the Host is not open (it closed): use `with host:`") from None
 
     # -- the API ------------------------------------------------------------------------------
 
@@ -296,4 +323,5 @@ class Host:
                 yield event
         finally:
             if self._token is not None:
-                self._call(agen.aclose)
+                with contextlib.suppress(PerdureError):  # a closing host finalizes it itself
+                    self._call(agen.aclose)

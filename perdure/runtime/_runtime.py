@@ -766,7 +766,7 @@ class Runtime:
         if (
             engine is not None
             and not engine.closing
-            and (path is None or os.path.abspath(path) == os.path.abspath(engine.store.path))
+            and (path is None or _same_directory(path, engine.store.path))
         ):
             return await check_store(self._registry, engine.store, timeout=timeout)
         where = path if path is not None else self.path
@@ -794,6 +794,11 @@ class Runtime:
         cutoff, chosen = check_purge_args(before, statuses)
         engine = self._open_engine()
         return await engine.retention.purge(cutoff, chosen)
+
+
+def _same_directory(path: str | os.PathLike[str], other: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` names the directory ``other`` (through symlinks too)."""
+    return os.path.realpath(path) == os.path.realpath(other)
 
 
 def _schema_of(schema: CompiledSchema | None) -> Any:

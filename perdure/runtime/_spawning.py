@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from perdure._errors import PerdureError
 from perdure.agui import Event
 from perdure.storage import JournalEntry, RunRecord, TimerRef
 
@@ -36,7 +37,11 @@ def spawn(
 
     ``journal`` and ``events`` are the run's, when already read (recovery reads them in
     batches). ``serve_only`` actors answer messages without running the body.
+    Refused (:class:`~perdure.PerdureError`, nothing started) once the runtime is
+    closing: its actors are being stopped, and the run is recovered at the next open.
     """
+    if engine.closing:
+        raise PerdureError("the runtime is closing: use `async with rt:`", run_id=rec.id)
     if fresh:
         journal, events = [], []
     elif journal is None:

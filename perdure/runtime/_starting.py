@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 import trio
 
-from perdure._errors import IdempotencyConflict, InvalidInput
+from perdure._errors import IdempotencyConflict, InvalidInput, PerdureError
 from perdure.agui import AgentInput
 from perdure.storage import Op, Owner, RunRecord, TimerRef, Trigger, owner_key
 
@@ -90,8 +90,7 @@ class Starter:
             claims.append(("key", okey, idempotency_key))
         if run_id is not None:
             claims.append(("id", run_id))
-        while any(claim in self._claims for claim in claims):
-            await next(self._claims[c] for c in claims if c in self._claims).wait()
+        await self._wait_claims(claims)
         existing = self._existing(claims, idempotency_key, run_id)
         if existing is not None:
             return _duplicate(existing, definition, owner, parent)
@@ -107,12 +106,21 @@ class Starter:
                 self._claims.pop(claim, None)
             done.set()
 
+    async def _wait_claims(self, claims: list[tuple[str, ...]]) -> None:
+        """Wait until no other task holds one of ``claims``; refused (nothing done) if
+        the runtime began closing meanwhile: its store is going away."""
+        waited = False
+        while any(claim in self._claims for claim in claims):
+            waited = True
+            await next(self._claims[c] for c in claims if c in self._claims).wait()
+        if waited and self._engine.closing:
+            raise PerdureError("the runtime is closing: use `async with rt:`")
+
     @contextlib.asynccontextmanager
     async def claim(self, claims: list[tuple[str, ...]]) -> AsyncIterator[None]:
         """Hold ``claims`` (waiting while another task holds one): starts with the same
         idempotency key are serialised, so exactly one of them creates what it names."""
-        while any(claim in self._claims for claim in claims):
-            await next(self._claims[c] for c in claims if c in self._claims).wait()
+        await self._wait_claims(claims)
         done = trio.Event()
         for claim in claims:
             self._claims[claim] = done
@@ -260,7 +268,14 @@ class Starter:
             self._engine.admission.release(rec.id)
 
     def launch(self, rec: RunRecord, admit: bool) -> None:
-        """The run of a :meth:`build` is durable: start its actor, or queue it."""
+        """The run of a :meth:`build` is durable: start its actor, or queue it.
+
+        Once the runtime is closing nothing is started any more: the committed run
+        stays stored (``running`` or ``pending``) and is recovered at the next open
+        (R26), so the start that committed it still reports its success.
+        """
+        if self._engine.closing:
+            return
         if admit:
             spawn(self._engine, rec, fresh=True)
         else:
