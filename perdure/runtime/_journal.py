@@ -10,8 +10,12 @@ Two kinds of entries live in one stored sequence (``journal`` database, by posit
 - **Keyed** entries (:data:`KEYED`: signals, buffered early signals, voided signals)
   are found by *slot*, never by position: when a signal arrives is decided outside the
   body and cannot be replayed, so the cursor skips them. A slot is ``reason:key#n``,
-  the n-th wait the body opened on that key; the body numbers its waits as it opens
-  them (:meth:`Journal.next_slot`), deterministically, so replay finds the same slots.
+  the n-th wait the body's own task opened on that key; it numbers its waits as it
+  opens them (:meth:`Journal.next_slot`), deterministically, so replay finds the same
+  slots. Waits of concurrent tasks are numbered per lane instead, ``reason@LANE|key#n``
+  (:meth:`Journal.lane_wait_slot`; ``reason@|key#n`` outside any lane), for the reason
+  keyed actions are (below): a signal a task took is the one it finds on replay,
+  whichever task reaches its wait first.
 
 Concurrent actions journal by key, the same way signals do. Within one body, the order
 in which *concurrent* tasks reach their journaled calls is up to trio's scheduler (it
@@ -35,6 +39,8 @@ its positions and is checked entry by entry (R7); a lane that ends normally must
 asked for every slot recorded under it, else the body diverged
 (:meth:`Journal.check_lane` raises :class:`~perdure.NonDeterminismError`). Slots of a
 lane that a replay never enters (the losers of a decided race) are simply unused.
+Recorded keyed actions a replay has not asked for yet are also progress for a patch
+decision and the deploy check (:meth:`Journal.unasked_action`, :mod:`._versioning`).
 
 Time is journaled too: every entry carries ``at``, the runtime clock when it was
 recorded, and :attr:`Journal.time` is the latest ``at`` the body has consumed (plus
@@ -51,12 +57,22 @@ call runs that branch unconditionally. That is what lets a patch be retired
 
 from __future__ import annotations
 
+import bisect
 from typing import Final, Literal, get_args
 
 from perdure._errors import NonDeterminismError
 from perdure.storage import JournalEntry
 
-__all__ = ["ACTIONS", "KEYED", "POSITIONAL", "EntryKind", "Journal", "KeyedActions", "action_slot"]
+__all__ = [
+    "ACTIONS",
+    "KEYED",
+    "POSITIONAL",
+    "EntryKind",
+    "Journal",
+    "KeyedActions",
+    "action_slot",
+    "wait_ns",
+]
 
 EntryKind = Literal[
     "step",
@@ -107,6 +123,30 @@ def _namespace(kind: str, lane: str | None, name: str) -> str:
     return f"{kind}:|{name}" if "|" in name else f"{kind}:{name}"
 
 
+def wait_ns(slot: str) -> str:
+    """The namespaced key (``reason:key``) a wait slot belongs to.
+
+    ``reason:key#n`` (a wait of the body's own task, or a buffered signal) or
+    ``reason@LANE|key#n`` (a concurrent task's, :meth:`Journal.lane_wait_slot`).
+    """
+    head = slot.rpartition("#")[0]
+    at = head.find("@")
+    if at != -1:
+        colon = head.find(":")
+        if colon == -1 or at < colon:
+            return f"{head[:at]}:{head[at + 1 :].partition('|')[2]}"
+    return head
+
+
+def _wait_lane(ns: str) -> str | None:
+    """The lane of a concurrent task's wait namespace (``reason@LANE|key``), if any."""
+    at = ns.find("@")
+    if at == -1 or -1 < ns.find(":") < at:
+        return None
+    lane = ns[at + 1 :].partition("|")[0]
+    return lane or None
+
+
 def _lane_of(slot: str) -> str | None:
     head = slot.partition(":")[2]
     lane, bar, _ = head.partition("|")
@@ -125,6 +165,7 @@ class Journal:
         "entries",
         "has_children",
         "keyed",
+        "newest",
         "patches",
         "pos",
         "run_id",
@@ -141,6 +182,9 @@ class Journal:
         self.slots: dict[str, JournalEntry] = {}
         self.slot_count: dict[str, int] = {}
         self.wait_counts: dict[str, int] = {}
+        self.newest: dict[str, str] | None = None
+        """The slot of each key's last signal, once a concurrent task's wait took one
+        (made then: before, the highest slot is the last, see :meth:`latest`)."""
         self.keyed: KeyedActions | None = None
         """The keyed actions, made on first use: a body without concurrent tasks never
         pays for them (a hundred thousand parked runs keep their journals in memory)."""
@@ -154,6 +198,11 @@ class Journal:
         for entry in stored:
             if entry.kind in _BY_SLOT:
                 self.add_keyed(entry)
+                if entry.kind in ACTIONS and entry.kind != "kretry":
+                    # Where it lies among the positional entries (behind_record).
+                    keyed = self._keyed()
+                    keyed.loaded.append(entry.name)
+                    keyed.loaded_at.append(len(self.entries))
             else:
                 self.entries.append(entry)
                 if entry.kind == "child":
@@ -236,13 +285,16 @@ class Journal:
         self.patches.clear()
         if self.keyed is not None:
             self.keyed.asked.clear()
+            self.keyed.asked_in.clear()
 
     def carry_over(self, old: Journal) -> None:
         """Take over how far ``old`` (the same run's journal before a rollback) had got."""
         self.pos = min(old.pos, len(self.entries))
         self.wait_counts = old.wait_counts
         if old.keyed is not None:
-            self._keyed().asked = old.keyed.asked
+            keyed = self._keyed()
+            keyed.asked = old.keyed.asked
+            keyed.asked_in = old.keyed.asked_in
 
     def drop_last(self, entry: JournalEntry) -> None:
         """Forget ``entry`` if it is the last positional one (a restart drops a failed step)."""
@@ -251,16 +303,50 @@ class Journal:
             self.pos = min(self.pos, len(self.entries))
         elif self.keyed is not None and self.keyed.actions.get(entry.name) is entry:
             del self.keyed.actions[entry.name]
+            # Still counted in recorded_in: the log calls before it were stored, and
+            # its re-run records the same slot again (counted once, _add_action).
+            self.keyed.dropped.add(entry.name)
         if self.tail is entry:
             self.tail = None
 
     # -- keyed entries --------------------------------------------------------------------
 
     def next_slot(self, ns: str) -> str:
-        """The slot of the body's next wait on namespaced key ``ns`` (``ns#n``)."""
+        """The slot of the body's next wait on namespaced key ``ns`` (``ns#n``).
+
+        For waits of the body's own task: they alone are counted here, in the order
+        that task reaches them. Waits of concurrent tasks take :meth:`lane_wait_slot`.
+        """
         n = self.wait_counts.get(ns, 0) + 1
         self.wait_counts[ns] = n
         return f"{ns}#{n}"
+
+    def lane_wait_slot(self, reason: str, key: str, lane: str | None) -> str:
+        """The slot of the next wait of a concurrent task in ``lane`` on ``reason:key``.
+
+        ``reason@LANE|key#n``: the n-th wait on that key in that lane (``reason@|key#n``
+        for a task outside any lane), so which wait a recorded signal answered does
+        not depend on which task reached its wait first (R6). A reason is a plain
+        word, so ``@`` right after it tells these slots from the body's own
+        (``reason:key#n``), whose names are unchanged.
+        """
+        ns = f"{reason}@{lane or ''}|{key}"
+        n = self.wait_counts.get(ns, 0) + 1
+        self.wait_counts[ns] = n
+        return f"{ns}#{n}"
+
+    def unclaimed_buffer(self, ns: str) -> JournalEntry | None:
+        """The first early (buffered) signal of ``ns`` the body's own task has not taken.
+
+        A concurrent task's wait claims it (recording it at its own slot and voiding
+        the buffered one), so the claim replays whichever task gets there first.
+        """
+        last = self.slot_count.get(ns, 0)
+        for n in range(self.wait_counts.get(ns, 0) + 1, last + 1):
+            entry = self.slots.get(f"{ns}#{n}")
+            if entry is not None and entry.kind == "buffered":
+                return entry
+        return None
 
     def add_keyed(self, entry: JournalEntry) -> None:
         """Index a keyed entry by its slot; a ``void`` entry removes the slot's entry."""
@@ -271,16 +357,31 @@ class Journal:
             self.slots.pop(entry.name, None)
             return
         self.slots[entry.name] = entry
-        ns, _, n = entry.name.rpartition("#")
-        count = int(n)
-        if count > self.slot_count.get(ns, 0):
-            self.slot_count[ns] = count
+        head, _, n = entry.name.rpartition("#")
+        ns = wait_ns(entry.name)
+        if ns == head:  # a slot of the body's own task (or a buffered signal)
+            count = int(n)
+            if count > self.slot_count.get(ns, 0):
+                self.slot_count[ns] = count
+            if self.newest is not None:
+                self.newest[ns] = entry.name
+        else:
+            if self.newest is None:
+                self.newest = {}
+            self.newest[ns] = entry.name
 
     def slot(self, slot: str) -> JournalEntry | None:
         return self.slots.get(slot)
 
     def latest(self, ns: str) -> JournalEntry | None:
-        """The entry of the highest slot recorded for namespaced key ``ns``."""
+        """The signal recorded last for namespaced key ``ns`` (``None`` if it was voided).
+
+        Until a concurrent task's wait takes a signal, the body's own waits are the
+        only ones and the last signal is that of the highest slot.
+        """
+        newest = self.newest
+        if newest is not None and ns in newest:
+            return self.slots.get(newest[ns])
         count = self.slot_count.get(ns)
         return None if count is None else self.slots.get(f"{ns}#{count}")
 
@@ -306,8 +407,18 @@ class Journal:
         n = self.wait_counts.get(ns, 0) + 1
         self.wait_counts[ns] = n
         slot = f"{ns}#{n}"
-        self._keyed().asked.add(slot)
+        keyed = self._keyed()
+        keyed.asked.add(slot)
+        keyed.asked_in[lane] = keyed.asked_in.get(lane, 0) + 1
         return slot
+
+    def lane_progress(self, lane: str | None) -> tuple[int, int]:
+        """How many keyed actions ``lane`` has asked for in this execution of the body,
+        and how many it has recorded (ever). ``None``: tasks outside any lane."""
+        keyed = self.keyed
+        if keyed is None:
+            return 0, 0
+        return keyed.asked_in.get(lane, 0), keyed.recorded_in.get(lane, 0)
 
     def next_action(self, kind: str, lane: str | None, name: str) -> str:
         """The slot :meth:`action` will give next, without taking it."""
@@ -343,6 +454,11 @@ class Journal:
         if entry.kind == "kretry":
             keyed.retries[entry.name] = entry
         else:
+            if entry.name in keyed.dropped:
+                keyed.dropped.discard(entry.name)
+            elif entry.name not in keyed.actions:
+                lane = _lane_of(entry.name)
+                keyed.recorded_in[lane] = keyed.recorded_in.get(lane, 0) + 1
             keyed.actions[entry.name] = entry
             if entry.kind == "kchild":
                 self.has_children = True
@@ -350,6 +466,39 @@ class Journal:
             lane = _lane_of(entry.name)
             if lane is not None:
                 keyed.lanes.setdefault(lane, []).append(entry.name)
+
+    def unasked_action(self, *, entered_only: bool = False) -> str | None:
+        """A keyed action recorded before this activation, past the body's point, that
+        this execution has not asked for; ``None`` if there is none.
+
+        Past the point: recorded in a lane this execution has entered (that strand
+        had got further than it has now), or, unless ``entered_only``, recorded after
+        the positional entry the cursor is at (the body's own task had got past its
+        last journaled call, and a task it starts later had acted). The latter is what
+        a patch decision needs (R37: a run that recorded anything beyond keeps the old
+        branch, the safe side); the deploy check takes the former only, because slots
+        of lanes a replay never enters (a decided race's losers) are simply unused.
+        """
+        keyed = self.keyed
+        if keyed is None or not keyed.loaded:
+            return None
+        asked = keyed.asked
+        actions = keyed.actions
+        start = len(keyed.loaded)
+        if not entered_only:
+            start = bisect.bisect_left(keyed.loaded_at, self.pos)
+            for slot in keyed.loaded[start:]:
+                if slot not in asked and slot in actions:
+                    return slot
+        entered = {_lane_of(slot) for slot in asked}
+        entered.update(_wait_lane(ns) for ns in self.wait_counts)
+        entered.discard(None)
+        if not entered:
+            return None
+        for slot in keyed.loaded[:start]:
+            if slot not in asked and slot in actions and _lane_of(slot) in entered:
+                return slot
+        return None
 
     def check_lane(self, lane: str) -> None:
         """Raise :class:`NonDeterminismError` if ``lane`` left a recorded slot unasked."""
@@ -370,7 +519,17 @@ class Journal:
 class KeyedActions:
     """A journal's keyed actions (:data:`ACTIONS`): by slot, and by lane for the check."""
 
-    __slots__ = ("actions", "asked", "lanes", "retries")
+    __slots__ = (
+        "actions",
+        "asked",
+        "asked_in",
+        "dropped",
+        "lanes",
+        "loaded",
+        "loaded_at",
+        "recorded_in",
+        "retries",
+    )
 
     def __init__(self) -> None:
         self.actions: dict[str, JournalEntry] = {}
@@ -379,5 +538,16 @@ class KeyedActions:
         """The latest ``kretry`` of each keyed step slot."""
         self.asked: set[str] = set()
         """Action slots the body asked for in this activation."""
+        self.asked_in: dict[str | None, int] = {}
+        """How many of :attr:`asked` each lane asked for (``None``: outside any lane)."""
+        self.recorded_in: dict[str | None, int] = {}
+        """How many of :attr:`actions` each lane recorded (raw logs of concurrent tasks
+        count their calls from a lane's last recorded action, :mod:`._logs`)."""
+        self.dropped: set[str] = set()
+        """Slots of failed steps a restart dropped (:meth:`Journal.drop_last`)."""
         self.lanes: dict[str, list[str]] = {}
         """Slots recorded before this activation, by lane (:meth:`Journal.check_lane`)."""
+        self.loaded: list[str] = []
+        """Action slots recorded before this activation, in the order they were stored."""
+        self.loaded_at: list[int] = []
+        """For each of :attr:`loaded`, how many positional entries were stored before it."""

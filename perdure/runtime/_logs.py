@@ -27,6 +27,16 @@ Exactly once across replays
       the body-level entries its failed attempt committed. Body-level log calls must
       therefore be deterministic, like the rest of the body; log from inside a step what
       depends on I/O.
+    - **In a concurrent task of the body** (a nursery's, outside steps), the order of
+      calls across tasks is up to the scheduler, so they are not numbered with the body's
+      own: they are counted per lane (``ctx.lane``), from the lane's last recorded keyed
+      action, as its actions are keyed (R6). A call made before an action its lane has
+      recorded is stored (the action's commit carried it, if nothing earlier did). For
+      calls after it, every entry written carries, in the reserved field
+      ``perdure.lanes`` (hidden from :class:`LogEntry`), ``{lane: [n, k]}``: k calls of
+      that lane after its n-th action are stored; an activation reads it from the last
+      entry. Concurrent tasks outside any lane share one count, which is deterministic
+      only if one of them logs at a time.
 
 The cap
     A run keeps at most :data:`MAX_LOGS_PER_RUN` entries. The entry that would reach the
@@ -105,14 +115,21 @@ class LogPage(msgspec.Struct, frozen=True):
     next_cursor: int | None = None
 
 
+_LANES: Final = "perdure.lanes"
+"""The reserved field of the per-lane counts of concurrent tasks' calls (module docstring)."""
+
+
 def log_entry(record: LogRecord) -> LogEntry:
     """The public view of a stored log record."""
+    fields = record.fields
+    if _LANES in fields:
+        fields = {k: v for k, v in fields.items() if k != _LANES}
     return LogEntry(
         seq=record.seq,
         at=record.at,
         level=record.level,
         message=record.message,
-        fields=record.fields,
+        fields=fields,
         step=record.step,
         attempt=record.attempt,
     )
@@ -159,7 +176,7 @@ class RunLogs:
     Built at the actor's first log call from the run's last stored entry.
     """
 
-    __slots__ = ("build", "calls", "committed", "run_id", "seq")
+    __slots__ = ("build", "calls", "committed", "lane_calls", "lanes", "run_id", "seq")
 
     def __init__(self, run_id: str, last: LogRecord | None, build: Ops) -> None:
         self.run_id = run_id
@@ -170,10 +187,23 @@ class RunLogs:
         """Body-level calls already stored (numbered 1..committed)."""
         self.calls = 0
         """Body-level calls made by this execution of the body."""
+        self.lanes: dict[str, list[int]] = {}
+        """Concurrent tasks' calls stored, per lane: ``[n, k]``, k calls after the lane's
+        n-th keyed action (``""``: tasks outside any lane). Carried by every entry."""
+        self.lane_calls: dict[str, list[int]] = {}
+        """This execution's calls per lane: ``[n, j]``, j calls after its n-th action."""
+        stored = last.fields.get(_LANES) if last is not None else None
+        if isinstance(stored, dict):
+            self.lanes = {
+                lane: [int(count[0]), int(count[1])]
+                for lane, count in stored.items()
+                if isinstance(count, list) and len(count) == 2
+            }
 
     def rewind(self) -> None:
         """The body restarts from the top (R18): its calls are numbered afresh."""
         self.calls = 0
+        self.lane_calls.clear()
 
     def _op(self, item: Draft, step: str | None, attempt: int, mark: int) -> Op | None:
         cap = MAX_LOGS_PER_RUN
@@ -182,13 +212,14 @@ class RunLogs:
         self.seq += 1
         if mark > self.committed:
             self.committed = mark
+        lanes = self.lanes
         if self.seq == cap:
             record = LogRecord(
                 seq=self.seq,
                 at=item.at,
                 level="warning",
                 message=f"this run reached its cap of {cap} log entries: later entries are dropped",
-                fields={"perdure.log_cap": cap},
+                fields={"perdure.log_cap": cap, **({_LANES: lanes} if lanes else {})},
                 step=step,
                 attempt=attempt,
                 mark=self.committed,
@@ -199,7 +230,7 @@ class RunLogs:
                 at=item.at,
                 level=item.level,
                 message=item.message,
-                fields=item.fields,
+                fields={**item.fields, _LANES: lanes} if lanes else item.fields,
                 step=step,
                 attempt=attempt,
                 mark=self.committed,
@@ -212,6 +243,28 @@ class RunLogs:
         if self.calls <= self.committed:
             return None
         return self._op(item, None, attempt, self.calls)
+
+    def keyed(
+        self, item: Draft, attempt: int, lane: str | None, asked: int, recorded: int
+    ) -> Op | None:
+        """The op of a concurrent task's body-level call in ``lane``, or ``None`` if it is
+        stored already. ``asked``: the keyed actions the lane has asked for in this
+        execution; ``recorded``: those it has recorded (:meth:`Journal.lane_progress`)."""
+        key = lane or ""
+        calls = self.lane_calls.get(key)
+        if calls is None or calls[0] != asked:
+            calls = self.lane_calls[key] = [asked, 0]
+        calls[1] += 1
+        if recorded > asked:
+            return None  # the lane recorded an action after this call: it is stored
+        stored = self.lanes.get(key)
+        if stored is not None and stored[0] == asked and calls[1] <= stored[1]:
+            return None
+        # A stale count (n < asked) is replaced: calls of an earlier stretch of the
+        # lane are covered by its recorded actions (kept: a restart may drop one
+        # failed step, never more than the lane's last action).
+        self.lanes = {**self.lanes, key: [asked, calls[1]]}
+        return self._op(item, None, attempt, 0)
 
     def step(self, items: list[Draft], step: str, attempt: int) -> list[Op]:
         """The ops of a step attempt's buffered entries, numbered now."""
@@ -235,7 +288,14 @@ def _run_logs(actor: RunActor) -> RunLogs:
 
 def log_body(actor: RunActor, item: Draft) -> None:
     """A body-level ``ctx.log``: queued with the run's next commit unless stored already."""
-    op = _run_logs(actor).body(item, actor.rec.attempt)
+    from ._steps import in_body_flow, lane_of  # here: _steps imports this module
+
+    if in_body_flow(actor):
+        op = _run_logs(actor).body(item, actor.rec.attempt)
+    else:
+        lane = lane_of(actor)
+        asked, recorded = actor.journal.lane_progress(lane)
+        op = _run_logs(actor).keyed(item, actor.rec.attempt, lane, asked, recorded)
     if op is not None:
         actor.pending_ops.append(op)
 

@@ -17,9 +17,12 @@ How ``patched(id)`` decides, the first time a body execution asks about ``id``:
 - the run has already recorded something past this point: it got here under code
   without the patch. False, and nothing is recorded. "Past this point" is a positional
   entry still ahead of the cursor (any kind, other patches' markers included), a
-  signal answering a wait the replay has not reopened yet, or a wait the run is parked
+  signal answering a wait the replay has not reopened yet, a wait the run is parked
   on that the replay has not reached (a run waiting on a signal has passed every line
-  before its wait, though it recorded no positional entry there).
+  before its wait, though it recorded no positional entry there), or an action of a
+  concurrent task the replay has not asked for yet, stored after the body's own last
+  journaled call or in a lane the replay has entered (:meth:`Journal.unasked_action`).
+  Only the body's own task may ask (its marker is positional).
 - otherwise the run reaches this point for the first time, under code that has the
   patch. True, and a ``patch`` marker is journaled so every replay decides the same.
 
@@ -55,7 +58,7 @@ from perdure._errors import InvalidInput
 from perdure.storage import JournalEntry, RunRecord
 
 from ._journal import Journal
-from ._steps import step_of
+from ._steps import in_body_flow, step_of
 
 if TYPE_CHECKING:
     from ._run_actor import RunActor
@@ -99,7 +102,7 @@ def deprecate_patch(actor: RunActor, patch_id: str) -> None:
 
 
 def behind_record(
-    journal: Journal, rec: RunRecord, *, markers: bool = True
+    journal: Journal, rec: RunRecord, *, markers: bool = True, entered_only: bool | None = None
 ) -> dict[str, Any] | None:
     """The first thing the run recorded that the replaying body has not reached yet.
 
@@ -108,6 +111,13 @@ def behind_record(
     entry) of what lies ahead: a journal entry, a signal for a wait not reopened yet,
     or a wait the run is parked on. ``markers=False``: patch markers ahead do not count
     (a replay skips them; they only matter to a patch's own decision).
+
+    Actions of concurrent tasks (keyed, :meth:`Journal.unasked_action`) count too: one
+    recorded in a lane the replay has entered but not asked for yet, and, for a patch
+    decision, one recorded after the body's own task's last journaled call (a task it
+    started past this point acted). ``entered_only`` restricts them to the former; by
+    default it is ``not markers``, the deploy check's view (``perdure check``), where a
+    recorded action of a lane the replay runs but never asks for is a divergence.
     """
     entries = journal.entries
     pos = journal.pos
@@ -116,6 +126,11 @@ def behind_record(
     if pos < len(entries):
         entry = entries[pos]
         return {"kind": entry.kind, "name": entry.name, "position": pos}
+    action = journal.unasked_action(
+        entered_only=not markers if entered_only is None else entered_only
+    )
+    if action is not None:
+        return {"kind": _ACTION_KINDS.get(action.partition(":")[0], "action"), "name": action}
     for slot, entry in journal.slots.items():
         if entry.kind == "signal" and not _reached(journal, slot):
             return {"kind": "signal", "name": slot}
@@ -124,6 +139,9 @@ def behind_record(
             if wait.slot and not _reached(journal, wait.slot):
                 return {"kind": "wait", "name": wait.slot}
     return None
+
+
+_ACTION_KINDS = {"step": "kstep", "sleep": "ksleep", "child": "kchild", "emit": "kemit"}
 
 
 def _reached(journal: Journal, slot: str) -> bool:
@@ -136,6 +154,10 @@ def _check(actor: RunActor, patch_id: object, what: str) -> None:
         raise InvalidInput(f"{what}: a patch id is a string of 1-200 characters (got {patch_id!r})")
     if step_of(actor) is not None:
         raise InvalidInput(f"{what} belongs in the body, not inside a step")
+    if not in_body_flow(actor):
+        # Its marker is positional: from a concurrent task it would land wherever the
+        # body's own task happens to be, and a replay could not find it again.
+        raise InvalidInput(f"{what} is called from the body's own task, not a nursery's")
 
 
 def _take_marker(journal: Journal, patch_id: str) -> bool:

@@ -1,8 +1,12 @@
 """Waiting checkpoints and resume signals (R2, R11-R14).
 
-A wait is identified by its *slot*, ``reason:key#n``: the n-th time the body
-waits on that key. The body numbers its waits as it calls them (deterministic,
-so replay finds the same slots); a signal goes to the open slot of its key.
+A wait is identified by its *slot*, ``reason:key#n``: the n-th time the body's
+own task waits on that key. It numbers its waits as it calls them (deterministic,
+so replay finds the same slots); a signal goes to the open slot of its key (the
+first opened, if several tasks wait on it). A concurrent task's waits are numbered
+per lane, ``reason@LANE|key#n`` (:mod:`._journal`), so the signal a task took is the
+one it finds again on replay, whichever task reaches its wait first; such a wait
+claims an early (buffered) signal by moving it to its own slot in a commit.
 
 Opening a wait stores it in the run record (status ``waiting``, R2) with an AG-UI
 ``RUN_FINISHED`` interrupt listing every open wait; a signal is stored as a
@@ -50,6 +54,7 @@ from ._signals import (
     same_signal,
     wait_key,
 )
+from ._steps import in_body_flow, lane_of
 
 if TYPE_CHECKING:
     from ._run_actor import RunActor
@@ -107,12 +112,22 @@ async def open_waits(actor: RunActor, specs: list[WaitSpec], timeout: float | No
     :class:`WaitExpired` is raised.
     """
     journal = actor.journal
-    slots = [journal.next_slot(wait_key(spec.reason, spec.key)) for spec in specs]
+    if in_body_flow(actor):
+        slots = [journal.next_slot(wait_key(spec.reason, spec.key)) for spec in specs]
+        keyed = False
+    else:
+        # A concurrent task: its waits are numbered per lane (R6), as its steps are.
+        lane = lane_of(actor)
+        slots = [journal.lane_wait_slot(spec.reason, spec.key, lane) for spec in specs]
+        keyed = True
     futures: dict[str, WaitFuture] = {}
     voided: list[JournalEntry] = []
+    claimed: list[JournalEntry] = []
     for spec, slot in zip(specs, slots, strict=True):
         entry = journal.slot(slot)
-        if entry is not None and entry.kind == "buffered" and not _fits(entry, spec, slot):
+        if entry is None and keyed:
+            entry = _claim(actor, spec, slot, claimed)
+        elif entry is not None and entry.kind == "buffered" and not _fits(entry, spec, slot):
             # An early signal is checked when its wait opens, against that wait's
             # schema and approvers (R12, R13); one that fails is void, not applied.
             voided.append(JournalEntry("void", slot, at=actor.engine.now()))
@@ -124,6 +139,7 @@ async def open_waits(actor: RunActor, specs: list[WaitSpec], timeout: float | No
             actor.futures[slot] = future
     for entry in voided:
         journal.add_keyed(entry)
+    voided.extend(claimed)
     try:
         mine = await _open_new_waits(actor, specs, slots, futures, voided, timeout)
         if mine:
@@ -468,6 +484,28 @@ async def _apply(actor: RunActor, plans: list[_Plan]) -> None:
         future = actor.futures.get(slot)
         if future is not None:
             future.resolve(entry)
+
+
+def _claim(
+    actor: RunActor, spec: WaitSpec, slot: str, recorded: list[JournalEntry]
+) -> JournalEntry | None:
+    """A concurrent task's new wait takes an early signal (``ctx.expect``), if one fits.
+
+    The signal moves to the wait's own slot (its buffered slot is voided) in the
+    commit that follows, so a replay finds it there whichever task waits first. Early
+    signals the body's own task has taken in this execution are not claimed.
+    """
+    journal = actor.journal
+    buffered = journal.unclaimed_buffer(wait_key(spec.reason, spec.key))
+    if buffered is None or not _fits(buffered, spec, slot):
+        return None
+    entry = JournalEntry("signal", slot, value=buffered.value, at=buffered.at)
+    void = JournalEntry("void", buffered.name, at=actor.engine.now())
+    journal.add_keyed(void)
+    journal.add_keyed(entry)
+    recorded.append(void)
+    recorded.append(entry)
+    return entry
 
 
 def _fits(entry: JournalEntry, spec: WaitSpec, slot: str) -> bool:
