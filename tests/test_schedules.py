@@ -642,3 +642,33 @@ async def test_idle_schedules_cost_no_wakeups(tmp_path: Path, autojump_clock: An
         service._tick = counting
         await trio.sleep(30 * 86_400)  # a month of virtual time: nothing is due
         assert ticked == 0
+
+
+async def test_raising_max_runs_of_a_used_up_schedule_goes_on_from_now(
+    tmp_path: Path, autojump_clock: Any
+) -> None:
+    """The hours after a schedule used its runs were not downtime: more runs allowed
+    later start at the next tick, never at the ticks of the past (catchup="all")."""
+    pin_wall_time(t("2026-01-01T00:30:00"))
+
+    def deploy(max_runs: int) -> perdure.Runtime:
+        rt = make(tmp_path / "d")
+        rt.schedule(
+            "s", "0 * * * *", target="task:tick", max_runs=max_runs, catchup="all",
+            catchup_bound=100,
+        )  # fmt: skip
+        return rt
+
+    async with deploy(2) as rt:
+        await trio.sleep(10 * 3600)  # 10:30: used up since 02:00
+        await settle(rt)
+        assert [iso(x) for x in ticks(schedule_runs(rt, "s"))] == ["01-01T01:00", "01-01T02:00"]
+    async with deploy(5) as rt:  # redeployed at once, with more runs allowed
+        await trio.sleep(2 * 3600)
+        await settle(rt)
+        assert [iso(x) for x in ticks(schedule_runs(rt, "s"))] == [
+            "01-01T01:00",
+            "01-01T02:00",
+            "01-01T11:00",
+            "01-01T12:00",
+        ]

@@ -378,6 +378,11 @@ class ScheduleService:
         if (old.cron, old.timezone) != (spec.expr, spec.timezone):
             rec = msgspec.structs.replace(rec, cursor=max(old.cursor, now))
             live.spec = spec
+        elif self._exhausted(old) and not self._exhausted(rec):
+            # More runs allowed for a schedule that had used them all: it goes on from
+            # now. The ticks since it stopped were not missed by downtime; catching them
+            # up would fire the past.
+            rec = msgspec.structs.replace(rec, cursor=max(old.cursor, now))
         live.rec = rec
         log.info("perdure: schedule %s updated from its declaration", declaration.name)
         return [self._save(live)]
