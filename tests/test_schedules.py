@@ -18,6 +18,7 @@ fires key maps to exactly one run of that schedule and tick.
 from __future__ import annotations
 
 import itertools
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -141,6 +142,31 @@ async def test_a_year_of_an_hourly_schedule_across_both_dst_nights(
     )
     assert fired == expected and len(fired) == 8760 + 1  # + the repeated 01:30 in April
     assert fired == sorted(set(fired))
+
+
+@pytest.mark.soak
+@pytest.mark.timeout(1800)
+@pytest.mark.skipif(os.environ.get("PERDURE_SOAK") != "1", reason="soak: PERDURE_SOAK=1")
+async def test_a_year_of_a_minutely_schedule(tmp_path: Path, autojump_clock: Any) -> None:
+    """525,600 ticks in virtual time, in Berlin (both DST nights): every minute fires
+    once, in order, and the schedule's counters agree (make soak; ~2-3 minutes of CPU,
+    each tick being a real run on a real store)."""
+    pin_wall_time(t("2026-01-01T00:00:30"))
+    rt = make(tmp_path / "d", retention=perdure.Retention(completed=3600, interval=600))
+    rt.schedule("m", "* * * * *", target="task:tick", timezone="Europe/Berlin")
+    async with rt:
+        await trio.sleep(365 * 86_400)
+        await settle(rt)
+        info = rt.get_schedule("m")
+    expected, _ = fires_between(
+        CronSpec("* * * * *", "Europe/Berlin"),
+        t("2026-01-01T00:00:30"),
+        t("2027-01-01T00:00:30"),
+        600_000,
+    )
+    assert len(expected) == 365 * 1440
+    assert info.runs == info.fired == len(expected) and info.skipped == info.missed == 0
+    assert info.last_scheduled_at == expected[-1]
 
 
 # -- DST (docs/schedules.md) ---------------------------------------------------------------
