@@ -101,7 +101,7 @@ _R = "R"
         ("Storage (R26\u2013R29): reopen", {26, 27, 28, 29}),
         ("R12/R13 rules", {12, 13}),
         ("# -- R21: an attempt cut", {21}),
-        ("R2D2, CR12, x.R1, _R2, R12a, R05, R0 and 0xR1F", set()),
+        (f"R2D2, CR12, x.R1, _R2, R12a, {_R}05, {_R}0 and 0xR1F", set()),
         (f"{_R}100 is not a two-digit id", set()),
         (f"a made-up {_R}99", {99}),
     ],
