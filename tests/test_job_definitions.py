@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import http.server
 import json
-import re
 import subprocess
 import sys
 import threading
@@ -23,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import regex
 import trio
 from helpers.checks import assert_valid_log, dump_store
+from helpers.patterns import forbid_backtracking_re
 
 import perdure
 from perdure.testing import internals
@@ -228,53 +227,6 @@ def test_perdure_targets_lists_a_programs_targets(tmp_path: Path) -> None:
 
 
 # -- bounded checks ----------------------------------------------------------------------------
-
-
-class _Unmatchable:
-    """What ``re.compile`` returns for a forbidden pattern: validating the schema may
-    compile it (the meta-schema's ``format: regex``), nothing may match with it."""
-
-    def __init__(self, pattern: str) -> None:
-        self.pattern = pattern
-
-    def __getattr__(self, name: str) -> Any:
-        raise AssertionError(f"Python's re was used to match {self.pattern!r} ({name})")
-
-
-def forbid_backtracking_re(monkeypatch: pytest.MonkeyPatch, patterns: set[str]) -> set[str]:
-    """Make Python's ``re`` refuse to match ``patterns``; return those ``regex`` compiled.
-
-    Python's ``re`` would backtrack for hours on them, holding the GIL: it must never
-    match with them. Every matching entry point of ``re`` raises when given one, and
-    ``re.compile`` returns an object that raises when used; ``regex.compile`` (the
-    engine with a timeout) is spied on instead.
-    """
-    compiled_by_regex: set[str] = set()
-    real_compile = re.compile
-
-    def compile_(pattern: Any, *args: Any, **kwargs: Any) -> Any:
-        if isinstance(pattern, str) and pattern in patterns:
-            return _Unmatchable(pattern)
-        return real_compile(pattern, *args, **kwargs)
-
-    monkeypatch.setattr(re, "compile", compile_)
-    for name in ("search", "match", "fullmatch", "findall", "finditer", "split", "sub", "subn"):
-        real = getattr(re, name)
-
-        def refuse(pattern: Any, *args: Any, _real: Any = real, **kwargs: Any) -> Any:
-            if isinstance(pattern, str) and pattern in patterns:
-                raise AssertionError(f"Python's re was used to match {pattern!r}")
-            return _real(pattern, *args, **kwargs)
-
-        monkeypatch.setattr(re, name, refuse)
-    real_regex_compile = regex.compile
-
-    def spy(pattern: Any, *args: Any, **kwargs: Any) -> Any:
-        compiled_by_regex.add(pattern)
-        return real_regex_compile(pattern, *args, **kwargs)
-
-    monkeypatch.setattr(regex, "compile", spy)
-    return compiled_by_regex
 
 
 async def test_a_catastrophic_pattern_cannot_freeze_the_trio_thread(

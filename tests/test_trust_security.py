@@ -17,7 +17,6 @@
 
 from __future__ import annotations
 
-import re
 import shutil
 import subprocess
 import sys
@@ -25,9 +24,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import regex
 import trio
 from helpers.checks import waiting
+from helpers.patterns import forbid_backtracking_re
 from helpers.trust import cli, cli_batch, store_files
 
 import perdure
@@ -155,52 +154,6 @@ async def test_the_cli_prints_stored_strings_literally(tmp_path: Path) -> None:
 
 
 # -- patterns are linear time -----------------------------------------------------------------
-
-
-class _Unmatchable:
-    """What ``re.compile`` returns for a forbidden pattern: validating the schema may
-    compile it (the meta-schema's ``format: regex``), nothing may match with it."""
-
-    def __init__(self, pattern: str) -> None:
-        self.pattern = pattern
-
-    def __getattr__(self, name: str) -> Any:
-        raise AssertionError(f"Python's re was used to match {self.pattern!r} ({name})")
-
-
-def forbid_backtracking_re(monkeypatch: pytest.MonkeyPatch, patterns: set[str]) -> set[str]:
-    """Make Python's ``re`` refuse to match ``patterns``; return those ``regex`` compiled.
-
-    Every matching entry point of ``re`` raises when given one of them, and
-    ``re.compile`` returns an object that raises when used; ``regex.compile`` (the
-    engine with a timeout) is spied on instead.
-    """
-    compiled_by_regex: set[str] = set()
-    real_compile = re.compile
-
-    def compile_(pattern: Any, *args: Any, **kwargs: Any) -> Any:
-        if isinstance(pattern, str) and pattern in patterns:
-            return _Unmatchable(pattern)
-        return real_compile(pattern, *args, **kwargs)
-
-    monkeypatch.setattr(re, "compile", compile_)
-    for name in ("search", "match", "fullmatch", "findall", "finditer", "split", "sub", "subn"):
-        real = getattr(re, name)
-
-        def refuse(pattern: Any, *args: Any, _real: Any = real, **kwargs: Any) -> Any:
-            if isinstance(pattern, str) and pattern in patterns:
-                raise AssertionError(f"Python's re was used to match {pattern!r}")
-            return _real(pattern, *args, **kwargs)
-
-        monkeypatch.setattr(re, name, refuse)
-    real_regex_compile = regex.compile
-
-    def spy(pattern: Any, *args: Any, **kwargs: Any) -> Any:
-        compiled_by_regex.add(pattern)
-        return real_regex_compile(pattern, *args, **kwargs)
-
-    monkeypatch.setattr(regex, "compile", spy)
-    return compiled_by_regex
 
 
 async def test_a_catastrophic_pattern_never_reaches_re_and_runs_keep_going(
