@@ -212,8 +212,7 @@ async def run_step(
         raise PerdureError(
             f"step {name!r} was called from inside step {current.name!r}: steps do not nest"
         )
-    # in_body_flow, inlined: this is the hot path of every step.
-    if _current_task() is not actor.main_task and body_flow.get() is not actor:
+    if not in_body_flow(actor):
         return await _run_keyed_step(
             actor, name, fn, args, retry, timeout, inactivity_timeout, result_type, inline
         )
