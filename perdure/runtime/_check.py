@@ -375,7 +375,7 @@ def _judge(
             "(it blocks on something the journal does not record)"
         )
         return found
-    ahead = behind_record(actor.journal, actor.rec, markers=False)
+    ahead = behind_record(actor.journal, actor.rec, markers=False, entered_only=True)
     new = stops[0] if stops else {"kind": "end"}
     if ahead is not None:
         found.outcome = "mismatch"

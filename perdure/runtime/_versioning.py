@@ -102,7 +102,7 @@ def deprecate_patch(actor: RunActor, patch_id: str) -> None:
 
 
 def behind_record(
-    journal: Journal, rec: RunRecord, *, markers: bool = True, entered_only: bool | None = None
+    journal: Journal, rec: RunRecord, *, markers: bool = True, entered_only: bool = False
 ) -> dict[str, Any] | None:
     """The first thing the run recorded that the replaying body has not reached yet.
 
@@ -115,9 +115,9 @@ def behind_record(
     Actions of concurrent tasks (keyed, :meth:`Journal.unasked_action`) count too: one
     recorded in a lane the replay has entered but not asked for yet, and, for a patch
     decision, one recorded after the body's own task's last journaled call (a task it
-    started past this point acted). ``entered_only`` restricts them to the former; by
-    default it is ``not markers``, the deploy check's view (``perdure check``), where a
-    recorded action of a lane the replay runs but never asks for is a divergence.
+    started past this point acted). ``entered_only`` restricts them to the former: the
+    deploy check's view (``perdure check``), where a recorded action of a lane the
+    replay runs but never asks for is a divergence.
     """
     entries = journal.entries
     pos = journal.pos
@@ -126,9 +126,7 @@ def behind_record(
     if pos < len(entries):
         entry = entries[pos]
         return {"kind": entry.kind, "name": entry.name, "position": pos}
-    action = journal.unasked_action(
-        entered_only=not markers if entered_only is None else entered_only
-    )
+    action = journal.unasked_action(entered_only=entered_only)
     if action is not None:
         return {"kind": _ACTION_KINDS.get(action.partition(":")[0], "action"), "name": action}
     for slot, entry in journal.slots.items():
