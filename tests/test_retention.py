@@ -220,6 +220,47 @@ async def test_retention_by_count_keeps_the_latest_to_end(
         assert internals(rt).retention.purged == purged
 
 
+async def test_the_count_boundary_walked_in_slices_is_the_one_walked_at_once(
+    data_dir: Path,
+) -> None:
+    """A count rule's boundary is walked a few keys per call (the trio thread checkpoints
+    between two): resuming across any slice size finds the same key as one walk."""
+    async with runtime(data_dir) as rt:
+        for _ in range(9):
+            started = await rt.start("workflow:three", {}, owner=P)
+            await rt.wait(started.run.id)
+        from perdure.storage._keys import IDX_FINISHED, index_prefix
+
+        purger = internals(rt).retention._purger
+
+        def walk(keep: int, per_txn: int) -> tuple[bytes | None, int]:
+            calls = 0
+            resume = None
+            while True:
+                calls += 1
+                key, resume = purger.boundary("completed", keep, resume, per_txn=per_txn)
+                if resume is None:
+                    return key, calls
+
+        for keep in range(0, 12):
+            whole, calls = walk(keep, 10_000)
+            assert calls == 1
+            assert (whole is None) == (keep > 9), keep
+            for per_txn in (1, 2, 3, 4):
+                sliced, calls = walk(keep, per_txn)
+                assert sliced == whole, (keep, per_txn)
+                if 0 < keep <= 9:
+                    assert calls == -(-keep // per_txn), (keep, per_txn)
+        # The boundary of "keep 4" is the 4th latest end: 5 runs lie below it.
+        below, _ = walk(4, 2)
+        assert below is not None
+        with internals(rt).store.read() as txn:
+            cur = txn.cursor(db=internals(rt).store.dbs["index"])
+            prefix = index_prefix(IDX_FINISHED, "completed")
+            ends = [bytes(k) for k in cur.iternext(values=False) if bytes(k).startswith(prefix)]
+        assert ends.index(below) == 5
+
+
 async def test_a_store_without_the_end_index_is_indexed_by_the_first_purge(
     data_dir: Path,
 ) -> None:

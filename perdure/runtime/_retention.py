@@ -19,10 +19,13 @@ How a pass runs beside the runs' own commits:
 - Candidates are read on the trio thread in slices of 64 runs (~1 ms each, a
   checkpoint between two), in short read transactions: no long reader pins pages
   (LMDB only reuses a freed page once no reader still sees it, which is what lets a
-  store stop growing). Not in a worker thread: handing the GIL back and forth with one
-  cost a third more than the reads themselves. Walks that may be long (a count rule's
-  boundary, the one-time filling of the end index, the timer sweep) do run in a worker
-  thread.
+  store stop growing). Not in a worker thread: py-lmdb hands the GIL back at every
+  cursor step, and handing it back and forth with another thread cost a third more
+  than the reads themselves. A count rule's boundary (N keys walked back every pass)
+  is walked the same way, in slices of 4,096 keys: in a worker thread its 10,000
+  GIL hand-offs a second slowed the runs by ~5% (``bench/retention.py``). The walks
+  that are rare (the one-time filling of the end index, the timer sweep) run in a
+  worker thread.
 - Deletes go through the one writer like every commit, a page of 512 runs at a time
   (about 6,700 deletes for 3-step runs, in batches of whole runs), submitted together
   and awaited before the next page is read. Never reading while they commit: py-lmdb
@@ -68,6 +71,8 @@ _PAGE = 512
 """Runs whose deletes are committed together (one group commit under load)."""
 _SLICE = 64
 """Runs read between two checkpoints of the trio thread (~1 ms)."""
+_WALK = 4096
+"""Keys of a count rule's boundary walked between two checkpoints (~1 ms)."""
 _STATUSES = ("completed", "failed", "cancelled")
 
 
@@ -196,7 +201,7 @@ class RetentionService:
                     purged += await self._sweep(status, before_ms=_ms(cutoff))
                 limit = rules.limit(status)
                 if limit is not None:
-                    below = await self._read(self._purger.boundary, status, limit)
+                    below = await self._boundary(status, limit)
                     if below is not None:
                         purged += await self._sweep(status, below=below)
             await self._sweep_timers()
@@ -291,6 +296,16 @@ class RetentionService:
         for start in range(0, len(ops), CHUNK_OPS):
             await self._engine.writer.commit(ops[start : start + CHUNK_OPS])
         self._swept = True
+
+    async def _boundary(self, status: str, keep: int) -> bytes | None:
+        """The count rule's boundary (:meth:`Purger.boundary`), walked on the trio thread
+        in slices of :data:`_WALK` keys with a checkpoint between two."""
+        resume = None
+        while True:
+            await trio.lowlevel.checkpoint()
+            key, resume = self._purger.boundary(status, keep, resume, per_txn=_WALK)
+            if resume is None:
+                return key
 
     async def _read(self, fn: Callable[..., T], *args: Any) -> T:
         if self._engine.virtual_time:

@@ -77,7 +77,7 @@ from ._ops import Op
 from ._records import TERMINAL, Owner, Trigger, owner_key
 from ._store import Store
 
-__all__ = ["CHUNK_OPS", "Ended", "Plan", "Purger", "RunHead"]
+__all__ = ["CHUNK_OPS", "Ended", "Plan", "Purger", "RunHead", "Walk"]
 
 CHUNK_OPS = 1000
 """Deletes per committed chunk (a 3-step run is about 14: ~70 runs per chunk)."""
@@ -113,6 +113,13 @@ class RunHead(msgspec.Struct, gc=False):
 
 
 _head = msgspec.msgpack.Decoder(RunHead).decode
+
+
+class Walk(NamedTuple):
+    """Where :meth:`Purger.boundary` stopped: the last key walked and keys counted."""
+
+    before: bytes
+    seen: int
 
 
 class Ended(NamedTuple):
@@ -196,36 +203,37 @@ class Purger:
                     break
         return out
 
-    def boundary(self, status: str, keep: int, per_txn: int = 20_000) -> bytes | None:
+    def boundary(
+        self, status: str, keep: int, resume: Walk | None = None, per_txn: int = 20_000
+    ) -> tuple[bytes | None, Walk | None]:
         """The ``f`` key of the ``keep``-th latest run to end with ``status``.
 
         Entries below it are the excess of a "keep at most ``keep``" rule; ``None`` if
-        there are at most ``keep``. Walks ``keep`` keys backwards (keys only, in read
-        transactions of ``per_txn`` keys so that no reader is held for long).
+        there are at most ``keep``. Walks ``keep`` keys backwards, keys only, at most
+        ``per_txn`` of them per call (one short read transaction, so no reader is held
+        for long): returns ``(key, None)`` once decided, or ``(None, resume)`` to call
+        again with ``resume`` for the next keys.
         """
         prefix = index_prefix(IDX_FINISHED, status)
         if keep == 0:
-            return prefix + _END
-        seen = 0
-        before = prefix + _END
-        while True:
-            with self._store.read() as txn:
-                cur = txn.cursor(db=self._index)
-                found = cur.prev() if cur.set_range(before) else cur.last()
-                if not found:
-                    return None
-                for walked, raw in enumerate(cur.iterprev(keys=True, values=False), 1):
-                    key = bytes(raw)
-                    if not key.startswith(prefix):
-                        return None
-                    seen += 1
-                    if seen == keep:
-                        return key
-                    before = key
-                    if walked >= per_txn:
-                        break
-                else:
-                    return None
+            return prefix + _END, None
+        before, seen = resume if resume is not None else (prefix + _END, 0)
+        with self._store.read() as txn:
+            cur = txn.cursor(db=self._index)
+            found = cur.prev() if cur.set_range(before) else cur.last()
+            if not found:
+                return None, None
+            for walked, raw in enumerate(cur.iterprev(keys=True, values=False), 1):
+                key = bytes(raw)
+                if not key.startswith(prefix):
+                    return None, None
+                seen += 1
+                if seen == keep:
+                    return key, None
+                before = key
+                if walked >= per_txn:
+                    return None, Walk(before, seen)
+        return None, None
 
     def finish_index_ready(self) -> bool:
         """Whether every ended top-level run has its ``f`` entry (see :meth:`backfill`)."""
