@@ -32,6 +32,37 @@ async def test_batches_in_one_transaction_keep_per_key_order(tmp_path: Path) -> 
         store.close()
 
 
+async def test_a_prefix_delete_removes_exactly_the_keys_with_that_prefix(tmp_path: Path) -> None:
+    """``DELETE_PREFIX`` (a purge's ranges): every key with the prefix goes, none beside
+    it, at the database's end too, and in order with the puts and deletes around it."""
+    from perdure.storage._ops import DELETE_PREFIX
+
+    store = storage.Store(tmp_path / "d", durability="process")
+    writer = storage.Writer(store, inline=True)
+    db = store.dbs["events"]
+    keys = [b"run-1", b"run-1\0a", b"run-1\0b", b"run-1\0c", b"run-10\0a", b"run-1\x01"]
+    keys += [b"run-2\0" + i.to_bytes(2, "big") for i in range(300)]  # the db's last keys
+    try:
+        await writer.commit([(db, key, b"v") for key in keys])
+        first = writer.submit(
+            [
+                (db, b"run-1\0d", b"put first"),  # deleted by the prefix delete after it
+                (db, b"run-1\0", DELETE_PREFIX),
+                (db, b"run-1\0z", b"put after"),  # kept: the delete came before it
+                (db, b"run-3\0", DELETE_PREFIX),  # no such key: a no-op past the end
+            ]
+        )
+        second = writer.submit([(db, b"run-2\0", DELETE_PREFIX), (db, b"run-9", b"x")])
+        await writer.wait(first)
+        await writer.wait(second)
+        with store.read() as txn:
+            left = [bytes(k) for k, _ in txn.cursor(db=db)]
+        assert left == sorted([b"run-1", b"run-1\0z", b"run-1\x01", b"run-10\0a", b"run-9"])
+    finally:
+        await writer.aclose()
+        store.close()
+
+
 async def test_a_busy_trio_thread_cannot_starve_commits(tmp_path: Path) -> None:
     """Flush requests wait for the trio thread to go idle, but never past ``max_hold``."""
     store = storage.Store(tmp_path / "d", durability="process")

@@ -1,6 +1,7 @@
 """Write operations, built from records: the runtime hands over records, never keys.
 
-An :data:`Op` is ``(database handle, key, value)`` (``None`` deletes). Every op the
+An :data:`Op` is ``(database handle, key, value)`` (``None`` deletes the key,
+:data:`DELETE_PREFIX` every key that starts with it). Every op the
 runtime submits to the writer is built here, so the key layout of ``_keys`` is known
 to this layer alone, and a change of layout never reaches the runtime.
 
@@ -14,10 +15,12 @@ one in the ``f`` family when it ends (retention's end-time order, R38).
 
 from __future__ import annotations
 
+import enum
 import math
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple
 
+import lmdb
 import msgspec
 
 from perdure.agui import Event, encode_events
@@ -50,10 +53,37 @@ from ._records import (
     owner_key,
 )
 
-__all__ = ["Op", "Ops", "TimerRef"]
+__all__ = ["DELETE_PREFIX", "DeletePrefix", "Op", "Ops", "TimerRef", "delete_prefix"]
 
-Op = tuple[Any, bytes, bytes | None]
-"""``(database handle, key, value)``; a ``None`` value deletes the key."""
+
+class DeletePrefix(enum.Enum):
+    """The type of :data:`DELETE_PREFIX` (its one member)."""
+
+    DELETE_PREFIX = "delete-prefix"
+
+
+DELETE_PREFIX: Final = DeletePrefix.DELETE_PREFIX
+"""As an op's value: delete every key of the database that starts with the op's key.
+
+Only for ranges nothing can add to any more (the keys of a terminal run a purge
+removes): the writer walks them with one cursor, where the purge would otherwise list
+every key on the trio thread first and the writer search the tree again for each.
+"""
+
+
+def delete_prefix(cursor: lmdb.Cursor, prefix: bytes) -> None:
+    """Delete every key that starts with ``prefix`` (one seek, then a delete per key:
+    a cursor's delete moves it to the next key)."""
+    if not cursor.set_range(prefix):
+        return
+    size = len(prefix)
+    while cursor.key()[:size] == prefix and cursor.delete():
+        pass
+
+
+Op = tuple[Any, bytes, bytes | DeletePrefix | None]
+"""``(database handle, key, value)``; ``None`` deletes the key, :data:`DELETE_PREFIX`
+every key with that prefix."""
 
 _encode = msgspec.msgpack.Encoder().encode
 

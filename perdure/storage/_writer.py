@@ -47,7 +47,7 @@ import trio
 from perdure._errors import StorageError
 
 from ._faults import translate
-from ._ops import Op
+from ._ops import DELETE_PREFIX, Op, delete_prefix
 from ._store import Store
 
 __all__ = ["Chain", "Writer", "WriterStats"]
@@ -266,14 +266,22 @@ class Writer:
                     # operations on one key keeps its order (one run's batches can share
                     # a transaction: a signal's, then the body's next commit).
                     puts: dict[Any, list[tuple[bytes, bytes]]] = {}
+                    cursors: dict[Any, lmdb.Cursor] = {}
                     for pending in batch:
                         for db, key, value in pending.ops:
-                            if value is not None:
+                            if value is None:
+                                if puts:
+                                    _put_runs(txn, puts)
+                                txn.delete(key, db=db)
+                            elif value is DELETE_PREFIX:
+                                if puts:
+                                    _put_runs(txn, puts)
+                                cursor = cursors.get(db)
+                                if cursor is None:
+                                    cursor = cursors[db] = txn.cursor(db=db)
+                                delete_prefix(cursor, key)
+                            else:
                                 puts.setdefault(db, []).append((key, value))
-                                continue
-                            if puts:
-                                _put_runs(txn, puts)
-                            txn.delete(key, db=db)
                         records += len(pending.ops)
                     if puts:
                         _put_runs(txn, puts)
