@@ -220,6 +220,45 @@ async def test_retention_by_count_keeps_the_latest_to_end(
         assert internals(rt).retention.purged == purged
 
 
+async def test_passes_sweep_the_timers_of_purged_runs_a_bounded_slice_at_a_time(
+    data_dir: Path, autojump_clock: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The timers database holds every timer not yet due (a run timeout's outlives its
+    run), so a pass sweeps only a slice of it and the next pass goes on; an explicit
+    purge sweeps it to the end."""
+    from perdure.runtime import _retention
+
+    monkeypatch.setattr(_retention, "_TIMER_WALK", 2)
+    monkeypatch.setattr(_retention, "_TIMER_SLICES", 1)
+    rules = Retention(max_completed=2, interval=10)
+    async with runtime(data_dir, retention=rules) as rt:
+        ids = []
+        for _ in range(7):
+            started = await rt.start("workflow:three", {}, owner=P)
+            await rt.wait(started.run.id)
+            ids.append(started.run.id)
+        store = internals(rt).store
+        service = internals(rt).retention
+
+        def timer_runs() -> list[str]:
+            return sorted(ref.run_id for ref in store.timers())
+
+        assert timer_runs() == sorted(ids)  # one deadline timer each, due in run order
+        left = []
+        await trio.sleep(5)  # between two passes from here on
+        for expected_passes in (1, 2, 3, 4, 5):
+            await trio.sleep(10)
+            assert service.passes == expected_passes
+            left.append(len(store.timers()))
+        # Pass 1 purges the 5 oldest runs; each pass then walks 2 timer keys.
+        assert service.purged == 5
+        assert left == [5, 3, 2, 2, 2]
+        assert timer_runs() == sorted(ids[5:])  # the kept runs' timers stay
+        # An explicit purge sweeps the whole database at once.
+        assert await rt.purge(before=rt.now() + 1, statuses=["completed"]) == 2
+        assert store.timers() == []
+
+
 async def test_the_count_boundary_walked_in_slices_is_the_one_walked_at_once(
     data_dir: Path,
 ) -> None:

@@ -23,9 +23,10 @@ How a pass runs beside the runs' own commits:
   cursor step, and handing it back and forth with another thread cost a third more
   than the reads themselves. A count rule's boundary (N keys walked back every pass)
   is walked the same way, in slices of 4,096 keys: in a worker thread its 10,000
-  GIL hand-offs a second slowed the runs by ~5% (``bench/retention.py``). The walks
-  that are rare (the one-time filling of the end index, the timer sweep) run in a
-  worker thread.
+  GIL hand-offs a pass cost the runs ~10% more CPU (``bench/retention.py``). The
+  sweep for timers of purged runs too, a bounded part per pass (see
+  :meth:`RetentionService._sweep_timers`). The one-time filling of the end index runs
+  in a worker thread.
 - Deletes go through the one writer like every commit, a page of 512 runs at a time
   (about 6,700 deletes for 3-step runs, in batches of whole runs), submitted together
   and awaited before the next page is read. Never reading while they commit: py-lmdb
@@ -73,6 +74,10 @@ _SLICE = 64
 """Runs read between two checkpoints of the trio thread (~1 ms)."""
 _WALK = 4096
 """Keys of a count rule's boundary walked between two checkpoints (~1 ms)."""
+_TIMER_WALK = 4096
+"""Timer keys a slice of a timer sweep walks (between two checkpoints)."""
+_TIMER_SLICES = 4
+"""Slices of the timer sweep a background pass walks (16,384 keys)."""
 _STATUSES = ("completed", "failed", "cancelled")
 
 
@@ -164,8 +169,10 @@ class RetentionService:
         self._lock = trio.Lock()
         self._floor: int | None = None
         self._indexed = False
-        self._swept = True
-        """No purge since the last timer sweep."""
+        self._timers_dirty = False
+        """Runs were purged since the current (or last) timer sweep began."""
+        self._timer_pos: bytes | None = None
+        """Where the timer sweep under way stands (``None``: none under way)."""
         self.purged = 0
         """Runs purged since the runtime opened (explicit purges and passes)."""
         self.passes = 0
@@ -204,7 +211,7 @@ class RetentionService:
                     below = await self._boundary(status, limit)
                     if below is not None:
                         purged += await self._sweep(status, below=below)
-            await self._sweep_timers()
+            await self._sweep_timers(_TIMER_SLICES)
             self.passes += 1
             return purged
 
@@ -216,7 +223,7 @@ class RetentionService:
             purged = 0
             for status in statuses:
                 purged += await self._sweep(status, before_ms=_ms(before))
-            await self._sweep_timers()
+            await self._sweep_timers(None)
             return purged
 
     # -- passes -------------------------------------------------------------------------------
@@ -257,7 +264,7 @@ class RetentionService:
                     await writer.wait(pending)
                 purged += runs
                 self.purged += runs
-                self._swept = False
+                self._timers_dirty = True
         return purged
 
     async def _index_ends(self) -> None:
@@ -288,14 +295,30 @@ class RetentionService:
             batches[0].append(self._purger.floor_op(floor))
             self._floor = floor
 
-    async def _sweep_timers(self) -> None:
-        """Delete the stored timers of purged runs (once per pass that purged any)."""
-        if self._swept:
-            return
-        ops = await self._read(self._purger.timer_ops)
-        for start in range(0, len(ops), CHUNK_OPS):
-            await self._engine.writer.commit(ops[start : start + CHUNK_OPS])
-        self._swept = True
+    async def _sweep_timers(self, slices: int | None) -> None:
+        """Delete the stored timers of purged runs: a sweep of the timers database,
+        begun once runs were purged, ``slices`` slices of :data:`_TIMER_WALK` keys at a
+        time (``None``: to its end now, for an explicit purge).
+
+        The database holds every timer not yet due (a run timeout's stays until it is
+        due, finished run or not), so it can hold millions: a pass walks a bounded part
+        of it, on the trio thread between two checkpoints, and the next pass goes on.
+        A timer of a purged run is harmless meanwhile (if it falls due first, the
+        runtime drops it); sweeping bounds the store.
+        """
+        if slices is None or self._timer_pos is None:
+            if not self._timers_dirty:
+                return
+            self._timer_pos = b""
+            self._timers_dirty = False
+        walked = 0
+        while self._timer_pos is not None and (slices is None or walked < slices):
+            await trio.lowlevel.checkpoint()
+            ops, last = self._purger.timer_slice(self._timer_pos, _TIMER_WALK)
+            for start in range(0, len(ops), CHUNK_OPS):
+                await self._engine.writer.commit(ops[start : start + CHUNK_OPS])
+            self._timer_pos = last  # once its deletes are stored (R32)
+            walked += 1
 
     async def _boundary(self, status: str, keep: int) -> bytes | None:
         """The count rule's boundary (:meth:`Purger.boundary`), walked on the trio thread

@@ -28,11 +28,11 @@ Per run, a purge deletes:
   the same key therefore creates a new run (the key is free again, as a Temporal
   workflow id is once its execution is past retention).
 
-``timers`` are keyed by due time first, so the timers of one run are not one range: a
-pass that purged something sweeps that database (it only holds timers not yet due) for
-timers of runs that are gone (:meth:`Purger.timer_ops`). A timer a crash leaves behind
-until the next sweep is harmless: if it falls due first, its run is gone and the
-runtime drops it.
+``timers`` are keyed by due time first, so the timers of one run are not one range:
+once runs were purged, that database (it only holds timers not yet due, but a run
+timeout's stays until due) is swept for timers of runs that are gone, a slice per pass
+(:meth:`Purger.timer_slice`). A timer of a purged run left until the sweep reaches it
+is harmless: if it falls due first, its run is gone and the runtime drops it.
 
 - ``fires``: the fire key of a run a cron tick started (trigger ``schedule`` with its
   ``scheduled_at``). The key's job, making sure a tick starts once, is over for a tick
@@ -305,36 +305,33 @@ class Purger:
 
     # -- after the trees ----------------------------------------------------------------------
 
-    def timer_ops(self, per_txn: int = 10_000) -> list[Op]:
-        """Deletes of every stored timer whose run is gone (purged).
+    def timer_slice(self, after: bytes, limit: int) -> tuple[list[Op], bytes | None]:
+        """Deletes of the stored timers whose run is gone (purged), among the ``limit``
+        timer keys after ``after``; and the last key walked (``None``: the end).
 
-        Keyed by due time first, a run's timers are no range: the (small: only timers
-        not yet due) database is swept once per pass that purged something. A sweep
-        also finds timers a crash kept from an earlier one.
+        Keyed by due time first, a run's timers are no range: a sweep walks the whole
+        database (only timers not yet due; a run timeout's stays until due), a slice
+        at a time. A sweep also finds timers a crash kept from an earlier one.
         """
         ops: list[Op] = []
-        after = b""
         gone: dict[bytes, bool] = {}
-        while True:
-            with self._store.read() as txn:
-                cur = txn.cursor(db=self._timers)
-                if not cur.set_range(after):
-                    return ops
-                for seen, raw in enumerate(cur.iternext(keys=True, values=False)):
-                    key = bytes(raw)
-                    if key == after:
-                        continue
-                    run_id = key[8:].partition(b"\0")[0]
-                    missing = gone.get(run_id)
-                    if missing is None:
-                        missing = gone[run_id] = txn.get(run_id, db=self._runs) is None
-                    if missing:
-                        ops.append((self._timers, key, None))
-                    after = key
-                    if seen >= per_txn:
-                        break
-                else:
-                    return ops
+        last: bytes | None = None
+        with self._store.read() as txn:
+            cur = txn.cursor(db=self._timers)
+            if not cur.set_range(after + b"\0" if after else b""):
+                return ops, None
+            for seen, raw in enumerate(cur.iternext(keys=True, values=False), 1):
+                key = bytes(raw)
+                run_id = key[8:].partition(b"\0")[0]
+                missing = gone.get(run_id)
+                if missing is None:
+                    missing = gone[run_id] = txn.get(run_id, db=self._runs) is None
+                if missing:
+                    ops.append((self._timers, key, None))
+                last = key
+                if seen >= limit:
+                    return ops, last
+        return ops, None
 
     def floor_op(self, seq: int) -> Op:
         """Keep ``seq`` (and every lower one) from being assigned again after a purge."""
