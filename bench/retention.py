@@ -9,7 +9,8 @@
 Two phases on fresh stores, in one invocation, same load: continuous 3-step runs (async
 steps, every commit flushed with ``durability="sync"`` unless ``--durability process``,
 ``--inflight`` 1000 runs in flight: each slot starts a run, waits for it and starts the
-next), first **without** retention, then **with** ``Retention(max_completed=--keep,
+next; ``--timeout S`` gives them a run timeout, whose stored timer outlives each run
+until due), first **without** retention, then **with** ``Retention(max_completed=--keep,
 interval=--interval)`` (default: keep the latest 10,000; a pass every second).
 
 Measured per phase:
@@ -92,10 +93,15 @@ async def _value(x: int) -> dict[str, int]:
     return {"x": x}
 
 
-def _runtime(path: Path, durability: str, retention: perdure.Retention | None) -> perdure.Runtime:
+def _runtime(
+    path: Path,
+    durability: str,
+    retention: perdure.Retention | None,
+    timeout: float | None = None,
+) -> perdure.Runtime:
     rt = perdure.Runtime(path, durability=durability, retention=retention)  # type: ignore[arg-type]
 
-    @rt.workflow("three")
+    @rt.workflow("three", timeout=timeout)
     async def three(ctx: perdure.RunContext, inp: dict[str, Any]) -> dict[str, Any]:
         a = await ctx.step("a", _value, 1)
         b = await ctx.step("b", _value, 2)
@@ -154,7 +160,7 @@ async def _phase(path: Path, args: argparse.Namespace, with_retention: bool) -> 
         else None
     )
     phase = Phase(name="with retention" if with_retention else "without retention")
-    rt = _runtime(path, args.durability, rules)
+    rt = _runtime(path, args.durability, rules, args.timeout)
     done = 0
     run_ms: list[float] = []
     probes: dict[str, list[float]] = {"during purge": [], "no purge": []}
@@ -371,6 +377,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--interval", type=float, default=1.0, help="seconds between passes")
     parser.add_argument("--inflight", type=int, default=1000)
     parser.add_argument("--durability", choices=("sync", "process"), default="sync")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        help="a run timeout for the 3-step runs (its timer outlives each run until due)",
+    )
     parser.add_argument("--sample", type=float, default=1.0, help="seconds between samples")
     parser.add_argument("--points", type=int, default=12, help="rows of the size table")
     parser.add_argument("--tmp", default=str(Path(__file__).resolve().parent), help="scratch dir")
