@@ -20,7 +20,6 @@ import math
 from collections.abc import Sequence
 from typing import Any, Final, NamedTuple
 
-import lmdb
 import msgspec
 
 from perdure.agui import Event, encode_events
@@ -53,7 +52,7 @@ from ._records import (
     owner_key,
 )
 
-__all__ = ["DELETE_PREFIX", "DeletePrefix", "Op", "Ops", "TimerRef", "delete_prefix"]
+__all__ = ["DELETE_PREFIX", "DeletePrefix", "Op", "Ops", "TimerRef"]
 
 
 class DeletePrefix(enum.Enum):
@@ -69,16 +68,6 @@ Only for ranges nothing can add to any more (the keys of a terminal run a purge
 removes): the writer walks them with one cursor, where the purge would otherwise list
 every key on the trio thread first and the writer search the tree again for each.
 """
-
-
-def delete_prefix(cursor: lmdb.Cursor, prefix: bytes) -> None:
-    """Delete every key that starts with ``prefix`` (one seek, then a delete per key:
-    a cursor's delete moves it to the next key)."""
-    if not cursor.set_range(prefix):
-        return
-    size = len(prefix)
-    while cursor.key()[:size] == prefix and cursor.delete():
-        pass
 
 
 Op = tuple[Any, bytes, bytes | DeletePrefix | None]

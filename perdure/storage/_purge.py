@@ -315,7 +315,6 @@ class Purger:
         """
         ops: list[Op] = []
         gone: dict[bytes, bool] = {}
-        last: bytes | None = None
         with self._store.read() as txn:
             cur = txn.cursor(db=self._timers)
             if not cur.set_range(after + b"\0" if after else b""):
@@ -328,9 +327,8 @@ class Purger:
                     missing = gone[run_id] = txn.get(run_id, db=self._runs) is None
                 if missing:
                     ops.append((self._timers, key, None))
-                last = key
                 if seen >= limit:
-                    return ops, last
+                    return ops, key
         return ops, None
 
     def floor_op(self, seq: int) -> Op:

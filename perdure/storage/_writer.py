@@ -47,7 +47,7 @@ import trio
 from perdure._errors import StorageError
 
 from ._faults import translate
-from ._ops import DELETE_PREFIX, Op, delete_prefix
+from ._ops import DELETE_PREFIX, Op
 from ._store import Store
 
 __all__ = ["Chain", "Writer", "WriterStats"]
@@ -279,7 +279,7 @@ class Writer:
                                 cursor = cursors.get(db)
                                 if cursor is None:
                                     cursor = cursors[db] = txn.cursor(db=db)
-                                delete_prefix(cursor, key)
+                                _delete_prefix(cursor, key)
                             else:
                                 puts.setdefault(db, []).append((key, value))
                         records += len(pending.ops)
@@ -316,6 +316,16 @@ def _put_runs(txn: lmdb.Transaction, puts: dict[Any, list[tuple[bytes, bytes]]])
     for db, items in puts.items():
         txn.cursor(db=db).putmulti(items)
     puts.clear()
+
+
+def _delete_prefix(cursor: lmdb.Cursor, prefix: bytes) -> None:
+    """Delete every key that starts with ``prefix`` (one seek, then a delete per key:
+    a cursor's delete moves it to the next key)."""
+    if not cursor.set_range(prefix):
+        return
+    size = len(prefix)
+    while cursor.key()[:size] == prefix and cursor.delete():
+        pass
 
 
 def _wake(batch: Sequence[_Pending]) -> None:
