@@ -242,3 +242,11 @@ class SchemaTooNew(StorageError):
     """The store was written by a newer perdure schema than this one reads (R28)."""
 
     code = "SCHEMA_TOO_NEW"
+
+
+def leaves(exc: BaseException) -> list[BaseException]:
+    """The exceptions inside an exception group, however deeply nested (``[exc]`` for
+    one that is not a group)."""
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in leaves(inner)]
+    return [exc]

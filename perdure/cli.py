@@ -54,6 +54,7 @@ from rich.text import Text
 
 from perdure import _cli_jobs, _demo, _store_commands
 from perdure._errors import InvalidInput, PerdureError, RunNotFound, StorageError
+from perdure._errors import leaves as error_leaves
 from perdure.agui import (
     Event,
     event_to_json,
@@ -300,7 +301,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK
     except BaseExceptionGroup as group:
         # Errors raised inside `async with rt:` arrive wrapped by trio's nursery.
-        leaves = list(_leaves(group))
+        leaves = error_leaves(group)
         if leaves and all(isinstance(e, KeyboardInterrupt) for e in leaves):
             return EXIT_INTERRUPTED
         if leaves and all(isinstance(e, PerdureError) for e in leaves):
@@ -308,14 +309,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                 _print_error(cast(PerdureError, leaf))
             return EXIT_ERROR
         raise
-
-
-def _leaves(exc: BaseException) -> Iterator[BaseException]:
-    if isinstance(exc, BaseExceptionGroup):
-        for inner in exc.exceptions:
-            yield from _leaves(inner)
-    else:
-        yield exc
 
 
 def _print_error(exc: PerdureError) -> None:

@@ -40,13 +40,13 @@ from __future__ import annotations
 import functools
 import inspect
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Literal, cast
 
 import msgspec
 import trio
 
-from perdure._errors import NonDeterminismError
+from perdure._errors import NonDeterminismError, leaves
 from perdure.agui import Event
 from perdure.storage import JournalEntry, LogRecord, Op, Owner, RunRecord, Store, TimerRef
 
@@ -264,14 +264,6 @@ _CHECK_AGENT_CONTEXT = _check_context_class(AgentContext)
 # -- one run --------------------------------------------------------------------------------
 
 
-def _leaves(exc: BaseException) -> Iterator[BaseException]:
-    if isinstance(exc, BaseExceptionGroup):
-        for inner in exc.exceptions:
-            yield from _leaves(inner)
-    else:
-        yield exc
-
-
 async def check_run(
     registry: Registry, store: Store, rec: RunRecord, journal: list[JournalEntry], timeout: float
 ) -> RunCheck:
@@ -315,7 +307,7 @@ async def check_run(
             # Whatever the body raises ends the dry run (the cancellation that tears
             # it down once judged too, which is then ignored).
             ended.append(exc)
-            if any(isinstance(e, KeyboardInterrupt | SystemExit) for e in _leaves(exc)):
+            if any(isinstance(e, KeyboardInterrupt | SystemExit) for e in leaves(exc)):
                 raise
         else:
             ended.append(None)
@@ -351,8 +343,8 @@ def _judge(
 ) -> RunCheck:
     stops = list(actor.stops)
     if raised is not None:
-        leaves = list(_leaves(raised))
-        nondeterminism = next((e for e in leaves if isinstance(e, NonDeterminismError)), None)
+        inner = leaves(raised)
+        nondeterminism = next((e for e in inner if isinstance(e, NonDeterminismError)), None)
         if nondeterminism is not None:
             detail = nondeterminism.detail
             found.outcome = "mismatch"
@@ -360,11 +352,11 @@ def _judge(
             found.recorded = dict(detail.get("expected") or {}, position=detail.get("position"))
             found.new = dict(detail.get("got") or {})
             return found
-        stopped = [e for e in leaves if isinstance(e, _Stop)]
-        if stopped and len(stopped) == len(leaves):
+        stopped = [e for e in inner if isinstance(e, _Stop)]
+        if stopped and len(stopped) == len(inner):
             stops.extend(stop.call for stop in stopped)
         else:
-            error = next((e for e in leaves if not isinstance(e, _Stop)), raised)
+            error = next((e for e in inner if not isinstance(e, _Stop)), raised)
             found.outcome = "error"
             found.message = f"the replay raised {type(error).__name__}: {error}"
             return found

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import msgspec
 import trio
 
-from perdure._errors import NonDeterminismError, PerdureError, RunNotActive, StorageError
+from perdure._errors import NonDeterminismError, PerdureError, RunNotActive, StorageError, leaves
 from perdure.actors import Actor, LazyEvent
 from perdure.agui import CustomEvent, Event, OpenItems
 from perdure.storage import (
@@ -670,9 +670,9 @@ def _error_of(raised: Exception) -> ErrorInfo:
     while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
         exc = exc.exceptions[0]
     if isinstance(exc, BaseExceptionGroup) and all(
-        isinstance(leaf, NonDeterminismError) for leaf in _leaves(exc)
+        isinstance(leaf, NonDeterminismError) for leaf in leaves(exc)
     ):
-        exc = next(iter(_leaves(exc)))
+        exc = leaves(exc)[0]
     if isinstance(exc, PerdureError):
         return ErrorInfo(exc.code, safe_text(exc.message), _plain_detail(exc.detail))
     if isinstance(exc, BaseExceptionGroup):
@@ -686,13 +686,6 @@ def _error_of(raised: Exception) -> ErrorInfo:
         safe_text(message),
         {"type": type(exc).__name__, "traceback": safe_text(trace)},
     )
-
-
-def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
-    out: list[BaseException] = []
-    for exc in group.exceptions:
-        out.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
-    return out
 
 
 def _str(exc: BaseException) -> str:

@@ -47,6 +47,7 @@ from rich.console import Console
 from rich.text import Text
 
 from perdure._errors import InvalidInput, PerdureError
+from perdure._errors import leaves as error_leaves
 from perdure.runtime import (
     ApprovalDecision,
     ExternalEvent,
@@ -271,7 +272,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     except BaseException as exc:
         # Another process took the port between check_port and hypercorn's bind: the
         # OSError of the bind arrives wrapped in the nurseries' exception groups.
-        leaves = _leaves(exc)
+        leaves = error_leaves(exc)
         if leaves and all(_is_bind_error(leaf) for leaf in leaves):
             raise _bind_error(host, port, cast(OSError, leaves[0])) from None
         raise
@@ -285,12 +286,6 @@ def _is_bind_error(exc: BaseException) -> bool:
     return isinstance(exc, socket.gaierror) or (
         isinstance(exc, OSError) and exc.errno in _BIND_ERRNOS
     )
-
-
-def _leaves(exc: BaseException) -> list[BaseException]:
-    if isinstance(exc, BaseExceptionGroup):
-        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
-    return [exc]
 
 
 # -- runs resume -----------------------------------------------------------------------------

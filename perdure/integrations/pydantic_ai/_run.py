@@ -18,6 +18,7 @@ from pydantic_ai.agent import AgentRunResult
 from pydantic_ai.toolsets import AbstractToolset
 
 from perdure import AgentContext, AgentInput, InvalidInput, PerdureError
+from perdure._errors import leaves
 from perdure.agui import CustomEvent, MessagesSnapshotEvent, event_to_json
 
 from ._bridge import open_loop, to_trio
@@ -95,13 +96,7 @@ async def _snapshot(ctx: AgentContext, wire: list[dict[str, Any]]) -> None:
 
 def _unwrap(group: BaseExceptionGroup[Any]) -> BaseException:
     """The perdure error inside an exception group pydantic-ai's task groups raised."""
-    for exc in _leaves(group):
+    for exc in leaves(group):
         if isinstance(exc, PerdureError):
             return exc
     return group
-
-
-def _leaves(exc: BaseException) -> list[BaseException]:
-    if isinstance(exc, BaseExceptionGroup):
-        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
-    return [exc]
