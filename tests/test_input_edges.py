@@ -133,3 +133,25 @@ def test_concurrent_divergence_is_recorded_as_non_determinism() -> None:
     assert _error_of(mixed).code == "NON_DETERMINISM"
     plain = ExceptionGroup("x", [ValueError("v"), KeyError("k")])
     assert _error_of(plain).code == "UNHANDLED_EXCEPTION"
+
+
+@pytest.mark.parametrize("key", ["a\ud800", "", "a\0b", "x" * 257, 5])
+async def test_every_start_checks_an_idempotency_key_the_same_way(tmp_path: Path, key: Any) -> None:
+    """A start, a batch and a schedule's trigger refuse the same bad keys with
+    ``InvalidInput`` (a lone surrogate once escaped two of them as a raw
+    ``UnicodeEncodeError``), and store nothing."""
+    rt = _runtime(tmp_path / "d")
+
+    @rt.task("t")
+    async def t(ctx: perdure.JobContext, inp: dict) -> None:
+        return None
+
+    rt.schedule("s", "0 0 1 1 *", target="task:t", input={})
+    async with rt:
+        with pytest.raises(perdure.InvalidInput, match="idempotency_key"):
+            await rt.start("workflow:w", {}, owner=P, idempotency_key=key)
+        with pytest.raises(perdure.InvalidInput, match="idempotency_key"):
+            await rt.start_batch("task:t", [{}], owner=P, idempotency_key=key)
+        with pytest.raises(perdure.InvalidInput, match="idempotency_key"):
+            await rt.trigger_schedule("s", idempotency_key=key)
+        assert rt.list().runs == []

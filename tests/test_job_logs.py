@@ -108,6 +108,8 @@ def make(path: Path, **options: Any) -> perdure.Runtime:
         calls = {
             "level": lambda: ctx.log("x", level="loud"),
             "unencodable": lambda: ctx.log("x", obj=object()),
+            "surrogate": lambda: ctx.log("x", a="x\ud800"),
+            "huge int": lambda: ctx.log("x", a=2**70),
             "big": lambda: ctx.log("x", big="x" * 9000),
             "not text": lambda: ctx.log(42),  # type: ignore[arg-type]
             "fine": lambda: ctx.log("x", ok=[1, {"a": None}]),
@@ -311,6 +313,8 @@ async def test_bad_log_calls_are_refused_at_the_call(data_dir: Path, autojump_cl
         cases = {
             "level": "INVALID_INPUT",
             "unencodable": "SERIALIZATION_ERROR",
+            "surrogate": "SERIALIZATION_ERROR",
+            "huge int": "SERIALIZATION_ERROR",
             "big": "INVALID_INPUT",
             "not text": "INVALID_INPUT",
             "fine": "accepted",

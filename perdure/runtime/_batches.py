@@ -28,6 +28,7 @@ import trio
 from perdure._errors import BatchNotFound, IdempotencyConflict, InvalidInput, RunNotFound
 from perdure.storage import BatchRecord, Op, Owner, RunRecord, Trigger, owner_key
 
+from ._boundary import text
 from ._definitions import validate_identifier
 from ._delivery import cancel
 from ._starting import new_run_id
@@ -88,12 +89,8 @@ async def start_batch(
         raise InvalidInput("inputs must be a list of job inputs")
     if not 1 <= len(inputs) <= MAX_BATCH:
         raise InvalidInput(f"a batch holds 1 to {MAX_BATCH} jobs (got {len(inputs)})")
-    if idempotency_key is not None and (
-        not isinstance(idempotency_key, str)
-        or not 1 <= len(idempotency_key.encode(errors="replace")) <= 256
-        or "\0" in idempotency_key
-    ):
-        raise InvalidInput("idempotency_key must be a string of 1-256 UTF-8 bytes without NUL")
+    if idempotency_key is not None:
+        text(idempotency_key, "idempotency_key", max_bytes=256)
     converted = []
     for index, value in enumerate(inputs):
         try:

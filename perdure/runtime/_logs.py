@@ -60,6 +60,8 @@ import msgspec
 from perdure._errors import InvalidInput, SerializationError
 from perdure.storage import LogRecord, Op, Ops
 
+from ._boundary import FAILURES, reason
+
 if TYPE_CHECKING:
     from ._run_actor import RunActor
     from ._steps import StepBuffer
@@ -160,8 +162,8 @@ def draft(at: float, message: object, level: object, fields: dict[str, Any]) -> 
         try:
             raw = _encode(fields)
             fields = _fields_decoder.decode(raw)
-        except (TypeError, msgspec.EncodeError, msgspec.DecodeError) as exc:
-            raise SerializationError(f"log fields are not serializable: {exc}") from None
+        except FAILURES as exc:
+            raise SerializationError(f"log fields are not serializable: {reason(exc)}") from None
         if len(raw) > MAX_FIELDS_BYTES:
             raise InvalidInput(
                 f"log fields take {len(raw)} bytes encoded; at most {MAX_FIELDS_BYTES}",

@@ -77,6 +77,7 @@ from perdure._errors import (
 )
 from perdure.storage import Op, Owner, Project, RunRecord, ScheduleRecord, Trigger, owner_key
 
+from ._boundary import text
 from ._cron import (
     DEFAULT_CATCHUP_BOUND,
     Action,
@@ -731,12 +732,8 @@ class ScheduleService:
     async def trigger(self, name: str, idempotency_key: str | None) -> Started:
         """Start a run of the schedule now (idempotent with ``idempotency_key``)."""
         live = self._get(name)
-        if idempotency_key is not None and (
-            not isinstance(idempotency_key, str)
-            or not 1 <= len(idempotency_key.encode(errors="replace")) <= 128
-            or "\0" in idempotency_key
-        ):
-            raise InvalidInput("idempotency_key must be a string of 1-128 UTF-8 bytes without NUL")
+        if idempotency_key is not None:
+            text(idempotency_key, "idempotency_key", max_bytes=128)
         engine = self._engine
         definition = self._definition(live.rec.target)
         owner = live.rec.owner

@@ -29,6 +29,7 @@ from perdure._errors import IdempotencyConflict, InvalidInput, PerdureError
 from perdure.agui import AgentInput
 from perdure.storage import Op, Owner, RunRecord, TimerRef, Trigger, owner_key
 
+from ._boundary import text
 from ._definitions import Definition, Registry, to_plain, validate_identifier
 from ._lifecycle import begin
 from ._results import Started
@@ -74,12 +75,8 @@ class Starter:
                     f"a child of {parent.id} cannot take the id {run_id!r} of its own tree",
                     run_id=run_id,
                 )
-        if idempotency_key is not None and (
-            not isinstance(idempotency_key, str)
-            or not 1 <= len(_utf8(idempotency_key)) <= 256
-            or "\0" in idempotency_key
-        ):
-            raise InvalidInput("idempotency_key must be a string of 1-256 UTF-8 bytes without NUL")
+        if idempotency_key is not None:
+            text(idempotency_key, "idempotency_key", max_bytes=256)
         typed, plain = definition.convert_input(input)
         if idempotency_key is None and run_id is None:
             # Nothing to deduplicate against: a fresh id cannot collide.
@@ -320,10 +317,3 @@ def _duplicate(
             run_id=rec.id,
         )
     return Started(run=rec, duplicate=True)
-
-
-def _utf8(text: str) -> bytes:
-    try:
-        return text.encode()
-    except UnicodeEncodeError:
-        raise InvalidInput(f"{text!r} is not valid UTF-8 text") from None
