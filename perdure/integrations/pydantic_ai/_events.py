@@ -43,7 +43,7 @@ tool-argument deltas itself, R19; a reasoning event over the cap would be refuse
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pydantic_ai.messages import (
     CompactionPart,
@@ -143,14 +143,21 @@ class _Open:
     kind: str  # "text" | "tool" | "reasoning"
     item_id: str
     opening: list[Event]  # the events that open it (sent again to reopen it)
-    sent: str = ""  # content or arguments streamed so far
+    chunks: list[str] = field(default_factory=list)
+    """Content or arguments streamed so far, a delta each: ``str +=`` on an attribute
+    copies the whole text at every delta (quadratic in a long response)."""
+
+    def sent(self) -> str:
+        """What was streamed so far, as one string."""
+        if len(self.chunks) > 1:
+            self.chunks = ["".join(self.chunks)]
+        return self.chunks[0] if self.chunks else ""
 
 
 class ResponseEvents:
     """AG-UI events for one model request whose assistant message is ``message_id``."""
 
     def __init__(self, message_id: str) -> None:
-        self.message_id = message_id
         self.ids = MessageIds(message_id)
         self._open: dict[int, _Open] = {}
         self._ended: dict[int, _Open] = {}  # closed; a late delta or :meth:`finish` reopens
@@ -189,7 +196,8 @@ class ResponseEvents:
             if index not in self._open:
                 item = self._ended[index]
                 final = _final_text(part) if part is not None else None
-                if final is None or len(final) <= len(item.sent) or not final.startswith(item.sent):
+                sent = item.sent()
+                if final is None or len(final) <= len(sent) or not final.startswith(sent):
                     continue
                 out += self._reopen(index)
             out += self._end(index, part)
@@ -256,8 +264,9 @@ class ResponseEvents:
         out: list[Event] = []
         if part is not None:
             final = _final_text(part)
-            if final is not None and final.startswith(item.sent):
-                out += self._more(index, final[len(item.sent) :])
+            sent = item.sent()
+            if final is not None and final.startswith(sent):
+                out += self._more(index, final[len(sent) :])
         del self._open[index]
         self._ended[index] = item
         if item.kind == "text":
@@ -275,7 +284,7 @@ class ResponseEvents:
         item = self._open.get(index)
         if item is None or not text:
             return []
-        item.sent += text
+        item.chunks.append(text)
         if item.kind == "text":
             return [TextMessageContentEvent(message_id=item.item_id, delta=text)]
         if item.kind == "tool":
