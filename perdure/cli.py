@@ -509,8 +509,6 @@ def _cmd_events(args: argparse.Namespace) -> int:
     if not 0 <= after < 2**63:
         raise InvalidInput(f"--after must be from 0 to 2**63-1 (got {after})")
     poll = cast(float, args.poll)
-    if after < 0:
-        raise InvalidInput(f"--after must be >= 0 (got {after})")
     if not 0 < poll <= 60:
         raise InvalidInput(f"--poll must be between 0 and 60 seconds (got {poll})")
     as_json = bool(args.json)

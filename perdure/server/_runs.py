@@ -33,7 +33,7 @@ from ._api import Api
 from ._body import decode_json, read_body
 from ._errors_http import json_response
 from ._sse import Shutdown, SSEOptions, SSEResponse, no_content
-from ._streams import RUN_END, SEGMENT, build_snapshot, run_frames
+from ._streams import RUN_END, SEGMENT, run_frames
 
 __all__ = ["RunsAPI"]
 
@@ -202,7 +202,7 @@ class RunsAPI:
 
     async def snapshot(self, request: Request) -> Response:
         upto = query_int(request, "upto", None, 0, 2**62)
-        return json_response(await build_snapshot(self.api, request.path_params["run_id"], upto))
+        return json_response(await self.api.call("snapshot", request.path_params["run_id"], upto))
 
     async def resume(self, request: Request) -> Response:
         run_id = request.path_params["run_id"]
@@ -229,7 +229,6 @@ class RunsAPI:
         run_id = request.path_params["run_id"]
         timeout = query_float(request, "timeout", 30.0, 0.0, 300.0)
         assert timeout is not None
-        await self.api.call("get", run_id)  # RunNotFound: a 404 right away
         ended: list[RunRecord] = []
         failed: list[Exception] = []
         async with anyio.create_task_group() as group:

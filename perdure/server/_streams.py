@@ -21,11 +21,9 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
-from typing import Any
 
 from perdure.agui import (
     Event,
-    LogSnapshot,
     RunErrorEvent,
     RunFinishedEvent,
     RunFinishedInterruptOutcome,
@@ -33,8 +31,7 @@ from perdure.agui import (
     is_terminal_event,
     prelude_events,
 )
-from perdure.runtime import RunEvent
-from perdure.runtime import seed_of as _seed_of
+from perdure.runtime import RunEvent, seed_of
 from perdure.storage import RunRecord
 
 from ._api import Api
@@ -44,12 +41,10 @@ __all__ = [
     "RUN_END",
     "SEGMENT",
     "EndRule",
-    "build_snapshot",
     "error_frames",
     "interrupt_ids",
     "read_log",
     "run_frames",
-    "seed_of",
 ]
 
 EndRule = Callable[[Event], bool]
@@ -73,11 +68,6 @@ def interrupt_ids(event: Event) -> frozenset[str] | None:
     return None
 
 
-def seed_of(rec: RunRecord) -> LogSnapshot:
-    """What a fold of ``rec``'s log starts from (the runtime's own rule, R22)."""
-    return _seed_of(rec)
-
-
 async def read_log(api: Api, run_id: str, upto: int | None = None) -> list[RunEvent]:
     """The committed events of a run, ``1..upto`` (all when ``upto`` is None)."""
     out: list[RunEvent] = []
@@ -89,19 +79,6 @@ async def read_log(api: Api, run_id: str, upto: int | None = None) -> list[RunEv
             if upto is not None and event.event_id >= upto:
                 break
     return out
-
-
-async def build_snapshot(api: Api, run_id: str, upto: int | None = None) -> dict[str, Any]:
-    """The run's snapshot (R22) as the server answers it (``rt.snapshot``)."""
-    snap = await api.call("snapshot", run_id, upto)
-    return {
-        "after_event_id": snap.after_event_id,
-        "messages": snap.messages,
-        "state": snap.state,
-        "open_tool_calls": snap.open_tool_calls,
-        "interrupts": snap.interrupts,
-        "run": snap.run,
-    }
 
 
 async def run_frames(api: Api, rec: RunRecord, after: int, ends: EndRule) -> AsyncIterator[bytes]:

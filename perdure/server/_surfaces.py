@@ -9,8 +9,6 @@ Results are encoded as they come (msgspec structs or plain data).
 
 from __future__ import annotations
 
-from typing import Any
-
 import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
@@ -69,10 +67,8 @@ class SurfacesAPI:
         raw = await read_body(request, self.max_body)
         if raw.strip():
             decode_json(raw, NoBody)  # malformed or unexpected: a 400 that changes nothing
-        result: Any = await self.api.call(method, name)
-        if result is None:  # the change itself returns nothing: answer the schedule
-            result = await self.api.call("get_schedule", name)
-        return json_response(result)
+        await self.api.call(method, name)
+        return json_response(await self.api.call("get_schedule", name))
 
     async def trigger_schedule(self, request: Request) -> Response:
         raw = await read_body(request, self.max_body)
