@@ -44,6 +44,7 @@ from perdure.agui import (
 )
 
 __all__ = [
+    "EVENT_BUDGET",
     "FAILURES",
     "MAX_DURATION",
     "MAX_VALUE_BYTES",
@@ -64,6 +65,10 @@ MAX_VALUE_BYTES: Final = 16 * 1024 * 1024
 
 MAX_DURATION: Final = 100 * 365.25 * 86400.0
 """The longest sleep or timeout: a hundred years (due times must fit u64 milliseconds)."""
+
+EVENT_BUDGET: Final = MAX_EVENT_BYTES - 64
+"""The largest event a run may log: room is left for the ``timestamp`` the log adds
+when it commits the event."""
 
 _LATEST_INSTANT: Final = 253402300799.0  # 9999-12-31T23:59:59Z
 FAILURES = (
@@ -231,7 +236,7 @@ def event(value: Any) -> Event:
         raise InvalidInput(
             f"{type(value).__name__} has dict keys that are equal as JSON strings (e.g. 1 and '1')"
         )
-    if len(wire) > MAX_EVENT_BYTES - 64:
+    if len(wire) > EVENT_BUDGET:
         raise InvalidInput(
             f"{type(value).__name__} is {len(wire)} bytes; events are capped at "
             f"{MAX_EVENT_BYTES} bytes",

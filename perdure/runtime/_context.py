@@ -19,7 +19,6 @@ import trio
 
 from perdure._errors import ChildCancelled, ChildFailed, InvalidInput, PerdureError
 from perdure.agui import (
-    MAX_EVENT_BYTES,
     CustomEvent,
     Event,
     MessagesSnapshotEvent,
@@ -39,7 +38,7 @@ from perdure.agui import (
 )
 from perdure.storage import JournalEntry, Owner, RunRecord, TokenUsage
 
-from ._boundary import MAX_VALUE_BYTES, instant, label, text
+from ._boundary import EVENT_BUDGET, MAX_VALUE_BYTES, instant, label, text
 from ._boundary import event as checked_event
 from ._boundary import seconds as _seconds
 from ._boundary import usage as _usage
@@ -73,8 +72,6 @@ __all__ = ["AgentContext", "ChildHandle", "Lane", "RunContext", "Sequential", "m
 
 _RESERVED = (RunStartedEvent, RunFinishedEvent, RunErrorEvent)
 _encode = msgspec.msgpack.Encoder().encode
-_EVENT_BUDGET = MAX_EVENT_BYTES - 64
-"""Room left for the ``timestamp`` the log adds when it commits an event."""
 
 
 class RunContext:
@@ -420,10 +417,10 @@ class RunContext:
                     opened.discard((kind, item))
                     closed.add((kind, item))
             if isinstance(event, TextMessageContentEvent):
-                out.extend(split_text_content(event.message_id, event.delta, _EVENT_BUDGET))
+                out.extend(split_text_content(event.message_id, event.delta, EVENT_BUDGET))
                 continue
             if isinstance(event, ToolCallArgsEvent):
-                out.extend(split_tool_call_args(event.tool_call_id, event.delta, _EVENT_BUDGET))
+                out.extend(split_tool_call_args(event.tool_call_id, event.delta, EVENT_BUDGET))
                 continue
             out.append(event)
         return out

@@ -330,10 +330,7 @@ class Journal:
         word, so ``@`` right after it tells these slots from the body's own
         (``reason:key#n``), whose names are unchanged.
         """
-        ns = f"{reason}@{lane or ''}|{key}"
-        n = self.wait_counts.get(ns, 0) + 1
-        self.wait_counts[ns] = n
-        return f"{ns}#{n}"
+        return self.next_slot(f"{reason}@{lane or ''}|{key}")
 
     def unclaimed_buffer(self, ns: str) -> JournalEntry | None:
         """The first early (buffered) signal of ``ns`` the body's own task has not taken.

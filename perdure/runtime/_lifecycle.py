@@ -46,6 +46,8 @@ from perdure.storage import (
     Waiting,
 )
 
+from ._boundary import EVENT_BUDGET
+
 __all__ = [
     "STATUSES",
     "TERMINAL",
@@ -206,7 +208,7 @@ def _finished(
     if result is None or (result_size is not None and result_size < MAX_EVENT_BYTES // 2):
         return event
     size = len(event_to_json(event))
-    if size <= MAX_EVENT_BYTES - 64:
+    if size <= EVENT_BUDGET:
         return event
     return RunFinishedEvent(
         thread_id=thread_id(rec),

@@ -40,6 +40,7 @@ from perdure._errors import (
 from perdure.agui import MAX_EVENT_BYTES, CustomEvent, Event, ToolCallResultEvent, event_to_json
 from perdure.storage import ErrorInfo, JournalEntry, Wait
 
+from ._boundary import EVENT_BUDGET
 from ._lifecycle import enter_waiting, leave_wait
 from ._signals import (
     ApprovalDecision,
@@ -65,7 +66,6 @@ _MAX_RESULT_BYTES = MAX_EVENT_BYTES - 1024
 __all__ = [
     "WaitFuture",
     "WaitSpec",
-    "accept_signal",
     "accept_signals",
     "open_wait",
     "open_waits",
@@ -205,7 +205,7 @@ async def _open_new_waits(
             rec, waits, added, [interrupt_for(w) for w in waits], actor.open.closing_events()
         )
         size = len(event_to_json(change.events[-1]))
-        if size > MAX_EVENT_BYTES - 64:
+        if size > EVENT_BUDGET:
             raise InvalidInput(
                 f"the interrupt announcing these waits would be {size} bytes; events are "
                 f"capped at {MAX_EVENT_BYTES} (shorten prompts and schemas, or wait on fewer "
@@ -436,11 +436,6 @@ async def accept_signals(actor: RunActor, signals: list[tuple[Signal, str]]) -> 
         raise NotWaiting(f"the wait for {ns!r} expired", run_id=actor.rec.id, key=ns)
     await _apply(actor, [p for p in plans if p.kind in ("close", "buffer")])
     return [p.kind == "duplicate" for p in plans]
-
-
-async def accept_signal(actor: RunActor, signal: Signal, ns: str) -> bool:
-    """Apply every R12/R13 rule; store the signal. Returns ``duplicate``."""
-    return (await accept_signals(actor, [(signal, ns)]))[0]
 
 
 async def _apply(actor: RunActor, plans: list[_Plan]) -> None:
