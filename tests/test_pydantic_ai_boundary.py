@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers.checks import assert_valid_log, waiting
+from helpers.checks import finish, waiting
 from pydantic_ai import Agent, RunContext
 from pydantic_ai.exceptions import ApprovalRequired, CallDeferred
 from pydantic_ai.messages import (
@@ -32,7 +32,7 @@ from pydantic_ai.models.function import AgentInfo, FunctionModel
 from pydantic_ai.usage import RequestUsage, UsageLimits
 
 import perdure
-from perdure.agui import MAX_EVENT_BYTES, verify_prefixes
+from perdure.agui import MAX_EVENT_BYTES
 from perdure.integrations.pydantic_ai import register_agent
 
 pytestmark = pytest.mark.usefixtures("official_agui_check")
@@ -59,15 +59,6 @@ def returned(messages: list[ModelMessage]) -> dict[str, Any]:
         for part in m.parts
         if isinstance(part, ToolReturnPart)
     }
-
-
-async def run_to_end(
-    rt: perdure.Runtime, run_id: str
-) -> tuple[perdure.RunRecord, list[dict[str, Any]]]:
-    rec = await rt.wait(run_id)
-    wire = await assert_valid_log(rt, run_id)
-    verify_prefixes(wire)
-    return rec, wire
 
 
 def start(rt: perdure.Runtime, name: str, text: str = "hi") -> Any:
@@ -111,7 +102,7 @@ async def test_usage_and_labels_perdure_would_refuse_are_made_valid(data_dir: Pa
     rt = perdure.Runtime(data_dir)
     register_agent(rt, "odd", agent)
     async with rt:
-        rec, wire = await run_to_end(rt, (await start(rt, "odd")).run.id)
+        rec, wire = await finish(rt, (await start(rt, "odd")).run.id)
     assert rec.status == "completed", rec.completion
     completion = rec.completion
     assert completion is not None and completion.result == "done"
@@ -152,7 +143,7 @@ async def test_more_providers_than_perdure_keeps_are_summed_into_one(data_dir: P
     rt = perdure.Runtime(data_dir, durability="memory")
     register_agent(rt, "many", agent, usage_limits=UsageLimits(request_limit=None))
     async with rt:
-        rec, _ = await run_to_end(rt, (await start(rt, "many")).run.id)
+        rec, _ = await finish(rt, (await start(rt, "many")).run.id)
     assert rec.status == "completed", rec.completion
     assert rec.completion is not None
     usage = rec.completion.usage
@@ -197,7 +188,7 @@ async def test_odd_tool_call_ids_become_valid_step_names_and_wait_keys(data_dir:
         (wait,) = rec.waiting.waits
         assert wait.reason == "approval" and wait.key.startswith("call_") and "\0" not in wait.key
         await rt.resume(run_id, perdure.ApprovalDecision(key=wait.key, approved=True))
-        rec, wire = await run_to_end(rt, run_id)
+        rec, wire = await finish(rt, run_id)
     assert rec.status == "completed", rec.completion
     assert rec.completion is not None and rec.completion.result == "found, refunded"
     steps = [e["stepName"] for e in wire if e["type"] == "STEP_STARTED"]
@@ -214,7 +205,7 @@ async def test_a_huge_reasoning_part_is_split_under_the_event_cap(data_dir: Path
     rt = perdure.Runtime(data_dir)
     register_agent(rt, "thinker", Agent(FunctionModel(model)))
     async with rt:
-        rec, wire = await run_to_end(rt, (await start(rt, "thinker")).run.id)
+        rec, wire = await finish(rt, (await start(rt, "thinker")).run.id)
     assert rec.status == "completed", rec.completion
     pieces = [e["delta"] for e in wire if e["type"] == "REASONING_MESSAGE_CONTENT"]
     assert len(pieces) == 10 and "".join(pieces) == thinking
@@ -249,7 +240,7 @@ async def test_a_long_approval_prompt_is_cut_not_refused(data_dir: Path) -> None
         assert wait.prompt is not None and prompt.startswith(wait.prompt)
         assert 16 * 1024 - 2 <= len(wait.prompt.encode()) <= 16 * 1024
         await rt.resume(run_id, perdure.ApprovalDecision(key="r1", approved=True))
-        rec, _ = await run_to_end(rt, run_id)
+        rec, _ = await finish(rt, run_id)
     assert rec.completion is not None and rec.completion.result == "refunded"
 
 
@@ -301,7 +292,7 @@ async def test_the_snapshot_names_messages_as_the_events_did(data_dir: Path) -> 
         await rt.resume(run_id, denial)
         await waiting(rt, run_id)
         await rt.resume(run_id, perdure.InputResponse(key="c4", value="L"))
-        rec, wire = await run_to_end(rt, run_id)
+        rec, wire = await finish(rt, run_id)
         folded = rt.snapshot(run_id).messages
     assert rec.status == "completed", rec.completion
     snapshot = snapshot_of(wire)

@@ -17,7 +17,15 @@ from typing import Any
 
 import pytest
 import trio
-from helpers.checks import assert_valid_log, interrupts, types, wait_until, waiting
+from helpers.checks import (
+    assert_valid_log,
+    assert_valid_log_host,
+    finish,
+    interrupts,
+    types,
+    wait_until,
+    waiting,
+)
 from pydantic_ai import Agent, RunContext
 from pydantic_ai.exceptions import CallDeferred, ModelRetry
 from pydantic_ai.messages import (
@@ -43,7 +51,6 @@ from pydantic_ai.toolsets import ExternalToolset
 from pydantic_ai.usage import RequestUsage
 
 import perdure
-from perdure.agui import verify_prefixes
 from perdure.integrations.pydantic_ai import register_agent
 
 pytestmark = pytest.mark.usefixtures("official_agui_check")
@@ -85,16 +92,6 @@ class Counting:
 
 def start(rt: perdure.Runtime, name: str, text: str = "hi", **fields: Any) -> Any:
     return rt.start(f"agent:{name}", {"messages": [user(text)], **fields}, owner=THREAD)
-
-
-async def finish(
-    rt: perdure.Runtime, run_id: str
-) -> tuple[perdure.RunRecord, list[dict[str, Any]]]:
-    """Wait for the run to end; check its log (verifier port at every prefix, ids, terminal)."""
-    rec = await rt.wait(run_id)
-    wire = await assert_valid_log(rt, run_id)
-    verify_prefixes(wire)
-    return rec, wire
 
 
 def step_names(wire: list[dict[str, Any]]) -> list[str]:
@@ -719,6 +716,7 @@ async def test_cancel_mid_stream_closes_what_the_stream_opened(data_dir: Path) -
         await rt.cancel(run_id)
         rec, wire = await finish(rt, run_id)
     assert rec.status == "cancelled"
+    assert "TEXT_MESSAGE_START" in seen  # the message was open, live, when cancelled
     assert "TEXT_MESSAGE_END" in types(wire)  # the half-streamed message is closed
 
 
@@ -905,10 +903,9 @@ def test_a_blocking_host_runs_durable_agents(data_dir: Path) -> None:
     with host:
         run_id = host.start("agent:support", {"messages": [user("hi")]}, owner=THREAD).run.id
         rec = host.wait(run_id)
-        wire = [event.to_wire() for event in host.events(run_id, follow=False)]
+        assert_valid_log_host(host, run_id)
     assert rec.completion is not None and rec.completion.result == "A1: shipped"
     assert model.calls == 2
-    verify_prefixes(wire)
 
 
 async def test_streamed_tool_calls_and_test_model_provider(data_dir: Path) -> None:

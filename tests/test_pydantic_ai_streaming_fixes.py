@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 import trio
-from helpers.checks import assert_valid_log, interrupts, types, wait_until, waiting
+from helpers.checks import assert_valid_log, finish, interrupts, types, wait_until, waiting
 from pydantic_ai import Agent
 from pydantic_ai.messages import (
     ModelMessage,
@@ -62,15 +62,6 @@ async def start(rt: perdure.Runtime, name: str, thread: str = "t") -> str:
         f"agent:{name}", {"messages": [user()]}, owner=perdure.Conversation(thread)
     )
     return handle.run.id
-
-
-async def finish(
-    rt: perdure.Runtime, run_id: str
-) -> tuple[perdure.RunRecord, list[dict[str, Any]]]:
-    rec = await rt.wait(run_id)
-    wire = await assert_valid_log(rt, run_id)
-    verify_prefixes(wire)
-    return rec, wire
 
 
 def text_of(wire: list[dict[str, Any]], message_id: str) -> str:

@@ -239,7 +239,10 @@ async def test_concurrent_callers_are_answered_when_the_actor_crashes(
             final = await rt.wait(run_id)
         assert set(answers) == {"boom", "go", "cancel"}
         assert isinstance(answers["boom"], perdure.PerdureError)
-        assert final.terminal
+        # The crash fails the run; the messages queued behind it are told so.
+        assert final.status == "failed"
+        assert isinstance(answers["go"], perdure.RunNotActive)
+        assert isinstance(answers["cancel"], perdure.RunNotActive)
         await assert_readers_work(rt)
 
 

@@ -162,6 +162,15 @@ async def assert_valid_log(rt: perdure.Runtime, run_id: str) -> list[dict[str, A
     return wire
 
 
+async def finish(
+    rt: perdure.Runtime, run_id: str
+) -> tuple[perdure.RunRecord, list[dict[str, Any]]]:
+    """Wait for a run to end, check its whole log (every prefix of it too, as a
+    finished run's) and return the record and the log's wire form."""
+    rec = await rt.wait(run_id)
+    return rec, await assert_valid_log(rt, run_id)
+
+
 def assert_valid_log_host(host: perdure.Host, run_id: str) -> list[dict[str, Any]]:
     """:func:`assert_valid_log` through the blocking Host facade."""
     events = list(host.events(run_id, follow=False))
