@@ -576,3 +576,28 @@ async def test_inspector_reads_survive_another_process_growing_the_map(
         assert [e for e, _ in inspector.events(last)] == list(range(1, rec.last_event_id + 1))
     finally:
         inspector.close()
+
+
+def test_damaged_bytes_are_corrupt_store_for_every_read(tmp_path: Path) -> None:
+    """Damage met inside any read transaction is ``CorruptStore``: the reads added with
+    schedules, batches and logs too, not only those that translate errors themselves."""
+    store = Store(tmp_path / "d", durability="process")
+    try:
+        garbage = b"\xc1 not msgpack"
+        with store.env.begin(write=True) as txn:
+            txn.put(b"s", garbage, db=store.dbs["schedules"])
+            txn.put(b"b", garbage, db=store.dbs["batches"])
+            txn.put(b"run-1\0" + (1).to_bytes(8, "big"), garbage, db=store.dbs["logs"])
+        reads = {
+            "get_schedule": lambda: store.get_schedule("s"),
+            "schedules": store.schedules,
+            "get_batch": lambda: store.get_batch("b"),
+            "logs": lambda: store.logs("run-1"),
+            "last_log": lambda: store.last_log("run-1"),
+        }
+        for name, read in reads.items():
+            with pytest.raises(perdure.CorruptStore) as caught:
+                read()
+            assert "damaged" in str(caught.value), name
+    finally:
+        store.close()

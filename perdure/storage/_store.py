@@ -407,11 +407,17 @@ class Store:
 
     @contextlib.contextmanager
     def read(self) -> Iterator[lmdb.Transaction]:
-        """A short read transaction; never hold it across an ``await``."""
+        """A short read transaction; never hold it across an ``await``.
+
+        Damaged bytes met while reading in it (or LMDB failing) surface as typed storage
+        errors, whatever the read: every reader gets that without a decorator of its own.
+        """
         with self.map_lock:
             txn = self._begin()
             try:
                 yield txn
+            except (lmdb.Error, *DAMAGE) as exc:
+                raise translate(exc, self.path) from None
             finally:
                 txn.abort()
 
