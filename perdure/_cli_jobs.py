@@ -38,6 +38,7 @@ from rich.table import Table
 from rich.text import Text
 
 from perdure._errors import InvalidInput, RunNotFound, ScheduleNotFound
+from perdure._load_app import load_runtime
 from perdure.runtime import Runtime, check_schedule_name, log_entry, schedule_info
 from perdure.server._cli import check_url, post_json, require_store
 from perdure.storage import ScheduleRecord, Store
@@ -326,8 +327,6 @@ def add_targets(sub: Any) -> None:
 
 
 def _cmd_targets(args: argparse.Namespace) -> int:
-    from perdure.server._cli import load_runtime
-
     infos = load_runtime(cast(str, args.app)).targets()
     if args.json:
         _write_json({"targets": infos})

@@ -43,9 +43,10 @@ from rich.table import Table
 from rich.text import Text
 
 from perdure._errors import InvalidInput, RunNotFound, StorageError
+from perdure._load_app import load_runtime
 from perdure.agui import decode_event, event_to_json
 from perdure.runtime import CheckReport, RunCheck
-from perdure.server._cli import literal, load_runtime
+from perdure.server._cli import literal
 from perdure.storage import RunRecord, Store, backup_store
 
 __all__ = ["add_store_commands"]

@@ -230,6 +230,35 @@ def test_an_app_function_that_raises_is_a_usage_error(
         _refused(code, err, "no runtime today")
 
 
+def test_every_command_taking_an_app_loads_a_host_or_a_function_the_same_way(
+    workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One loader for every ``MODULE:ATTR``: a Host (its runtime) or a function is
+    accepted by ``targets`` as by ``graph show`` (they once had loaders of their own,
+    and only one took a Host); a missing attribute is named."""
+    name = _app(
+        workdir,
+        """
+        import perdure
+
+        host = perdure.Host("data")
+
+        @host.runtime.workflow("hello")
+        async def hello(ctx, inp):
+            return inp
+
+        def make():
+            return host
+        """,
+    )
+    for attr in ("host", "make"):
+        code, out, err = _run(["targets", f"{name}:{attr}"], capsys)
+        assert code == 0, err
+        assert "workflow:hello" in out
+    code, _, err = _run(["targets", f"{name}:nothing"], capsys)
+    _refused(code, err, f"{name!r} has no attribute 'nothing'")
+
+
 # -- 4. bad values of options -------------------------------------------------------------------
 
 

@@ -21,7 +21,6 @@ flowchart text; with ``--run`` its nodes are coloured by that run's states.
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 import sys
@@ -34,7 +33,7 @@ from rich.table import Table
 from rich.text import Text
 
 from perdure._errors import InvalidInput, RunNotFound
-from perdure.runtime import Runtime
+from perdure._load_app import load_runtime
 from perdure.storage import Store
 
 from ._derive import derive_state
@@ -125,40 +124,6 @@ def _cmd_graph_show(args: argparse.Namespace) -> int:
 
 
 # -- helpers ---------------------------------------------------------------------------------
-
-
-def load_runtime(spec: str) -> Runtime:
-    """The :class:`Runtime` named by ``module:attr`` (a function returning one, or a Host)."""
-    module_name, sep, attr = spec.partition(":")
-    if not sep or not module_name or not attr:
-        raise InvalidInput(f"--app must be MODULE:ATTR (got {spec!r})")
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise InvalidInput(f"--app: cannot import {module_name!r}: {exc}") from None
-    except Exception as exc:  # the app's own import-time error: a usage error, exit 2
-        raise _cannot_load(spec, exc) from None
-    try:
-        value: Any = getattr(module, attr)
-    except AttributeError:
-        raise InvalidInput(f"--app: {module_name!r} has no attribute {attr!r}") from None
-    except Exception as exc:
-        raise _cannot_load(spec, exc) from None
-    try:
-        if not isinstance(value, Runtime) and callable(value) and not hasattr(value, "runtime"):
-            value = value()
-        value = getattr(value, "runtime", value)  # a Host or an AsyncioHost
-    except Exception as exc:
-        raise _cannot_load(spec, exc) from None
-    if not isinstance(value, Runtime):
-        raise InvalidInput(f"--app: {spec} is not a perdure.Runtime (got {type(value).__name__})")
-    return value
-
-
-def _cannot_load(spec: str, exc: Exception) -> InvalidInput:
-    return InvalidInput(f"cannot load app {spec!r}: {type(exc).__name__}: {exc}", app=spec)
 
 
 def _directory(args: argparse.Namespace) -> str:

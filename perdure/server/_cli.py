@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import errno
 import http.client
-import importlib
 import json
 import os
 import signal
@@ -48,6 +47,7 @@ from rich.text import Text
 
 from perdure._errors import InvalidInput, PerdureError
 from perdure._errors import leaves as error_leaves
+from perdure._load_app import load_runtime
 from perdure.runtime import (
     ApprovalDecision,
     ExternalEvent,
@@ -131,42 +131,6 @@ def literal(value: object) -> str:
 
 
 # -- serve -----------------------------------------------------------------------------------
-
-
-def load_runtime(target: str) -> Runtime:
-    """``MODULE:ATTR`` as a Runtime (``ATTR`` may be a function returning one).
-
-    Whatever importing the module raises (``ImportError``, a ``SyntaxError``, an
-    exception of its own top-level code) is an :class:`InvalidInput`: the command
-    line answers ``error: ...`` and exit status 2, never a traceback.
-    """
-    module_name, sep, attr = target.partition(":")
-    if not sep or not module_name or not attr:
-        raise InvalidInput(f"serve takes MODULE:ATTR, e.g. app:rt (got {target!r})")
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise InvalidInput(f"cannot import {module_name!r}: {exc}") from None
-    except Exception as exc:
-        raise InvalidInput(
-            f"cannot load app {target!r}: {type(exc).__name__}: {exc}", app=target
-        ) from None
-    try:
-        value = getattr(module, attr, None)
-    except Exception as exc:  # a module-level __getattr__ of the app's
-        raise InvalidInput(
-            f"cannot load app {target!r}: {type(exc).__name__}: {exc}", app=target
-        ) from None
-    if callable(value) and not isinstance(value, Runtime):
-        try:
-            value = value()
-        except Exception as exc:
-            raise InvalidInput(f"{target}() did not return a Runtime: {exc!r}") from None
-    if not isinstance(value, Runtime):
-        raise InvalidInput(f"{target} is not a perdure.Runtime (got {type(value).__name__})")
-    return value
 
 
 def require_store(directory: str) -> None:
