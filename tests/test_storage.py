@@ -457,7 +457,7 @@ async def test_sync_commit_is_durable_before_start_returns(make_rt: Any, data_di
 def test_events_read_from_any_position_across_commit_chunks(tmp_path: Path) -> None:
     """A commit stores its events as one chunk; reads from any id, with any limit,
     see exactly the flat log (a reconnect may resume in the middle of a chunk)."""
-    from perdure.agui import CustomEvent, encode_event
+    from perdure.agui import CustomEvent, decode_event, encode_event
 
     store = Store(tmp_path / "data")
     try:
@@ -481,6 +481,8 @@ def test_events_read_from_any_position_across_commit_chunks(tmp_path: Path) -> N
             for limit in (1, 2, 3, 100):
                 expected = [pair for pair in flat if pair[0] > after][:limit]
                 assert store.events("run-a", after, limit) == expected, (after, limit)
+                decoded = [(i, decode_event(raw)) for i, raw in expected]
+                assert store.read_events("run-a", after, limit) == decoded, (after, limit)
         assert store.get_run("run-a") is None
     finally:
         store.close()

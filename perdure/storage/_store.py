@@ -34,7 +34,7 @@ from perdure._errors import (
     StorageError,
     StorageUnavailable,
 )
-from perdure.agui import Event, decode_event
+from perdure.agui import Event
 
 from ._faults import DAMAGE, check_data_file, check_own_file, translate
 from ._keys import (
@@ -469,33 +469,51 @@ class Store:
     def events(
         self, run_id: str, after: int = 0, limit: int = 1_000_000
     ) -> list[tuple[int, bytes]]:
-        """Committed events of a run with ``event_id > after``, in order."""
-        prefix = run_prefix(run_id)
+        """Committed events of a run with ``event_id > after``, in order (encoded)."""
         out: list[tuple[int, bytes]] = []
         with self.read() as txn:
-            cur = txn.cursor(db=self.dbs["events"])
-            # The first chunk whose last id is past ``after`` holds event ``after + 1``.
-            if not cur.set_range(prefix + (after + 1).to_bytes(8, "big")):
-                return out
-            for raw_key, value in cur:
-                key = bytes(raw_key)
-                if not key.startswith(prefix) or len(out) >= limit:
+            for last, value in self._event_chunks(txn, run_id, after):
+                if len(out) >= limit:
                     break
                 chunk = _chunk_decoder.decode(value)
-                event_id = int.from_bytes(key[len(prefix) :], "big") - len(chunk)
-                for raw in chunk:
-                    event_id += 1
-                    if event_id > after:
-                        out.append((event_id, bytes(raw)))
+                first = last - len(chunk) + 1
+                skip = max(0, after + 1 - first)
+                ids = range(first + skip, first + len(chunk))
+                out.extend(zip(ids, (bytes(raw) for raw in chunk[skip:]), strict=True))
         return out[:limit]
 
     @_reads
     def read_events(
         self, run_id: str, after: int = 0, limit: int = 1_000_000
     ) -> list[tuple[int, Event]]:
-        """:meth:`events`, decoded: a damaged event is :class:`~perdure.CorruptStore`."""
-        raws = self.events(run_id, after, limit)
-        return [(event_id, decode_event(raw)) for event_id, raw in raws]
+        """:meth:`events`, decoded (a chunk at a time): a damaged event is
+        :class:`~perdure.CorruptStore`."""
+        out: list[tuple[int, Event]] = []
+        with self.read() as txn:
+            for last, value in self._event_chunks(txn, run_id, after):
+                if len(out) >= limit:
+                    break
+                chunk = _events_decoder.decode(value)
+                first = last - len(chunk) + 1
+                skip = max(0, after + 1 - first)
+                out.extend(zip(range(first + skip, first + len(chunk)), chunk[skip:], strict=True))
+        return out[:limit]
+
+    def _event_chunks(
+        self, txn: lmdb.Transaction, run_id: str, after: int
+    ) -> Iterator[tuple[int, bytes]]:
+        """``(id of its last event, encoded chunk)`` of each chunk of a run's log that
+        holds an event past ``after``, in order."""
+        prefix = run_prefix(run_id)
+        cur = txn.cursor(db=self.dbs["events"])
+        # The first chunk whose last id is past ``after`` holds event ``after + 1``.
+        if not cur.set_range(prefix + (after + 1).to_bytes(8, "big")):
+            return
+        for raw_key, value in cur:
+            key = bytes(raw_key)
+            if not key.startswith(prefix):
+                return
+            yield int.from_bytes(key[len(prefix) :], "big"), bytes(value)  # bytes already: no copy
 
     @_reads
     def journal(self, run_id: str) -> list[JournalEntry]:
