@@ -11,6 +11,7 @@ from helpers.checks import assert_valid_log, dump_store, wait_until
 from helpers.defs import BODY_CALLS, Order
 
 import perdure
+from perdure.runtime._starting import new_run_id
 from perdure.testing import internals
 
 P1 = perdure.Project("p1")
@@ -22,9 +23,9 @@ async def start_child(
     rt: perdure.Runtime, parent: perdure.RunRecord, target: str, inp: Any = None
 ) -> perdure.RunRecord:
     """Start a child run the way ``ctx.start_child`` does (parent and root links, R17)."""
-    started = await internals(rt).start_child(  # the engine's child path, without a body
-        target, inp, owner=parent.owner, run_id=None, parent=parent
-    )
+    engine = internals(rt)  # the engine's child path, without a body
+    checked = engine.check_child(target, inp, owner=parent.owner, run_id=None, parent=parent)
+    started = await engine.start_child(checked, run_id=new_run_id(), parent=parent)
     return started.run
 
 

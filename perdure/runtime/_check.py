@@ -54,7 +54,7 @@ from ._context import AgentContext, RunContext
 from ._definitions import Definition, Registry
 from ._journal import Journal
 from ._run_actor import RunActor
-from ._starting import check_child_start
+from ._starting import Checked, check_start
 from ._versioning import behind_record
 
 if TYPE_CHECKING:
@@ -169,8 +169,8 @@ class _CheckEngine:
 
     def check_child(
         self, target: str, input: Any, *, owner: Owner, run_id: str | None, parent: RunRecord
-    ) -> None:
-        check_child_start(self._registry, target, input, owner=owner, run_id=run_id, parent=parent)
+    ) -> Checked:
+        return check_start(self._registry, target, input, owner=owner, run_id=run_id, parent=parent)
 
     def stored_state(self, run_id: str) -> tuple[RunRecord | None, list[JournalEntry]]:
         return self.store.get_run(run_id), self.store.journal(run_id)

@@ -579,7 +579,9 @@ class RunContext:
         child_owner = owner if owner is not None else actor.rec.owner
         # Checked before the journal is consulted: a refused start records nothing, so on
         # replay it must be refused again, not take the next start's entry.
-        actor.engine.check_child(target, input, owner=child_owner, run_id=run_id, parent=actor.rec)
+        checked = actor.engine.check_child(
+            target, input, owner=child_owner, run_id=run_id, parent=actor.rec
+        )
         journal = actor.journal
         slot: str | None = None
         if not in_body_flow(actor):
@@ -595,9 +597,7 @@ class RunContext:
             return ChildHandle(actor.engine, entry.value.decode())
         child_id = run_id or uuid.uuid5(uuid.NAMESPACE_URL, f"{actor.rec.id}/{tag}").hex
         journal.has_children = True  # a cancel racing the start must find the child
-        started = await actor.engine.start_child(
-            target, input, owner=child_owner, run_id=child_id, parent=actor.rec
-        )
+        started = await actor.engine.start_child(checked, run_id=child_id, parent=actor.rec)
         if slot is None:
             await actor.record("child", target, started.run.id.encode())
         else:

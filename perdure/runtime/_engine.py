@@ -53,7 +53,7 @@ from ._retention import Retention, RetentionService
 from ._run_actor import RunActor, RunMessage
 from ._schedules import ScheduleService
 from ._spawning import spawn, start_queued, timer_due, wake_parent
-from ._starting import Starter
+from ._starting import Checked, Starter, check_start
 from ._timers import TimerService
 from ._tuning import ProcessTuning
 
@@ -215,17 +215,13 @@ class Engine:
     def stored_last_log(self, run_id: str) -> LogRecord | None:
         return self.store.last_log(run_id)
 
-    async def start_child(
-        self, target: str, input: Any, *, owner: Owner, run_id: str | None, parent: RunRecord
-    ) -> Started:
-        return await self.starter.start_child(
-            target, input, owner=owner, run_id=run_id, parent=parent
-        )
+    async def start_child(self, checked: Checked, *, run_id: str, parent: RunRecord) -> Started:
+        return await self.starter.start_child(checked, run_id=run_id, parent=parent)
 
     def check_child(
         self, target: str, input: Any, *, owner: Owner, run_id: str | None, parent: RunRecord
-    ) -> None:
-        self.starter.check_child(target, input, owner=owner, run_id=run_id, parent=parent)
+    ) -> Checked:
+        return check_start(self.registry, target, input, owner=owner, run_id=run_id, parent=parent)
 
     async def cancel_children(self, run_id: str, reason: str) -> None:
         await cancel_children(self, run_id, reason)

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from ._hub import ChangeHub
     from ._results import Started
     from ._run_actor import RunActor, RunMessage
+    from ._starting import Checked
     from ._timers import TimerService
 
 __all__ = ["EnginePort"]
@@ -80,16 +81,15 @@ class EnginePort(Protocol):
         """The run's newest stored log entry (``ctx.log`` numbering goes on from it)."""
         ...
 
-    async def start_child(
-        self, target: str, input: Any, *, owner: Owner, run_id: str | None, parent: RunRecord
-    ) -> Started:
-        """Start a child run of ``parent`` (R17)."""
+    async def start_child(self, checked: Checked, *, run_id: str, parent: RunRecord) -> Started:
+        """Start the child run of ``parent`` that :meth:`check_child` accepted (R17)."""
         ...
 
     def check_child(
         self, target: str, input: Any, *, owner: Owner, run_id: str | None, parent: RunRecord
-    ) -> None:
-        """Refuse a child start that can never succeed, before it is journaled."""
+    ) -> Checked:
+        """Refuse a child start that can never succeed, before it is journaled; what the
+        start is made of if it can."""
         ...
 
     async def cancel_children(self, run_id: str, reason: str) -> None:

@@ -20,7 +20,7 @@ import contextlib
 import random
 import time
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import msgspec
 import trio
@@ -38,7 +38,7 @@ from ._spawning import spawn
 if TYPE_CHECKING:
     from ._engine import Engine
 
-__all__ = ["Starter", "new_run_id"]
+__all__ = ["Checked", "Starter", "check_start", "new_run_id"]
 
 _id_random = random.Random()  # seeded from os.urandom; ~40x cheaper than uuid4 per id
 
@@ -65,19 +65,26 @@ class Starter:
         parent: RunRecord | None,
         trigger: Trigger,
     ) -> Started:
-        registry = self._engine.registry
-        definition = registry.resolve(target)
-        owner = registry.check_owner(definition, owner)
-        if run_id is not None:
-            validate_identifier(run_id, "run_id")
-            if parent is not None and run_id in (parent.id, parent.root_id):
-                raise InvalidInput(
-                    f"a child of {parent.id} cannot take the id {run_id!r} of its own tree",
-                    run_id=run_id,
-                )
-        if idempotency_key is not None:
-            text(idempotency_key, "idempotency_key", max_bytes=256)
-        typed, plain = definition.convert_input(input)
+        checked = check_start(
+            self._engine.registry,
+            target,
+            input,
+            owner=owner,
+            run_id=run_id,
+            parent=parent,
+            idempotency_key=idempotency_key,
+        )
+        return await self._start(checked, idempotency_key, run_id, parent, trigger)
+
+    async def _start(
+        self,
+        checked: Checked,
+        idempotency_key: str | None,
+        run_id: str | None,
+        parent: RunRecord | None,
+        trigger: Trigger,
+    ) -> Started:
+        definition, owner, typed, plain = checked
         if idempotency_key is None and run_id is None:
             # Nothing to deduplicate against: a fresh id cannot collide.
             return await self._create(definition, owner, typed, plain, None, None, parent, trigger)
@@ -87,21 +94,13 @@ class Starter:
             claims.append(("key", okey, idempotency_key))
         if run_id is not None:
             claims.append(("id", run_id))
-        await self._wait_claims(claims)
-        existing = self._existing(claims, idempotency_key, run_id)
-        if existing is not None:
-            return _duplicate(existing, definition, owner, parent)
-        done = trio.Event()
-        for claim in claims:
-            self._claims[claim] = done
-        try:
+        async with self.claim(claims):
+            existing = self._existing(claims, idempotency_key, run_id)
+            if existing is not None:
+                return _duplicate(existing, definition, owner, parent)
             return await self._create(
                 definition, owner, typed, plain, idempotency_key, run_id, parent, trigger
             )
-        finally:
-            for claim in claims:
-                self._claims.pop(claim, None)
-            done.set()
 
     async def _wait_claims(self, claims: list[tuple[str, ...]]) -> None:
         """Wait until no other task holds one of ``claims``; refused (nothing done) if
@@ -128,20 +127,11 @@ class Starter:
                 self._claims.pop(claim, None)
             done.set()
 
-    def check_child(
-        self, target: str, input: Any, *, owner: Owner, run_id: str | None, parent: RunRecord
-    ) -> None:
-        """Everything :meth:`start_child` refuses that does not depend on the store."""
-        check_child_start(
-            self._engine.registry, target, input, owner=owner, run_id=run_id, parent=parent
-        )
-
-    async def start_child(
-        self, target: str, input: Any, *, owner: Owner, run_id: str | None, parent: RunRecord
-    ) -> Started:
-        """Start a child of ``parent`` (``ctx.start_child``): same root, parent link."""
+    async def start_child(self, checked: Checked, *, run_id: str, parent: RunRecord) -> Started:
+        """Start a child of ``parent`` (``ctx.start_child``, which :func:`check_start`
+        checked before its journal was consulted): same root, parent link."""
         trigger = Trigger(type="child", ref=parent.id)
-        return await self.start(target, input, owner, None, run_id, parent, trigger)
+        return await self._start(checked, None, run_id, parent, trigger)
 
     def _existing(
         self, claims: list[tuple[str, ...]], idempotency_key: str | None, run_id: str | None
@@ -279,27 +269,43 @@ class Starter:
             self._engine.admission.queue(rec.id)
 
 
-def check_child_start(
+class Checked(NamedTuple):
+    """A start that passed :func:`check_start`: what it creates the run from."""
+
+    definition: Definition
+    owner: Owner
+    typed: Any
+    plain: Any
+
+
+def check_start(
     registry: Registry,
     target: str,
     input: Any,
     *,
     owner: Owner,
     run_id: str | None,
-    parent: RunRecord,
-) -> None:
-    """What a child start refuses without looking at the store (so a body's refused
-    ``start_child`` is refused again on replay, R7)."""
+    parent: RunRecord | None,
+    idempotency_key: str | None = None,
+) -> Checked:
+    """What a start refuses without looking at the store; what it starts from if not.
+
+    A child start is checked before the body's journal is consulted, so a refused
+    ``start_child`` records nothing and is refused again on replay (R7).
+    """
     definition = registry.resolve(target)
-    registry.check_owner(definition, owner)
+    owner = registry.check_owner(definition, owner)
     if run_id is not None:
         validate_identifier(run_id, "run_id")
-        if run_id in (parent.id, parent.root_id):
+        if parent is not None and run_id in (parent.id, parent.root_id):
             raise InvalidInput(
                 f"a child of {parent.id} cannot take the id {run_id!r} of its own tree",
                 run_id=run_id,
             )
-    definition.convert_input(input)
+    if idempotency_key is not None:
+        text(idempotency_key, "idempotency_key", max_bytes=256)
+    typed, plain = definition.convert_input(input)
+    return Checked(definition, owner, typed, plain)
 
 
 def _duplicate(
