@@ -40,7 +40,7 @@ from rich.text import Text
 from perdure._errors import InvalidInput, RunNotFound, ScheduleNotFound
 from perdure._load_app import load_runtime
 from perdure.runtime import Runtime, check_schedule_name, log_entry, schedule_info
-from perdure.server._cli import check_url, post_json, require_store
+from perdure.server._cli import check_url, literal, post_json, require_store
 from perdure.storage import ScheduleRecord, Store
 
 __all__ = ["add_runs_logs", "add_schedules", "add_targets"]
@@ -57,13 +57,6 @@ def _dir(args: argparse.Namespace) -> str:
 
 def _console() -> Console:
     return Console(file=sys.stdout, highlight=False, width=None if sys.stdout.isatty() else 200)
-
-
-def _literal(value: object) -> str:
-    text = str(value)
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def _when(ts: float | None) -> str:
@@ -141,10 +134,10 @@ def _print_log(console: Console | None, entry: Any) -> None:
     line.append(f"{entry.level:<7}", style=style)
     line.append(" ")
     if entry.step is not None:
-        line.append(f"[{_literal(entry.step)}] ", style="cyan")
-    line.append(_literal(entry.message))
+        line.append(f"[{literal(entry.step)}] ", style="cyan")
+    line.append(literal(entry.message))
     if entry.fields:
-        line.append(" " + _literal(json.dumps(entry.fields, default=str)), style="dim")
+        line.append(" " + literal(json.dumps(entry.fields, default=str)), style="dim")
     console.print(line, soft_wrap=True)
 
 
@@ -184,10 +177,14 @@ def add_schedules(sub: Any, add_dir: AddDir) -> None:
         p.set_defaults(func=_cmd_change, action=action)
 
 
-def _stored(directory: str) -> list[ScheduleRecord]:
+def _stored(directory: str, name: str | None = None) -> list[ScheduleRecord]:
+    """Every stored schedule, or only ``name`` (read by its key)."""
     store = Store(directory, readonly=True)
     try:
-        return store.schedules()
+        if name is None:
+            return store.schedules()
+        rec = store.get_schedule(name)
+        return [] if rec is None else [rec]
     finally:
         store.close()
 
@@ -216,10 +213,10 @@ def _cmd_list(args: argparse.Namespace) -> int:
         info = _plain_info(rec)
         upcoming = info["next_fire_times"]
         table.add_row(
-            Text(_literal(rec.name)),
+            Text(literal(rec.name)),
             Text(rec.cron),
             Text(rec.timezone),
-            Text(_literal(rec.target)),
+            Text(literal(rec.target)),
             Text("paused" if rec.paused else "active"),
             str(info["runs"]),
             str(rec.skipped),
@@ -231,7 +228,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 def _cmd_show(args: argparse.Namespace) -> int:
     name = check_schedule_name(args.name)
-    found = [rec for rec in _stored(_dir(args)) if rec.name == name]
+    found = _stored(_dir(args), name)
     if not found:
         raise ScheduleNotFound(f"no schedule {name!r}", name=name)
     info = _plain_info(found[0])
@@ -246,7 +243,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
             value = _when(value)
         line = Text(f"{key:>20}  ")
         line.append(
-            _literal(json.dumps(value, default=str) if isinstance(value, dict | list) else value)
+            literal(json.dumps(value, default=str) if isinstance(value, dict | list) else value)
         )
         console.print(line, soft_wrap=True)
     return EXIT_OK
@@ -275,11 +272,11 @@ def _cmd_change(args: argparse.Namespace) -> int:
     console = _console()
     if action == "trigger":
         run = answer["run"]
-        line = Text(f"triggered {_literal(name)}: run {_literal(run['id'])} ({run['status']})")
+        line = Text(f"triggered {literal(name)}: run {literal(run['id'])} ({run['status']})")
         if answer.get("duplicate"):
             line.append(" (already triggered with this key: duplicate)", style="dim")
     else:
-        line = Text(f"{action}d {_literal(name)}")
+        line = Text(f"{action}d {literal(name)}")
     console.print(line, soft_wrap=True)
     return EXIT_OK
 
@@ -345,12 +342,12 @@ def _cmd_targets(args: argparse.Namespace) -> int:
             if schema is not None
         )
         table.add_row(
-            Text(_literal(info.target)),
+            Text(literal(info.target)),
             info.kind,
             "-" if info.timeout is None else f"{info.timeout:g}s",
             "-" if info.max_attempts is None else str(info.max_attempts),
             schemas or "-",
-            Text(_literal((info.description or "").split("\n")[0])),
+            Text(literal((info.description or "").split("\n")[0])),
         )
     console.print(table)
     return EXIT_OK
