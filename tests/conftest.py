@@ -5,8 +5,8 @@ created during the test is reopened read-only and each run's log is checked with
 :func:`helpers.checks.check_log`: valid AG-UI (the verifier port and the ``ag_ui.core``
 models), event ids without gaps, a terminal event that matches the completion; and
 every cron fire key maps to exactly one run of that schedule and tick
-(:func:`helpers.fires.check_store_fires`). Opt out
-with ``@pytest.mark.no_log_check`` (for tests that deliberately damage a store).
+(:func:`helpers.fires.fire_problems`), both on one opening of the store
+(:func:`helpers.checks.check_store`). Opt out with ``@pytest.mark.no_log_check`` (for tests that deliberately damage a store).
 """
 
 from __future__ import annotations
@@ -17,9 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers.checks import check_store_logs
+from helpers.checks import check_store
 from helpers.defs import BODY_CALLS, register
-from helpers.fires import check_store_fires
 
 import perdure
 
@@ -78,8 +77,7 @@ def _every_log_is_valid(
         if path in seen or not os.path.exists(os.path.join(path, "data.mdb")):
             continue
         seen.add(path)
-        problems.extend(check_store_logs(path))
-        problems.extend(check_store_fires(path))  # R25: one run per tick, one tick per run
+        problems.extend(check_store(path))  # every log; R25: one run per tick and back
     if problems:
         pytest.fail(
             "invalid run logs or fires left in the store:\n" + "\n".join(problems), pytrace=False

@@ -34,6 +34,8 @@ from perdure.agui import (
 )
 from perdure.storage import RunRecord, Store
 
+from .fires import fire_problems
+
 __all__ = [
     "AGUI_EVENT",
     "assert_valid_log",
@@ -182,25 +184,44 @@ def assert_valid_log_host(host: perdure.Host, run_id: str) -> list[dict[str, Any
 
 def check_store_logs(path: str | os.PathLike[str]) -> list[str]:
     """Check the log of every run stored in a closed data directory; return problems."""
+    return _with_store(path, log_problems)
+
+
+def check_store(path: str | os.PathLike[str]) -> list[str]:
+    """The after-test checks of a closed data directory, on one opening of it: every
+    run's log, and the cron fires (R25: one run per tick, one tick per run)."""
+    return _with_store(
+        path, lambda store, where: log_problems(store, where) + fire_problems(store, where)
+    )
+
+
+def _with_store(
+    path: str | os.PathLike[str], check: Callable[[Store, str | os.PathLike[str]], list[str]]
+) -> list[str]:
     try:
         store = Store(path, readonly=True)
     except perdure.StorageError as exc:
         # A test that damages a store on purpose marks itself no_log_check.
         return [f"{path}: the store does not open: {exc}"]
-    problems: list[str] = []
     try:
-        for rec in store.iter_runs():
-            pairs = store.events(rec.id)
-            ids = [event_id for event_id, _ in pairs]
-            wire = [json.loads(event_to_json(decode_event(raw))) for _, raw in pairs]
-            try:
-                check_log(rec, ids, wire)
-            except AssertionError as exc:
-                problems.append(f"{path}: {exc}")
-            except Exception as exc:  # the AG-UI verifier's AGUIProtocolError
-                problems.append(f"{path}: run {rec.id}: {type(exc).__name__}: {exc}")
+        return check(store, path)
     finally:
         store.close()
+
+
+def log_problems(store: Store, path: str | os.PathLike[str]) -> list[str]:
+    """Problems with the log of every run of an open store (``path`` names it)."""
+    problems: list[str] = []
+    for rec in store.iter_runs():
+        pairs = store.events(rec.id)
+        ids = [event_id for event_id, _ in pairs]
+        wire = [json.loads(event_to_json(decode_event(raw))) for _, raw in pairs]
+        try:
+            check_log(rec, ids, wire)
+        except AssertionError as exc:
+            problems.append(f"{path}: {exc}")
+        except Exception as exc:  # the AG-UI verifier's AGUIProtocolError
+            problems.append(f"{path}: run {rec.id}: {type(exc).__name__}: {exc}")
     return problems
 
 
