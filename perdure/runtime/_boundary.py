@@ -93,42 +93,32 @@ def plain(
 
     Structs, dataclasses and the like become builtins first (``msgspec.to_builtins``).
     """
+    return _checked(value, what, error, limit or MAX_VALUE_BYTES)[0]
+
+
+def plain_sized(value: Any, what: str) -> tuple[Any, int]:
+    """:func:`plain` for a run's result, with the size of its JSON (the wire form): the
+    terminal event carries the result only if it fits the event cap."""
+    stored, wire = _checked(value, what, SerializationError, MAX_VALUE_BYTES)
+    return stored, len(wire)
+
+
+def _checked(value: Any, what: str, error: type[PerdureError], cap: int) -> tuple[Any, bytes]:
+    """``value`` as stored (encoded and decoded back) and as JSON, or ``error``."""
     try:
         builtin = msgspec.to_builtins(value)
         packed = _encode(builtin)
         stored = _decode(packed)
-        _wire(stored, what, error)  # the wire (and the HTTP API) must be able to carry it too
+        wire = _wire(stored, what, error)  # the wire (and the HTTP API) must carry it too
     except FAILURES as exc:
         raise error(f"{what} is not storable plain data: {reason(exc)}", what=what) from None
-    cap = limit or MAX_VALUE_BYTES
     if len(packed) > cap:
         raise error(
             f"{what} is {len(packed)} bytes encoded; the limit is {cap}",
             what=what,
             size=len(packed),
         )
-    return stored
-
-
-def plain_sized(value: Any, what: str) -> tuple[Any, int]:
-    """:func:`plain` for a run's result, with the size of its JSON (the wire form): the
-    terminal event carries the result only if it fits the event cap."""
-    try:
-        builtin = msgspec.to_builtins(value)
-        packed = _encode(builtin)
-        stored = _decode(packed)
-        wire = _wire(stored, what, SerializationError)
-    except FAILURES as exc:
-        raise SerializationError(
-            f"{what} is not storable plain data: {reason(exc)}", what=what
-        ) from None
-    if len(packed) > MAX_VALUE_BYTES:
-        raise SerializationError(
-            f"{what} is {len(packed)} bytes encoded; the limit is {MAX_VALUE_BYTES}",
-            what=what,
-            size=len(packed),
-        )
-    return stored, len(wire)
+    return stored, wire
 
 
 def _wire(stored: Any, what: str, error: type[PerdureError]) -> bytes:

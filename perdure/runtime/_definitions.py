@@ -148,11 +148,6 @@ class Definition:
         return msgspec.convert(stored, self.input_type, from_attributes=True)
 
 
-def to_plain(value: Any, what: str) -> Any:
-    """``value`` as the plain data it is stored as, or :class:`SerializationError` (R10, R30)."""
-    return plain(value, what, SerializationError)
-
-
 def _schema(schema: Any, what: str) -> CompiledSchema | None:
     return None if schema is None else CompiledSchema(schema, what)
 

@@ -29,8 +29,9 @@ from perdure._errors import IdempotencyConflict, InvalidInput, PerdureError
 from perdure.agui import AgentInput
 from perdure.storage import Op, Owner, RunRecord, TimerRef, Trigger, owner_key
 
+from ._boundary import plain as plain_value
 from ._boundary import text
-from ._definitions import Definition, Registry, to_plain, validate_identifier
+from ._definitions import Definition, Registry, validate_identifier
 from ._lifecycle import begin
 from ._results import Started
 from ._spawning import spawn
@@ -213,7 +214,7 @@ class Starter:
         ):
             # The run's identity is the owner and the run id: what the body sees and what
             # is stored say the same, whatever the caller put in threadId/runId.
-            plain = to_plain(
+            plain = plain_value(
                 msgspec.structs.replace(typed, thread_id=owner.id, run_id=rid),
                 f"input for {definition.target}",
             )
