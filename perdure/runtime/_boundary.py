@@ -142,12 +142,16 @@ def _wire(stored: Any, what: str, error: type[PerdureError]) -> bytes:
     return wire
 
 
-def check_stored(stored: Any, what: str, error: type[PerdureError] = SerializationError) -> None:
+def check_stored(
+    stored: Any, what: str, error: type[PerdureError] = SerializationError, **detail: Any
+) -> None:
     """For a value already decoded from msgpack (a step's result): can JSON carry it?"""
     try:
         _json(stored)
     except FAILURES as exc:
-        raise error(f"{what} is not storable plain data: {reason(exc)}", what=what) from None
+        raise error(
+            f"{what} is not storable plain data: {reason(exc)}", what=what, **detail
+        ) from None
 
 
 def text(

@@ -45,7 +45,7 @@ from perdure._errors import PerdureError, SerializationError, StepFailed
 from perdure.agui import CustomEvent, Event, OpenItems, StepFinishedEvent, StepStartedEvent
 from perdure.storage import ErrorInfo, JournalEntry, Op
 
-from ._boundary import MAX_VALUE_BYTES, check_stored, text
+from ._boundary import FAILURES, MAX_VALUE_BYTES, check_stored, reason, text
 from ._logs import Draft, step_log_ops
 from ._retry import RetryPolicy
 
@@ -369,28 +369,19 @@ async def _run_keyed_step(
 
 def _stored_result(value: Any, name: str, result_type: Any) -> tuple[bytes, Any]:
     """A step's result as stored (R10, R30): its msgpack and the value decoded back."""
+    what = f"the result of step {name!r}"
     try:
         encoded = _encode(value)
         result = msgspec.msgpack.decode(encoded, type=result_type)
-        check_stored(result, f"the result of step {name!r}")
-        if len(encoded) > MAX_VALUE_BYTES:
-            raise SerializationError(
-                f"the result of step {name!r} is {len(encoded)} bytes encoded; "
-                f"the limit is {MAX_VALUE_BYTES}"
-            )
-    except (
-        TypeError,
-        ValueError,
-        OverflowError,
-        RecursionError,
-        UnicodeError,
-        msgspec.EncodeError,
-        msgspec.DecodeError,
-        SerializationError,
-    ) as exc:
+    except FAILURES as exc:
         raise SerializationError(
-            f"step {name!r} returned a value that cannot be stored: {exc}", step=name
+            f"step {name!r} returned a value that cannot be stored: {reason(exc)}", step=name
         ) from None
+    check_stored(result, what, step=name)
+    if len(encoded) > MAX_VALUE_BYTES:
+        raise SerializationError(
+            f"{what} is {len(encoded)} bytes encoded; the limit is {MAX_VALUE_BYTES}", step=name
+        )
     return encoded, result
 
 
