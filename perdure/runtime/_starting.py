@@ -20,7 +20,7 @@ import contextlib
 import random
 import time
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 import trio
@@ -65,27 +65,14 @@ class Starter:
         run_id: str | None,
         parent: RunRecord | None,
         trigger: Trigger,
+        checked: Checked | None = None,
     ) -> Started:
-        checked = check_start(
-            self._engine.registry,
-            target,
-            input,
-            owner=owner,
-            run_id=run_id,
-            parent=parent,
-            idempotency_key=idempotency_key,
+        """Start a run; ``checked``: what :func:`check_start` already made of the start
+        (``target``, ``input`` and ``owner`` are then not looked at again)."""
+        # One coroutine and positional calls: this is every start's path.
+        definition, owner, typed, plain = checked or check_start(
+            self._engine.registry, target, input, owner, run_id, parent, idempotency_key
         )
-        return await self._start(checked, idempotency_key, run_id, parent, trigger)
-
-    async def _start(
-        self,
-        checked: Checked,
-        idempotency_key: str | None,
-        run_id: str | None,
-        parent: RunRecord | None,
-        trigger: Trigger,
-    ) -> Started:
-        definition, owner, typed, plain = checked
         if idempotency_key is None and run_id is None:
             # Nothing to deduplicate against: a fresh id cannot collide.
             return await self._create(definition, owner, typed, plain, None, None, parent, trigger)
@@ -132,7 +119,10 @@ class Starter:
         """Start a child of ``parent`` (``ctx.start_child``, which :func:`check_start`
         checked before its journal was consulted): same root, parent link."""
         trigger = Trigger(type="child", ref=parent.id)
-        return await self._start(checked, None, run_id, parent, trigger)
+        definition, owner = checked[0], checked[1]
+        return await self.start(
+            definition.target, None, owner, None, run_id, parent, trigger, checked
+        )
 
     def _existing(
         self, claims: list[tuple[str, ...]], idempotency_key: str | None, run_id: str | None
@@ -270,20 +260,15 @@ class Starter:
             self._engine.admission.queue(rec.id)
 
 
-class Checked(NamedTuple):
-    """A start that passed :func:`check_start`: what it creates the run from."""
-
-    definition: Definition
-    owner: Owner
-    typed: Any
-    plain: Any
+Checked = tuple[Definition, Owner, Any, Any]
+"""A start that passed :func:`check_start`: its definition, owner, and input (typed,
+and as stored). A plain tuple: it is built on every start."""
 
 
 def check_start(
     registry: Registry,
     target: str,
     input: Any,
-    *,
     owner: Owner,
     run_id: str | None,
     parent: RunRecord | None,
@@ -306,7 +291,7 @@ def check_start(
     if idempotency_key is not None:
         text(idempotency_key, "idempotency_key", max_bytes=256)
     typed, plain = definition.convert_input(input)
-    return Checked(definition, owner, typed, plain)
+    return definition, owner, typed, plain
 
 
 def _duplicate(

@@ -377,7 +377,7 @@ def _stored_result(value: Any, name: str, result_type: Any) -> tuple[bytes, Any]
         raise SerializationError(
             f"step {name!r} returned a value that cannot be stored: {reason(exc)}", step=name
         ) from None
-    check_stored(result, what, step=name)
+    check_stored(result, what, SerializationError, name)
     if len(encoded) > MAX_VALUE_BYTES:
         raise SerializationError(
             f"{what} is {len(encoded)} bytes encoded; the limit is {MAX_VALUE_BYTES}", step=name
