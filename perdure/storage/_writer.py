@@ -272,7 +272,9 @@ class Writer:
                             if value is None:
                                 if puts:
                                     _put_runs(txn, puts)
-                                txn.delete(key, db=db)
+                                # Positional: py-lmdb parses keyword arguments
+                                # slower (a tenth of a purge's deletes, R38).
+                                txn.delete(key, b"", db)
                             elif value is DELETE_PREFIX:
                                 if puts:
                                     _put_runs(txn, puts)
