@@ -16,7 +16,7 @@ from typing import Any
 import msgspec
 import pytest
 import trio
-from helpers.checks import waiting
+from helpers.checks import named_run, waiting
 
 import perdure
 from perdure import ExternalEvent, InvalidInput, Retention, RunNotFound
@@ -77,10 +77,33 @@ def mentions(keys: dict[str, list[bytes]], run_id: str) -> list[str]:
 def index_values(rt: perdure.Runtime) -> set[str]:
     store = internals(rt).store
     with store.read() as txn:
-        values = {bytes(v).decode() for _, v in txn.cursor(db=store.dbs["index"])}
-        values |= {bytes(v).decode() for _, v in txn.cursor(db=store.dbs["idem"])}
-        values |= {bytes(v).decode() for _, v in txn.cursor(db=store.dbs["waiting"])}
-    return values
+        return {
+            named_run(name, bytes(k), bytes(v))
+            for name in ("index", "idem", "waiting")
+            for k, v in txn.cursor(db=store.dbs[name])
+        }
+
+
+def end_key(rt: perdure.Runtime, run_id: str) -> bytes:
+    """The key of a top-level run's ``f`` entry."""
+    from perdure.storage._keys import IDX_FINISHED
+
+    store = internals(rt).store
+    with store.read() as txn:
+        for key, value in txn.cursor(db=store.dbs["index"]):
+            if bytes(key).startswith(IDX_FINISHED) and named_run("index", key, value) == run_id:
+                return bytes(key)
+    raise AssertionError(f"run {run_id} has no f entry")
+
+
+def end_value(rec: perdure.RunRecord) -> bytes:
+    """The value the end of ``rec`` writes in its ``f`` entry."""
+    from perdure.storage import owner_key
+    from perdure.storage._ops import ending
+
+    return ending(
+        rec.id, rec.kind, owner_key(rec.owner), rec.idempotency_key, rec.batch_id, rec.trigger
+    )
 
 
 # -- purge ------------------------------------------------------------------------------------
@@ -319,6 +342,74 @@ async def test_a_store_without_the_end_index_is_indexed_by_the_first_purge(
         assert rt.list().runs == []
 
 
+async def test_a_new_store_has_its_end_index_from_the_start(data_dir: Path) -> None:
+    """Nothing to fill in for a store created with the ``f`` family: its first purge
+    must not read every record to index ends that were all indexed when they happened."""
+    async with runtime(data_dir) as rt:
+        assert internals(rt).retention._purger.finish_index_ready()
+
+
+async def test_a_root_is_purged_from_its_end_entry_as_from_its_record(data_dir: Path) -> None:
+    """The ``f`` entry of a root holds what its purge deletes (an Ending), so the purge
+    never reads the root's record; for every kind of root (an idempotency key, children,
+    a batch, a cron tick) the deletes are the ones its record gives (f entries of older
+    stores hold the run id: those roots are planned from the record), and such a store
+    still purges whole."""
+    from perdure.storage._keys import IDX_BATCH, index_key
+    from perdure.storage._purge import Ended
+
+    async with runtime(data_dir) as rt:
+        tree = await rt.start("workflow:parent", {}, owner=P, idempotency_key="k1")
+        plain = await rt.start("workflow:three", {}, owner=perdure.Project("p2"))
+        for started in (tree, plain):
+            await rt.wait(started.run.id)
+        engine = internals(rt)
+        store = engine.store
+        # A batch job fired by a cron tick: what those surfaces record (the run's record,
+        # its batch entry and fire key, and the Ending its end wrote).
+        rec = rt.get(plain.run.id)
+        fired = msgspec.structs.replace(
+            rec,
+            batch_id="b1",
+            trigger=perdure.Trigger(type="schedule", ref="nightly", scheduled_at=0.001),
+        )
+        await engine.writer.commit(
+            [
+                (store.dbs["runs"], rec.id.encode(), msgspec.msgpack.encode(fired)),
+                (store.dbs["index"], end_key(rt, rec.id), end_value(fired)),
+                (store.dbs["fires"], b"nightly\0" + (1).to_bytes(8, "big"), rec.id.encode()),
+            ]
+        )
+        purger = engine.retention._purger
+        for root in (tree.run.id, plain.run.id):
+            key = end_key(rt, root)
+            with store.read() as txn:
+                value = bytes(txn.get(key, db=store.dbs["index"]))
+            assert value[:1] == b"\x96"  # an Ending, not the run id
+            from_end = purger.plan([Ended(key, value)])
+            from_record = purger.plan([Ended(key, root.encode())])
+            ops = sorted((op[1], str(op[2])) for batch in from_end.batches for op in batch)
+            assert ops == sorted(
+                (op[1], str(op[2])) for batch in from_record.batches for op in batch
+            )
+            assert from_end.runs == from_record.runs == (3 if root == tree.run.id else 1)
+            # The root goes last, with its f entry: a crash between chunks keeps the root.
+            assert from_end.batches[-1][-1][1] == key
+            if root == plain.run.id:
+                assert (b"nightly\0" + (1).to_bytes(8, "big"), "None") in ops
+                assert (index_key(IDX_BATCH, "b1", rec.seq), "None") in ops
+        # A store written before endings: its f entries name the run; it purges whole.
+        index = store.dbs["index"]
+        await engine.writer.commit(
+            [(index, end_key(rt, run), run.encode()) for run in (tree.run.id, plain.run.id)]
+        )
+        assert await rt.purge() == 4
+        with raw_keys(rt) as keys:
+            assert {name: items for name, items in keys.items() if items} == {
+                "meta": keys["meta"]
+            }
+
+
 # -- storage-level: batches, logs, fires -----------------------------------------------------
 
 
@@ -340,6 +431,8 @@ async def test_purge_deletes_logs_batch_entries_and_fire_keys(data_dir: Path) ->
         )
         ops = [
             (store.dbs["runs"], rec.id.encode(), msgspec.msgpack.encode(batched)),
+            # What its end wrote in the f entry, had it been such a run from the start.
+            (store.dbs["index"], end_key(rt, rec.id), end_value(batched)),
             (store.dbs["index"], index_key(IDX_BATCH, "b1", rec.seq), rec.id.encode()),
             (store.dbs["batches"], b"b1", b"\x80"),
             (store.dbs["fires"], b"nightly\0" + (1).to_bytes(8, "big"), rec.id.encode()),

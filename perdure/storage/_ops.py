@@ -10,7 +10,8 @@ change moves one entry. A new run adds a status, an owner and a kind entry, plus
 and root entries if it is a child. "All runs" is the merge of the status families and
 a root's own run is the root id itself, so neither needs an entry of its own: records
 per run are what bound the writer, and a top-level run writes three index entries, plus
-one in the ``f`` family when it ends (retention's end-time order, R38).
+one in the ``f`` family when it ends (retention's end-time order, R38). That one's
+value is not the run id but an :class:`~._records.Ending`: what a purge deletes.
 """
 
 from __future__ import annotations
@@ -45,14 +46,16 @@ from ._keys import (
 from ._records import (
     TERMINAL,
     BatchRecord,
+    Ending,
     JournalEntry,
     LogRecord,
     RunRecord,
     ScheduleRecord,
+    Trigger,
     owner_key,
 )
 
-__all__ = ["DELETE_PREFIX", "DeletePrefix", "Op", "Ops", "TimerRef"]
+__all__ = ["DELETE_PREFIX", "DeletePrefix", "Op", "Ops", "TimerRef", "ending"]
 
 
 class DeletePrefix(enum.Enum):
@@ -75,6 +78,21 @@ Op = tuple[Any, bytes, bytes | DeletePrefix | None]
 every key with that prefix."""
 
 _encode = msgspec.msgpack.Encoder().encode
+
+
+def ending(
+    run_id: str,
+    kind: str,
+    owner: str,
+    idempotency_key: str | None,
+    batch_id: str | None,
+    trigger: Trigger,
+) -> bytes:
+    """The value of a top-level run's ``f`` entry (:class:`~._records.Ending`)."""
+    fire = None
+    if trigger.type == "schedule" and trigger.ref and trigger.scheduled_at is not None:
+        fire = fires_key(trigger.ref, round(trigger.scheduled_at * 1000))
+    return _encode(Ending(run_id, kind, owner, idempotency_key, batch_id, fire))
 
 
 class TimerRef(NamedTuple):
@@ -165,7 +183,15 @@ class Ops:
             if new.parent_id is None and new.status in TERMINAL:
                 # Retention's order (R38): when a run tree ended, by its root.
                 end = new.finished_at or new.updated_at
-                ops.append((index, finished_key(new.status, end, new.seq), run_id))
+                value = ending(
+                    new.id,
+                    new.kind,
+                    owner_key(new.owner),
+                    new.idempotency_key,
+                    new.batch_id,
+                    new.trigger,
+                )
+                ops.append((index, finished_key(new.status, end, new.seq), value))
         if (old is not None and old.status == "waiting") != (new.status == "waiting"):
             waiting_key = new.seq.to_bytes(8, "big")
             ops.append((self._waiting, waiting_key, run_id if new.status == "waiting" else None))

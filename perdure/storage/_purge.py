@@ -8,7 +8,9 @@ any thread; nothing here writes.
 Candidates come from the ``f`` index: top-level runs by the time they ended, per
 terminal status (:meth:`Purger.ended`). An age rule is one forward walk that stops at
 the first run that ended too late; a count rule walks back from the latest end
-(:meth:`Purger.boundary`, keys only). Neither decodes a record until a tree is chosen.
+(:meth:`Purger.boundary`, keys only). A root's record is never read: the value of its
+``f`` entry (an :class:`~._records.Ending`) holds what its deletes need; only a store
+written before endings has run ids there, and then the record is read.
 
 A tree is purged only when every run of it is terminal. Terminal runs never change
 again (R1) and no terminal run can start a child, so what a read transaction shows of a
@@ -74,8 +76,8 @@ from ._keys import (
     index_prefix,
     seq_of_index_key,
 )
-from ._ops import DELETE_PREFIX, Op
-from ._records import TERMINAL, Owner, Trigger, owner_key
+from ._ops import DELETE_PREFIX, Op, ending
+from ._records import TERMINAL, Ending, Owner, Trigger, owner_key
 from ._store import Store
 
 __all__ = ["CHUNK_OPS", "Ended", "Plan", "Purger", "RunHead", "Walk"]
@@ -115,6 +117,7 @@ class RunHead(msgspec.Struct, gc=False):
 
 
 _head = msgspec.msgpack.Decoder(RunHead).decode
+_ending = msgspec.msgpack.Decoder(Ending).decode
 
 
 class Walk(NamedTuple):
@@ -125,10 +128,14 @@ class Walk(NamedTuple):
 
 
 class Ended(NamedTuple):
-    """One entry of the ``f`` index: a top-level run that ended (key, run id)."""
+    """One entry of the ``f`` index: a top-level run that ended.
+
+    ``value`` is an encoded :class:`~._records.Ending`, or the run id in a store
+    written before endings (:meth:`Purger.plan` reads the run's record then).
+    """
 
     key: bytes
-    run_key: bytes
+    value: bytes
 
 
 class Plan(NamedTuple):
@@ -187,10 +194,10 @@ class Purger:
             cur = txn.cursor(db=self._index)
             if not cur.set_range(start):
                 return out
-            for key, run_key in cast("Iterator[tuple[bytes, bytes]]", cur):
+            for key, value in cast("Iterator[tuple[bytes, bytes]]", cur):
                 if key >= stop:
                     break
-                out.append(Ended(key, run_key))
+                out.append(Ended(key, value))
                 if len(out) >= limit:
                     break
         return out
@@ -258,7 +265,15 @@ class Purger:
                 if head.top_level and head.terminal:
                     end = head.finished_at or head.updated_at
                     entry = finished_key(head.status, end, head.seq)
-                    ops.append((self._index, entry, head.id.encode()))
+                    value = ending(
+                        head.id,
+                        head.kind,
+                        owner_key(head.owner),
+                        head.idempotency_key,
+                        head.batch_id,
+                        head.trigger,
+                    )
+                    ops.append((self._index, entry, value))
         return ops, last
 
     def finish_index_op(self) -> Op:
@@ -281,24 +296,37 @@ class Purger:
             # One cursor per database for the whole plan: opening cursors per run was a
             # third of the cost too.
             reader = _TreeReader(self, txn)
-            for entry in ended:
-                raw = txn.get(entry.run_key, db=self._runs)
-                if raw is None:
-                    continue
-                root = _head(raw)
-                if not root.top_level or not root.terminal:
-                    continue
+            for key, value in ended:
+                root: Ending | RunHead
+                if value[0] & 0xC0 == 0x80:
+                    # An Ending (a msgpack array; no UTF-8 run id starts with such a
+                    # byte): the root's deletes without reading its record. An f entry
+                    # only ever names a top-level run that ended, and goes with it.
+                    root = _ending(value)
+                else:
+                    raw = txn.get(value, db=self._runs)
+                    if raw is None:
+                        continue
+                    root = _head(raw)
+                    if not root.top_level or not root.terminal:
+                        continue
                 members = reader.descendants(root.id)
                 if members is None:
                     continue  # a member is not terminal: the whole tree stays (R38)
-                members.append(root)  # descendants first, the root last
-                for head in members:
+                for head in members:  # descendants first, the root last
                     if len(batch) >= chunk_ops:
                         batches.append(batch)
                         batch = []
                     reader.add_run_ops(head, batch)
-                batch.append((index, entry.key, None))
-                runs += len(members)
+                if len(batch) >= chunk_ops:
+                    batches.append(batch)
+                    batch = []
+                if isinstance(root, Ending):
+                    reader.add_root_ops(key, root, batch)
+                else:
+                    reader.add_run_ops(root, batch)
+                batch.append((index, key, None))
+                runs += len(members) + 1
         if batch:
             batches.append(batch)
         return Plan(batches, runs)
@@ -384,30 +412,71 @@ class _TreeReader:
 
         Spelled out (keys built inline, no generators): this is most of a purge's cost.
         """
-        txn = self._txn
-        run_key = head.id.encode()
         tail = b"\0" + head.seq.to_bytes(8, "big")
+        trigger = head.trigger
+        fire = None
+        if trigger.type == "schedule" and trigger.ref and trigger.scheduled_at is not None:
+            fire = fires_key(trigger.ref, round(trigger.scheduled_at * 1000))
+        self._add(
+            ops,
+            head.id.encode(),
+            head.status.encode(),
+            tail,
+            owner_key(head.owner),
+            head.kind,
+            head.idempotency_key,
+            head.batch_id,
+            fire,
+        )
+        if head.parent_id is not None:
+            index = self._index
+            ops.append((index, IDX_PARENT + head.parent_id.encode() + tail, None))
+            ops.append((index, IDX_ROOT + head.root_id.encode() + tail, None))
+
+    def add_root_ops(self, key: bytes, root: Ending, ops: list[Op]) -> None:
+        """Append the deletes of the top-level run of ``f`` entry ``key`` to ``ops``,
+        from the entry alone: its key holds status and seq (``f status NUL u64 end u64
+        seq``), its value the rest."""
+        self._add(
+            ops,
+            root.id.encode(),
+            key[1:-17],
+            b"\0" + key[-8:],
+            root.owner,
+            root.kind,
+            root.idempotency_key,
+            root.batch_id,
+            root.fire,
+        )
+
+    def _add(
+        self,
+        ops: list[Op],
+        run_key: bytes,
+        status: bytes,
+        tail: bytes,
+        owner: str,
+        kind: str,
+        idempotency_key: str | None,
+        batch_id: str | None,
+        fire: bytes | None,
+    ) -> None:
+        txn = self._txn
         index = self._index
         ops += (
             (self._runs, run_key, None),
-            (index, IDX_STATUS + head.status.encode() + tail, None),
-            (index, IDX_OWNER + owner_key(head.owner).encode() + tail, None),
-            (index, IDX_KIND + head.kind.encode() + tail, None),
+            (index, IDX_STATUS + status + tail, None),
+            (index, IDX_OWNER + owner.encode() + tail, None),
+            (index, IDX_KIND + kind.encode() + tail, None),
         )
-        if head.parent_id is not None:
-            ops.append((index, IDX_PARENT + head.parent_id.encode() + tail, None))
-            ops.append((index, IDX_ROOT + head.root_id.encode() + tail, None))
-        if head.batch_id is not None:
-            ops.append((index, IDX_BATCH + head.batch_id.encode() + tail, None))
-        if head.idempotency_key is not None:
-            key = idem_key(owner_key(head.owner), head.idempotency_key)
+        if batch_id is not None:
+            ops.append((index, IDX_BATCH + batch_id.encode() + tail, None))
+        if idempotency_key is not None:
+            key = idem_key(owner, idempotency_key)
             if txn.get(key, db=self._idem) == run_key:
                 ops.append((self._idem, key, None))
-        trigger = head.trigger
-        if trigger.type == "schedule" and trigger.ref and trigger.scheduled_at is not None:
-            key = fires_key(trigger.ref, round(trigger.scheduled_at * 1000))
-            if txn.get(key, db=self._fires) == run_key:
-                ops.append((self._fires, key, None))
+        if fire is not None and txn.get(fire, db=self._fires) == run_key:
+            ops.append((self._fires, fire, None))
         prefix = run_key + b"\0"
         for db in self._ranges:
             ops.append((db, prefix, DELETE_PREFIX))

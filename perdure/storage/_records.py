@@ -23,6 +23,7 @@ __all__ = [
     "CancelRequest",
     "Completion",
     "Conversation",
+    "Ending",
     "ErrorInfo",
     "JournalEntry",
     "Kind",
@@ -168,6 +169,26 @@ class RunRecord(msgspec.Struct, gc=False, omit_defaults=True):
     def terminal(self) -> bool:
         """Whether the run has ended; a terminal run never changes again."""
         return self.status in TERMINAL
+
+
+class Ending(msgspec.Struct, gc=False, array_like=True, omit_defaults=True):
+    """The value of a top-level run's ``f`` entry (R38): what purging the run deletes
+    besides the keys its status and seq name (both are in the entry's key).
+
+    A purge builds the run's deletes from this alone instead of reading and decoding
+    its record (the largest part of choosing a run to purge). An array: it starts with
+    a msgpack array byte, which no UTF-8 run id (the value of stores written before
+    it) can start with.
+    """
+
+    id: str
+    kind: str
+    owner: str
+    """The owner's key (:func:`owner_key`)."""
+    idempotency_key: str | None = None
+    batch_id: str | None = None
+    fire: bytes | None = None
+    """The ``fires`` key of the cron tick that started the run, if one did."""
 
 
 class LogRecord(msgspec.Struct, gc=False, omit_defaults=True):

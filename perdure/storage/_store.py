@@ -39,6 +39,7 @@ from perdure.agui import Event
 from ._faults import DAMAGE, check_data_file, check_own_file, translate
 from ._keys import (
     DB_NAMES,
+    FINISH_INDEX,
     IDX_BATCH,
     IDX_CANCELLING,
     IDX_KIND,
@@ -366,6 +367,9 @@ class Store:
             if raw is None:
                 info = SchemaInfo(format=_FORMAT, version=SCHEMA_VERSION, created_at=time.time())
                 txn.put(b"schema", msgspec.msgpack.encode(info), db=self.dbs["meta"])
+                # No run has ended yet: every end will write its f entry (R38), so there
+                # is nothing for a first purge to index (it would read every record).
+                txn.put(FINISH_INDEX, b"1", db=self.dbs["meta"])
             else:
                 info = _schema_decoder.decode(raw)
                 if info.version < SCHEMA_VERSION:  # an upgrade: the new databases exist now

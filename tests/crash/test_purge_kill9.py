@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers.checks import check_store_logs
+from helpers.checks import check_store_logs, named_run
 
 from perdure.storage import Store
 
@@ -130,13 +130,15 @@ def audit(tmp: Path, tally: Counter[str]) -> None:
                 problems.append(f"{db} key of a missing run {owner}")
     for db in ("index", "idem", "waiting"):
         for key, value in keys[db]:
-            if value.decode() not in runs:
-                problems.append(f"{db} entry {key!r} names a missing run {value.decode()}")
+            named = named_run(db, key, value)
+            if named not in runs:
+                problems.append(f"{db} entry {key!r} names a missing run {named}")
     for key, value in keys["index"]:
         if key[:1] == b"f":
-            rec = runs.get(value.decode())
+            named = named_run("index", key, value)
+            rec = runs.get(named)
             if rec is None or not rec.terminal or rec.parent_id is not None:
-                problems.append(f"f entry {key!r} names {value.decode()}: {rec and rec.status}")
+                problems.append(f"f entry {key!r} names {named}: {rec and rec.status}")
     for key, _ in keys["timers"]:
         owner = key[8:].partition(b"\0")[0].decode()
         if owner not in runs:

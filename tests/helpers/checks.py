@@ -33,6 +33,7 @@ from perdure.agui import (
     verify_prefixes,
 )
 from perdure.storage import RunRecord, Store
+from perdure.storage._records import Ending
 
 from .fires import fire_problems
 
@@ -42,6 +43,7 @@ __all__ = [
     "check_log",
     "check_store_logs",
     "dump_store",
+    "named_run",
     "read_log",
     "snapshot_dir",
     "wait_until",
@@ -223,6 +225,15 @@ def log_problems(store: Store, path: str | os.PathLike[str]) -> list[str]:
         except Exception as exc:  # the AG-UI verifier's AGUIProtocolError
             problems.append(f"{path}: run {rec.id}: {type(exc).__name__}: {exc}")
     return problems
+
+
+def named_run(db: str, key: bytes, value: bytes) -> str:
+    """The run id an ``index``, ``idem`` or ``waiting`` entry names: its value, except
+    for an ``f`` entry, whose value is an :class:`Ending` (or the run id in a store
+    written before endings)."""
+    if db == "index" and key[:1] == b"f" and value[:1] and value[0] & 0xC0 == 0x80:
+        return msgspec.msgpack.decode(value, type=Ending).id
+    return value.decode()
 
 
 def dump_store(store: Store) -> dict[str, dict[bytes, bytes]]:
