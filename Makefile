@@ -43,9 +43,10 @@ bench: $(STAMP)
 bench-schedules: $(STAMP)
 	$(BIN)/python bench/schedules.py
 
-# A store under continuous load with and without retention (R38); RUNS=1000000 for the full run.
+# A store under continuous load with and without retention (R38), three ABBA pairs;
+# RUNS=1000000 for the full run, REPEAT=1 for one pair.
 bench-retention: $(STAMP)
-	$(BIN)/python bench/retention.py $(if $(RUNS),--runs $(RUNS))
+	$(BIN)/python bench/retention.py --repeat $(or $(REPEAT),3) $(if $(RUNS),--runs $(RUNS))
 
 # Peers (DBOS, LangGraph) are installed from PyPI into the bench environment only here.
 $(VENV)/.peers-installed: $(STAMP) bench/peers_requirements.txt

@@ -3,7 +3,7 @@
     python bench/retention.py                  # 300,000 runs per phase (a few minutes)
     python bench/retention.py --runs 1000000   # the full run of the issue
     python bench/retention.py --quick          # 20,000 runs per phase (the tests)
-    python bench/retention.py --repeat 3       # three pairs of phases, alternating
+    python bench/retention.py --repeat 3       # three pairs of phases, ABBA order
     python bench/retention.py --json out.json
 
 Two phases on fresh stores, in one invocation, same load: continuous 3-step runs (async
@@ -25,10 +25,12 @@ Measured per phase:
 - run latency (start -> completed) percentiles.
 
 Targets (``anchors.md``): the data file stops growing; throughput with retention within
-10% of the same load without. The VM is shared and noisy: ``--repeat N`` alternates N
-pairs of phases and reports the median ratio, and the CPU time per run of each phase is
-reported beside wall time (steadier when other processes take the CPU). Prints a table
-and exits 0 either way (a measurement).
+10% of the same load without. The VM is shared and noisy: ``--repeat N`` runs N pairs
+of phases in ABBA order (without, with, with, without, ...: a drift over the invocation
+favours neither) and reports the median ratio; every phase syncs the file system once
+its store is deleted, so that freeing it does not slow the next phase. The CPU time per
+run of each phase is reported beside wall time (steadier when other processes take the
+CPU). Prints a table and exits 0 either way (a measurement).
 """
 
 from __future__ import annotations
@@ -283,14 +285,18 @@ def _curve(phases: list[Phase], points: int) -> list[dict[str, Any]]:
     return rows
 
 
-def _report(all_phases: list[Phase], args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+def _report(
+    all_phases: list[Phase],
+    pairs: list[tuple[Phase, Phase]],
+    args: argparse.Namespace,
+    tmp: Path,
+) -> dict[str, Any]:
     console = Console(highlight=False)
-    pairs = [all_phases[i : i + 2] for i in range(0, len(all_phases), 2)]
     ratios = sorted(k.runs_per_s / b.runs_per_s for b, k in pairs)
     steadies = sorted(k.steady_runs_per_s / b.steady_runs_per_s for b, k in pairs)
     cpus = sorted(k.cpu_us_per_run / b.cpu_us_per_run for b, k in pairs)
     ratio, steady, cpu = (statistics.median(xs) for xs in (ratios, steadies, cpus))
-    phases = pairs[len(pairs) // 2] if len(pairs) > 1 else pairs[0]
+    phases = list(pairs[len(pairs) // 2])
     kept = phases[1]
     console.print(
         f"[bold]perdure retention benchmark[/]  {args.runs:,} 3-step runs per phase, "
@@ -393,16 +399,26 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.runs, args.keep, args.sample, args.points = 20_000, 2_000, 0.25, 6
     tmp = Path(tempfile.mkdtemp(prefix="perdure-retention-", dir=args.tmp))
-    phases = []
+    phases: list[Phase] = []
+    pairs: list[tuple[Phase, Phase]] = []
     try:
-        for _ in range(max(1, args.repeat)):
-            for with_retention in (False, True):
+        for i in range(max(1, args.repeat)):
+            # ABBA: a drift of the machine over the invocation favours neither phase.
+            order = (False, True) if i % 2 == 0 else (True, False)
+            pair: dict[bool, Phase] = {}
+            for with_retention in order:
                 path = tmp / ("kept" if with_retention else "all")
-                phases.append(trio.run(_phase, path, args, with_retention))
+                pair[with_retention] = trio.run(_phase, path, args, with_retention)
+                phases.append(pair[with_retention])
                 shutil.rmtree(path, ignore_errors=True)
+                # Free the deleted store's blocks now: freeing the 0.8 GB of a phase
+                # without retention would otherwise go on during the next phase and
+                # slow its flushes.
+                os.sync()
+            pairs.append((pair[False], pair[True]))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    result = _report(phases, args, Path(args.tmp))
+    result = _report(phases, pairs, args, Path(args.tmp))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1, default=str))
     return 0
