@@ -356,8 +356,6 @@ async def test_a_root_is_purged_from_its_end_entry_as_from_its_record(data_dir: 
     stores hold the run id: those roots are planned from the record), and such a store
     still purges whole."""
     from perdure.storage._keys import IDX_BATCH, index_key
-    from perdure.storage._purge import Ended
-
     async with runtime(data_dir) as rt:
         tree = await rt.start("workflow:parent", {}, owner=P, idempotency_key="k1")
         plain = await rt.start("workflow:three", {}, owner=perdure.Project("p2"))
@@ -386,8 +384,8 @@ async def test_a_root_is_purged_from_its_end_entry_as_from_its_record(data_dir: 
             with store.read() as txn:
                 value = bytes(txn.get(key, db=store.dbs["index"]))
             assert value[:1] == b"\x96"  # an Ending, not the run id
-            from_end = purger.plan([Ended(key, value)])
-            from_record = purger.plan([Ended(key, root.encode())])
+            from_end = purger.plan([(key, value)])
+            from_record = purger.plan([(key, root.encode())])
             ops = sorted((op[1], str(op[2])) for batch in from_end.batches for op in batch)
             assert ops == sorted(
                 (op[1], str(op[2])) for batch in from_record.batches for op in batch

@@ -253,7 +253,7 @@ class RetentionService:
                 await trio.lowlevel.checkpoint()
                 ended = purger.ended(status, after, _SLICE, before_ms=before_ms, below=below)
                 if ended:
-                    after = ended[-1].key
+                    after = ended[-1][0]
                     plan = purger.plan(ended)
                     batches += plan.batches
                     runs += plan.runs

@@ -19,9 +19,10 @@ Databases:
 - ``index``: one-letter family, value, NUL, u64 creation seq -> run id (status, owner
   and kind for every run; parent and root for child runs only; batch for the jobs of a
   batch; ``x`` for runs with a cancellation in flight). One family is ordered by end
-  time instead: ``f``, terminal status, NUL, u64 finished (ms), u64 seq -> run id, for
-  top-level runs once they ended: retention (R38) walks it oldest-ended first and
-  counts it from the newest end without reading a record
+  time instead: ``f``, terminal status, NUL, u64 finished (ms), u64 seq -> Ending (what
+  purging the run deletes; the run id in stores written before endings), for top-level
+  runs once they ended: retention (R38) walks it oldest-ended first, counts it from the
+  newest end and purges from it without reading a record
 - ``idem``: owner key, NUL, idempotency key -> run id
 - ``timers``: u64 due time (ms), run id, NUL, name -> b""
 - ``waiting``: u64 creation seq -> run id, for every run in ``waiting`` (its entry count
@@ -97,7 +98,8 @@ IDX_BATCH = b"b"
 """The jobs of a batch: batch id, NUL, seq -> run id."""
 
 IDX_FINISHED = b"f"
-"""Ended top-level runs by end time: status, NUL, u64 finished (ms), u64 seq -> run id."""
+"""Ended top-level runs by end time: status, NUL, u64 finished (ms), u64 seq -> an Ending
+(what purging the run deletes; the run id in stores written before endings)."""
 
 SEQ_FLOOR = b"seq_floor"
 """``meta`` key: no run created from now on may reuse a seq at or below this (R38)."""
