@@ -9,8 +9,8 @@
 Two phases on fresh stores, in one invocation, same load: continuous 3-step runs (async
 steps, every commit flushed with ``durability="sync"`` unless ``--durability process``,
 ``--inflight`` 1000 runs in flight: each slot starts a run, waits for it and starts the
-next; ``--timeout S`` gives them a run timeout, whose stored timer outlives each run
-until due), first **without** retention, then **with** ``Retention(max_completed=--keep,
+next; ``--timeout S`` gives them a run timeout, whose stored timer each run's end
+deletes), first **without** retention, then **with** ``Retention(max_completed=--keep,
 interval=--interval)`` (default: keep the latest 10,000; a pass every second).
 
 Measured per phase:
@@ -387,7 +387,7 @@ def main(argv: list[str] | None = None) -> int:
         "--timeout",
         type=float,
         default=None,
-        help="a run timeout for the 3-step runs (its timer outlives each run until due)",
+        help="a run timeout for the 3-step runs (a stored timer each run's end deletes)",
     )
     parser.add_argument("--sample", type=float, default=1.0, help="seconds between samples")
     parser.add_argument("--points", type=int, default=12, help="rows of the size table")

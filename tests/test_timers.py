@@ -327,6 +327,66 @@ async def test_run_within_its_timeout_completes(data_dir: Path, autojump_clock: 
         assert (await rt.wait(started.run.id)).status == "completed"
 
 
+async def test_a_run_timeout_s_timer_goes_with_the_run_s_end(
+    data_dir: Path, autojump_clock: Any
+) -> None:
+    """The commit that ends a run deletes its run timeout's stored timer, and the timer
+    service forgets it: kept until due, every run that ended within its timeout would
+    hold a stored timer and a heap entry for as long as the timeout."""
+    from perdure.runtime._timers import _COMPACT_AT
+
+    rt = new_rt(data_dir)
+
+    @rt.workflow("quick", timeout=3600)
+    async def body(ctx: perdure.RunContext, inp: dict) -> dict:
+        await ctx.step("a", counted("a"))
+        return {}
+
+    async with rt:
+        timers = internals(rt).timers
+        for _ in range(2):
+            await rt.wait((await rt.start("workflow:quick", {}, owner=P)).run.id)
+        assert internals(rt).store.timers() == []
+        # Lazily forgotten in memory; the heap is rebuilt once the forgotten are half.
+        for _ in range(_COMPACT_AT):
+            await rt.wait((await rt.start("workflow:quick", {}, owner=P)).run.id)
+        assert len(timers) < _COMPACT_AT // 2
+        assert internals(rt).store.timers() == []
+        start = trio.current_time()
+        await trio.sleep(7200)  # past every timeout: nothing fires for the ended runs
+        assert trio.current_time() - start == 7200
+        assert len(timers) == 0
+    async with new_rt(data_dir) as again:
+        assert len(internals(again).timers) == 0  # nothing stored to re-arm
+
+
+async def test_timers_disarmed_are_skipped_and_the_heap_is_rebuilt_without_them() -> None:
+    from perdure.runtime._timers import _COMPACT_AT, TimerService
+    from perdure.storage import TimerRef
+
+    fired: list[str] = []
+    clock = [0.0]
+    service = TimerService(lambda: clock[0], lambda ref: fired.append(ref.name))
+    refs = [TimerRef(1000 + i, "r", f"t{i}") for i in range(3 * _COMPACT_AT)]
+    for ref in refs:
+        service.arm(ref)
+    for ref in refs[: _COMPACT_AT]:
+        service.disarm(ref)
+    assert len(service) == 3 * _COMPACT_AT  # not half of the heap yet: lazily
+    for ref in refs[_COMPACT_AT : 2 * _COMPACT_AT]:
+        service.disarm(ref)
+    # Rebuilt without the disarmed once they were half of it (the rest stay lazily).
+    assert len(service) < 2 * _COMPACT_AT
+    service.disarm(refs[-1])
+    clock[0] = 10_000.0
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(service.run)
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.cancel_scope.cancel()
+    assert fired == [ref.name for ref in refs[2 * _COMPACT_AT : -1]]  # in due order
+    assert len(service) == 0
+
+
 async def test_run_timeout_of_a_passivated_sleeper(data_dir: Path, autojump_clock: Any) -> None:
     rt = new_rt(data_dir, passivate_after=60)
 

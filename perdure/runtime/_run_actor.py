@@ -349,7 +349,8 @@ class RunActor(Actor[RunMessage]):
         return ref, self.engine.arm_timer(ref)
 
     def deadline_timer(self, started_at: float) -> list[Op]:
-        """The stored timer that wakes a passive run when its run timeout passes."""
+        """The stored timer that wakes a passive run when its run timeout passes (the
+        commit that ends the run deletes it)."""
         timeout = self.definition.timeout if self.definition is not None else None
         if timeout is None:
             return []
@@ -611,7 +612,17 @@ class RunActor(Actor[RunMessage]):
             now=engine.now(),
             result_size=self.result_size,
         )
-        await self.persist(change.record, change.events)
+        # The run timeout's timer goes with the end: left until due, every run that
+        # ended within its timeout would keep a stored timer and a heap entry that long.
+        due = self.deadline
+        if due is None:
+            await self.persist(change.record, change.events)
+        else:
+            timer = TimerRef.at(self.rec.id, due, "deadline")
+            await self.persist(
+                change.record, change.events, extra_ops=[engine.ops.disarm_timer(timer)]
+            )
+            engine.timers.disarm(timer)  # once the delete is stored (R32)
         self.phase = "ended"
         self.final_commit.set()
         engine.run_finished(self)

@@ -24,6 +24,8 @@ __all__ = ["TimerService"]
 
 _MIN_STEP = 0.0001
 """Seconds: the least a not-yet-due timer waits before the service looks again."""
+_COMPACT_AT = 1024
+"""Disarmed timers the heap may hold before it is rebuilt without them (see ``disarm``)."""
 
 
 class TimerService:
@@ -33,6 +35,7 @@ class TimerService:
         self._now = now
         self._on_due = on_due
         self._heap: list[tuple[int, TimerRef]] = []  # (fire at, ms; the stored timer)
+        self._disarmed: set[TimerRef] = set()
         self._scope: trio.CancelScope | None = None
 
     def arm(self, ref: TimerRef, fire_ms: int | None = None) -> None:
@@ -42,17 +45,38 @@ class TimerService:
         if self._scope is not None and self._heap[0][0] == at:
             self._scope.deadline = min(self._scope.deadline, self._trio_time(at / 1000))
 
+    def disarm(self, ref: TimerRef) -> None:
+        """Forget an armed timer its run no longer needs (the run ended first).
+
+        Lazily: it is skipped when it comes up, and the heap is rebuilt without the
+        disarmed ones once they are half of it. A run timeout arms a timer for every
+        run; kept until due, those of runs that ended long before would hold memory in
+        proportion to the timeout times the rate of runs.
+        """
+        disarmed = self._disarmed
+        disarmed.add(ref)
+        if len(disarmed) > _COMPACT_AT and 2 * len(disarmed) > len(self._heap):
+            self._heap = [entry for entry in self._heap if entry[1] not in disarmed]
+            heapq.heapify(self._heap)
+            disarmed.clear()
+
     def _trio_time(self, due: float) -> float:
         return trio.current_time() + (due - self._now())
 
     def __len__(self) -> int:
+        """Timers held in memory (disarmed ones included until the heap is rebuilt)."""
         return len(self._heap)
 
     async def run(self) -> None:
         while True:
             now_ms = self._now() * 1000
+            disarmed = self._disarmed
             while self._heap and self._heap[0][0] <= now_ms:
-                self._on_due(heapq.heappop(self._heap)[1])
+                ref = heapq.heappop(self._heap)[1]
+                if ref in disarmed:
+                    disarmed.discard(ref)
+                else:
+                    self._on_due(ref)
             with trio.CancelScope() as scope:
                 self._scope = scope
                 if self._heap:
