@@ -371,6 +371,7 @@ async def test_a_root_is_purged_from_its_end_entry_as_from_its_record(data_dir: 
     stores hold the run id: those roots are planned from the record), and such a store
     still purges whole."""
     from perdure.storage._keys import IDX_BATCH, index_key
+
     async with runtime(data_dir) as rt:
         tree = await rt.start("workflow:parent", {}, owner=P, idempotency_key="k1")
         plain = await rt.start("workflow:three", {}, owner=perdure.Project("p2"))
@@ -418,9 +419,7 @@ async def test_a_root_is_purged_from_its_end_entry_as_from_its_record(data_dir: 
         )
         assert await rt.purge() == 4
         with raw_keys(rt) as keys:
-            assert {name: items for name, items in keys.items() if items} == {
-                "meta": keys["meta"]
-            }
+            assert {name: items for name, items in keys.items() if items} == {"meta": keys["meta"]}
 
 
 # -- storage-level: batches, logs, fires -----------------------------------------------------

@@ -370,7 +370,7 @@ async def test_timers_disarmed_are_skipped_and_the_heap_is_rebuilt_without_them(
     refs = [TimerRef(1000 + i, "r", f"t{i}") for i in range(3 * _COMPACT_AT)]
     for ref in refs:
         service.arm(ref)
-    for ref in refs[: _COMPACT_AT]:
+    for ref in refs[:_COMPACT_AT]:
         service.disarm(ref)
     assert len(service) == 3 * _COMPACT_AT  # not half of the heap yet: lazily
     for ref in refs[_COMPACT_AT : 2 * _COMPACT_AT]:
