@@ -94,6 +94,36 @@ async def leave_timers(rt: perdure.Runtime, run_ids: list[str]) -> None:
     await engine.writer.commit(ops)
 
 
+FIRE_KEY = b"nightly\0" + (1).to_bytes(8, "big")
+"""The fire key of :func:`as_fired_batch_job`'s cron tick."""
+
+
+async def as_fired_batch_job(rt: perdure.Runtime, run_id: str) -> perdure.RunRecord:
+    """Rewrite an ended run as what the jobs and cron surfaces store for a batch job a
+    cron tick started: its record, its batch entry and batch, the tick's fire key, and
+    the Ending its end would have written. Returns the rewritten record."""
+    from perdure.storage._keys import IDX_BATCH, index_key
+
+    engine = internals(rt)
+    dbs = engine.store.dbs
+    rec = rt.get(run_id)
+    fired = msgspec.structs.replace(
+        rec,
+        batch_id="b1",
+        trigger=perdure.Trigger(type="schedule", ref="nightly", scheduled_at=0.001),
+    )
+    await engine.writer.commit(
+        [
+            (dbs["runs"], rec.id.encode(), msgspec.msgpack.encode(fired)),
+            (dbs["index"], end_key(rt, rec.id), end_value(fired)),
+            (dbs["index"], index_key(IDX_BATCH, "b1", rec.seq), rec.id.encode()),
+            (dbs["batches"], b"b1", b"\x80"),
+            (dbs["fires"], FIRE_KEY, rec.id.encode()),
+        ]
+    )
+    return fired
+
+
 def end_key(rt: perdure.Runtime, run_id: str) -> bytes:
     """The key of a top-level run's ``f`` entry."""
     from perdure.storage._keys import IDX_FINISHED
@@ -379,21 +409,7 @@ async def test_a_root_is_purged_from_its_end_entry_as_from_its_record(data_dir: 
             await rt.wait(started.run.id)
         engine = internals(rt)
         store = engine.store
-        # A batch job fired by a cron tick: what those surfaces record (the run's record,
-        # its batch entry and fire key, and the Ending its end wrote).
-        rec = rt.get(plain.run.id)
-        fired = msgspec.structs.replace(
-            rec,
-            batch_id="b1",
-            trigger=perdure.Trigger(type="schedule", ref="nightly", scheduled_at=0.001),
-        )
-        await engine.writer.commit(
-            [
-                (store.dbs["runs"], rec.id.encode(), msgspec.msgpack.encode(fired)),
-                (store.dbs["index"], end_key(rt, rec.id), end_value(fired)),
-                (store.dbs["fires"], b"nightly\0" + (1).to_bytes(8, "big"), rec.id.encode()),
-            ]
-        )
+        fired = await as_fired_batch_job(rt, plain.run.id)
         purger = engine.retention._purger
         for root in (tree.run.id, plain.run.id):
             key = end_key(rt, root)
@@ -410,8 +426,8 @@ async def test_a_root_is_purged_from_its_end_entry_as_from_its_record(data_dir: 
             # The root goes last, with its f entry: a crash between chunks keeps the root.
             assert from_end.batches[-1][-1][1] == key
             if root == plain.run.id:
-                assert (b"nightly\0" + (1).to_bytes(8, "big"), "None") in ops
-                assert (index_key(IDX_BATCH, "b1", rec.seq), "None") in ops
+                assert (FIRE_KEY, "None") in ops
+                assert (index_key(IDX_BATCH, "b1", fired.seq), "None") in ops
         # A store written before endings: its f entries name the run; it purges whole.
         index = store.dbs["index"]
         await engine.writer.commit(
@@ -419,40 +435,28 @@ async def test_a_root_is_purged_from_its_end_entry_as_from_its_record(data_dir: 
         )
         assert await rt.purge() == 4
         with raw_keys(rt) as keys:
-            assert {name: items for name, items in keys.items() if items} == {"meta": keys["meta"]}
+            # Only the store's own keys and the batch record (kept on purpose) are left.
+            assert {name: items for name, items in keys.items() if items} == {
+                "meta": keys["meta"],
+                "batches": [b"b1"],
+            }
 
 
 # -- storage-level: batches, logs, fires -----------------------------------------------------
 
 
 async def test_purge_deletes_logs_batch_entries_and_fire_keys(data_dir: Path) -> None:
-    from perdure.storage._keys import IDX_BATCH, index_key, run_prefix
+    from perdure.storage._keys import run_prefix
 
     async with runtime(data_dir) as rt:
         done = await rt.start("workflow:three", {}, owner=P)
         await rt.wait(done.run.id)
         engine = internals(rt)
-        store = engine.store
-        rec = rt.get(done.run.id)
-        # What the jobs and cron surfaces write for a run: a batch membership, log lines,
-        # and the fire key of the tick that started it.
-        batched = msgspec.structs.replace(
-            rec,
-            batch_id="b1",
-            trigger=perdure.Trigger(type="schedule", ref="nightly", scheduled_at=0.001),
+        logs = engine.store.dbs["logs"]
+        await as_fired_batch_job(rt, done.run.id)
+        await engine.writer.commit(
+            [(logs, run_prefix(done.run.id) + i.to_bytes(8, "big"), b"x") for i in (1, 2)]
         )
-        ops = [
-            (store.dbs["runs"], rec.id.encode(), msgspec.msgpack.encode(batched)),
-            # What its end wrote in the f entry, had it been such a run from the start.
-            (store.dbs["index"], end_key(rt, rec.id), end_value(batched)),
-            (store.dbs["index"], index_key(IDX_BATCH, "b1", rec.seq), rec.id.encode()),
-            (store.dbs["batches"], b"b1", b"\x80"),
-            (store.dbs["fires"], b"nightly\0" + (1).to_bytes(8, "big"), rec.id.encode()),
-        ]
-        ops += [
-            (store.dbs["logs"], run_prefix(rec.id) + i.to_bytes(8, "big"), b"x") for i in (1, 2)
-        ]
-        await engine.writer.commit(ops)
         assert await rt.purge() == 1
         with raw_keys(rt) as keys:
             assert keys["logs"] == [] and keys["index"] == []
