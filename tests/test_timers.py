@@ -405,6 +405,10 @@ async def test_run_timeout_of_a_passivated_sleeper(data_dir: Path, autojump_cloc
         assert rec.completion.error.code == "RUN_TIMEOUT"
         assert rec.finished_at is not None and rec.started_at is not None
         assert rec.finished_at - rec.started_at == pytest.approx(100, abs=1)
+        # Its deadline fired before its end disarmed it: nothing to remember (a ref
+        # kept as disarmed would only wait for the next rebuild of the heap).
+        assert not internals(rt).timers._disarmed
+        assert [ref.name for ref in internals(rt).store.timers()] == ["sleep:0"]
 
 
 async def test_run_timeout_of_a_passivated_sleeper_with_work_after(

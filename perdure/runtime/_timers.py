@@ -53,6 +53,10 @@ class TimerService:
         run; kept until due, those of runs that ended long before would hold memory in
         proportion to the timeout times the rate of runs.
         """
+        if ref.due_ms <= self._now() * 1000:
+            # Due already: popped, or about to be (and then dropped, its run having
+            # ended). Remembered, it would only wait for the next rebuild.
+            return
         disarmed = self._disarmed
         disarmed.add(ref)
         if len(disarmed) > _COMPACT_AT and 2 * len(disarmed) > len(self._heap):
