@@ -21,6 +21,7 @@ from helpers.checks import assert_valid_log, wait_until
 from helpers.defs import new_rt
 
 import perdure
+from perdure.storage import TimerRef
 from perdure.testing import internals
 
 P = perdure.Project("p1")
@@ -360,9 +361,53 @@ async def test_a_run_timeout_s_timer_goes_with_the_run_s_end(
         assert len(internals(again).timers) == 0  # nothing stored to re-arm
 
 
+async def test_the_timers_of_a_run_cancelled_mid_sleep_or_mid_wait_go_with_its_end(
+    data_dir: Path, autojump_clock: Any
+) -> None:
+    """A run that ends before its timers fall due (cancelled in a sleep, in a retry
+    backoff, in a wait with a deadline) deletes them with its end, and the service
+    forgets them. A passivated waiter too: its waits' deadlines are in its record."""
+    rt = new_rt(data_dir, passivate_after=60)
+
+    @rt.workflow("nap")
+    async def nap(ctx: perdure.RunContext, inp: dict) -> dict:
+        await ctx.sleep(30)
+        return {}
+
+    @rt.workflow("waiter")
+    async def waiter(ctx: perdure.RunContext, inp: dict) -> dict:
+        await ctx.wait_for_event("go", timeout=3600)
+        return {}
+
+    async def flaky() -> None:
+        raise RuntimeError("again")
+
+    @rt.workflow("backoff")
+    async def backoff(ctx: perdure.RunContext, inp: dict) -> dict:
+        policy = perdure.RetryPolicy(max_attempts=3, initial=50, maximum=50)
+        await ctx.step("s", flaky, retry=policy)
+        return {}
+
+    async with rt:
+        engine = internals(rt)
+        waiting = (await rt.start("workflow:waiter", {}, owner=P)).run.id
+        await trio.sleep(100)  # past passivate_after: the waiter is passive
+        assert len(engine.supervisor) == 0
+        # Live ones: a sleep and a retry backoff shorter than passivate_after.
+        live = [(await rt.start(f"workflow:{n}", {}, owner=P)).run.id for n in ("nap", "backoff")]
+        await trio.sleep(1)
+        assert len(engine.store.timers()) == 3
+        for run_id in [waiting, *live]:
+            assert (await rt.cancel(run_id)).cancelled
+        assert engine.store.timers() == []
+        assert len(engine.timers) == len(engine.timers._disarmed)  # forgotten, lazily
+        start = trio.current_time()
+        await trio.sleep(7200)  # nothing fires for the ended runs
+        assert trio.current_time() - start == 7200 and len(engine.timers) == 0
+
+
 async def test_timers_disarmed_are_skipped_and_the_heap_is_rebuilt_without_them() -> None:
     from perdure.runtime._timers import _COMPACT_AT, TimerService
-    from perdure.storage import TimerRef
 
     fired: list[str] = []
     clock = [0.0]
@@ -462,5 +507,10 @@ async def test_timer_of_a_finished_run_due_at_shutdown(autojump_clock: Any) -> N
             internals(rt).timers._on_due = observed  # type: ignore[method-assign]
             run_id = (await rt.start("workflow:nap", {}, owner=P)).run.id
             await trio.sleep(1)
-            assert (await rt.cancel(run_id)).cancelled  # its sleep timer stays armed
-            await fired.wait()  # ... and comes due at 100 s: close right then
+            assert (await rt.cancel(run_id)).cancelled  # its end disarms its sleep timer
+            # A timer its end did not know of (a crash's leftover, an older version's)
+            # stays armed ... and comes due at 100 s: close right then.
+            stale = TimerRef.at(run_id, rt.now() + 99, "stale")
+            engine = internals(rt)
+            await engine.writer.commit([engine.arm_timer(stale)])
+            await fired.wait()

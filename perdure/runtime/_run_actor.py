@@ -390,6 +390,22 @@ class RunActor(Actor[RunMessage]):
             self.pending_ops.append(self.engine.ops.disarm_timer(ref))
         self.journal.advance_time(due)
 
+    def _ending_timers(self) -> list[TimerRef]:
+        """The stored timers the run's end leaves pointless: its run timeout's, its
+        parked tasks' (a sleep, a retry backoff) and its open waits' deadlines."""
+        refs: list[TimerRef] = []
+        due = self.deadline
+        if due is not None:
+            refs.append(TimerRef.at(self.rec.id, due, "deadline"))
+        if self.parked:
+            refs.extend(self.parked)
+        waiting = self.rec.waiting
+        if waiting is not None:
+            for wait in waiting.waits:
+                if wait.deadline is not None:
+                    refs.append(self.timer(wait.deadline, wait.slot))
+        return list(dict.fromkeys(refs)) if len(refs) > 1 else refs
+
     def park(self, ref: TimerRef) -> None:
         """A task of the body parks until ``ref`` (re-armed if the actor stops meanwhile)."""
         parked = self.parked
@@ -612,17 +628,18 @@ class RunActor(Actor[RunMessage]):
             now=engine.now(),
             result_size=self.result_size,
         )
-        # The run timeout's timer goes with the end: left until due, every run that
-        # ended within its timeout would keep a stored timer and a heap entry that long.
-        due = self.deadline
-        if due is None:
+        # The run's timers go with its end: left until due, every run that ended within
+        # its timeout would keep a stored timer and a heap entry that long.
+        timers = self._ending_timers()
+        if not timers:
             await self.persist(change.record, change.events)
         else:
-            timer = TimerRef.at(self.rec.id, due, "deadline")
+            disarm = engine.ops.disarm_timer
             await self.persist(
-                change.record, change.events, extra_ops=[engine.ops.disarm_timer(timer)]
+                change.record, change.events, extra_ops=[disarm(ref) for ref in timers]
             )
-            engine.timers.disarm(timer)  # once the delete is stored (R32)
+            for ref in timers:  # once the deletes are stored (R32)
+                engine.timers.disarm(ref)
         self.phase = "ended"
         self.final_commit.set()
         engine.run_finished(self)
