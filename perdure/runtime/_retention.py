@@ -300,10 +300,10 @@ class RetentionService:
         begun once runs were purged, ``slices`` slices of :data:`_TIMER_WALK` keys at a
         time (``None``: to its end now, for an explicit purge).
 
-        The database holds every timer not yet due (one of a run that ended before it
-        fell due stays until then: a sleep's, a wait deadline's, a backoff's), so it can
-        hold millions: a pass walks a bounded part
-        of it, on the trio thread between two checkpoints, and the next pass goes on.
+        The database holds every timer not yet due (a sleep's or a backoff's of a run
+        cancelled while passive stays until then), so it can hold millions: a pass walks
+        a bounded part of it, on the trio thread between two checkpoints, and the next
+        pass goes on.
         A timer of a purged run is harmless meanwhile (if it falls due first, the
         runtime drops it); sweeping bounds the store.
         """

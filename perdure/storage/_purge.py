@@ -31,9 +31,9 @@ Per run, a purge deletes:
   workflow id is once its execution is past retention).
 
 ``timers`` are keyed by due time first, so the timers of one run are not one range:
-once runs were purged, that database (it only holds timers not yet due, but a timer
-of a run that ended before it fell due stays until then: a sleep's, a wait deadline's,
-a retry backoff's) is swept for timers of runs that are gone, a slice per pass
+once runs were purged, that database (it only holds timers not yet due, but a sleep's
+or a retry backoff's of a run cancelled while passive stays until due, as does what a
+crash left) is swept for timers of runs that are gone, a slice per pass
 (:meth:`Purger.timer_slice`). A timer of a purged run left until the sweep reaches it
 is harmless: if it falls due first, its run is gone and the runtime drops it.
 
@@ -339,7 +339,7 @@ class Purger:
         timer keys after ``after``; and the last key walked (``None``: the end).
 
         Keyed by due time first, a run's timers are no range: a sweep walks the whole
-        database (only timers not yet due, but those of runs that ended first stay until
+        database (only timers not yet due, but a few of runs that ended first stay until
         due), a slice at a time. A sweep also finds timers a crash kept from an earlier
         one.
         """
