@@ -46,7 +46,6 @@ from ._keys import (
 from ._records import (
     TERMINAL,
     BatchRecord,
-    Ending,
     JournalEntry,
     LogRecord,
     RunRecord,
@@ -92,7 +91,9 @@ def ending(
     fire = None
     if trigger.type == "schedule" and trigger.ref and trigger.scheduled_at is not None:
         fire = fires_key(trigger.ref, round(trigger.scheduled_at * 1000))
-    return _encode(Ending(run_id, kind, owner, idempotency_key, batch_id, fire))
+    # A tuple encodes as the same msgpack array as the array-like Ending, without
+    # building one (this runs in the commit that ends every top-level run).
+    return _encode((run_id, kind, owner, idempotency_key, batch_id, fire))
 
 
 class TimerRef(NamedTuple):
