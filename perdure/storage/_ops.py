@@ -54,7 +54,7 @@ from ._records import (
     owner_key,
 )
 
-__all__ = ["DELETE_PREFIX", "DeletePrefix", "Op", "Ops", "TimerRef", "ending"]
+__all__ = ["DELETE_PREFIX", "DeletePrefix", "Op", "Ops", "TimerRef", "ending", "fire_of"]
 
 
 class DeletePrefix(enum.Enum):
@@ -88,12 +88,16 @@ def ending(
     trigger: Trigger,
 ) -> bytes:
     """The value of a top-level run's ``f`` entry (:class:`~._records.Ending`)."""
-    fire = None
-    if trigger.type == "schedule" and trigger.ref and trigger.scheduled_at is not None:
-        fire = fires_key(trigger.ref, round(trigger.scheduled_at * 1000))
     # A tuple encodes as the same msgpack array as the array-like Ending, without
     # building one (this runs in the commit that ends every top-level run).
-    return _encode((run_id, kind, owner, idempotency_key, batch_id, fire))
+    return _encode((run_id, kind, owner, idempotency_key, batch_id, fire_of(trigger)))
+
+
+def fire_of(trigger: Trigger) -> bytes | None:
+    """The ``fires`` key of the cron tick that started a run (``None``: none did)."""
+    if trigger.type == "schedule" and trigger.ref and trigger.scheduled_at is not None:
+        return fires_key(trigger.ref, round(trigger.scheduled_at * 1000))
+    return None
 
 
 class TimerRef(NamedTuple):

@@ -76,12 +76,11 @@ from ._keys import (
     IDX_STATUS,
     SEQ_FLOOR,
     finished_key,
-    fires_key,
     idem_key,
     index_prefix,
     seq_of_index_key,
 )
-from ._ops import DELETE_PREFIX, Op, ending
+from ._ops import DELETE_PREFIX, Op, fire_of
 from ._records import TERMINAL, Ending, Owner, Trigger, owner_key
 from ._store import Store
 
@@ -123,6 +122,7 @@ class RunHead(msgspec.Struct, gc=False):
 
 _head = msgspec.msgpack.Decoder(RunHead).decode
 _ending = msgspec.msgpack.Decoder(Ending).decode
+_encode = msgspec.msgpack.Encoder().encode
 
 
 class Walk(NamedTuple):
@@ -266,15 +266,7 @@ class Purger:
                 if head.top_level and head.terminal:
                     end = head.finished_at or head.updated_at
                     entry = finished_key(head.status, end, head.seq)
-                    value = ending(
-                        head.id,
-                        head.kind,
-                        owner_key(head.owner),
-                        head.idempotency_key,
-                        head.batch_id,
-                        head.trigger,
-                    )
-                    ops.append((self._index, entry, value))
+                    ops.append((self._index, entry, _encode(_ending_of(head))))
         return ops, last
 
     def finish_index_op(self) -> Op:
@@ -298,19 +290,19 @@ class Purger:
             # third of the cost too.
             reader = _TreeReader(self, txn)
             for key, value in ended:
-                root: Ending | RunHead
                 if value[0] & 0xC0 == 0x80:
                     # An Ending (a msgpack array; no UTF-8 run id starts with such a
                     # byte): the root's deletes without reading its record. An f entry
                     # only ever names a top-level run that ended, and goes with it.
                     root = _ending(value)
-                else:
+                else:  # a store written before endings: the run id
                     raw = txn.get(value, db=self._runs)
                     if raw is None:
                         continue
-                    root = _head(raw)
-                    if not root.top_level or not root.terminal:
+                    head = _head(raw)
+                    if not head.top_level or not head.terminal:
                         continue
+                    root = _ending_of(head)
                 members = reader.descendants(root.id)
                 if members is None:
                     continue  # a member is not terminal: the whole tree stays (R38)
@@ -322,10 +314,7 @@ class Purger:
                 if len(batch) >= chunk_ops:
                     batches.append(batch)
                     batch = []
-                if isinstance(root, Ending):
-                    reader.add_root_ops(key, root, batch)
-                else:
-                    reader.add_run_ops(root, batch)
+                reader.add_root_ops(key, root, batch)
                 batch.append((index, key, None))
                 runs += len(members) + 1
         if batch:
@@ -410,26 +399,10 @@ class _TreeReader:
         return members
 
     def add_run_ops(self, head: RunHead, ops: list[Op]) -> None:
-        """Append the deletes of one run (see the module docstring) to ``ops``.
-
-        Spelled out (keys built inline, no generators): this is most of a purge's cost.
-        """
+        """Append the deletes of one run, read from its record (see the module
+        docstring), to ``ops``."""
         tail = b"\0" + head.seq.to_bytes(8, "big")
-        trigger = head.trigger
-        fire = None
-        if trigger.type == "schedule" and trigger.ref and trigger.scheduled_at is not None:
-            fire = fires_key(trigger.ref, round(trigger.scheduled_at * 1000))
-        self._add(
-            ops,
-            head.id.encode(),
-            head.status.encode(),
-            tail,
-            owner_key(head.owner),
-            head.kind,
-            head.idempotency_key,
-            head.batch_id,
-            fire,
-        )
+        self._add(ops, _ending_of(head), head.status.encode(), tail)
         if head.parent_id is not None:
             index = self._index
             ops.append((index, IDX_PARENT + head.parent_id.encode() + tail, None))
@@ -439,46 +412,44 @@ class _TreeReader:
         """Append the deletes of the top-level run of ``f`` entry ``key`` to ``ops``,
         from the entry alone: its key holds status and seq (``f status NUL u64 end u64
         seq``), its value the rest."""
-        self._add(
-            ops,
-            root.id.encode(),
-            key[1:-17],
-            b"\0" + key[-8:],
-            root.owner,
-            root.kind,
-            root.idempotency_key,
-            root.batch_id,
-            root.fire,
-        )
+        self._add(ops, root, key[1:-17], b"\0" + key[-8:])
 
-    def _add(
-        self,
-        ops: list[Op],
-        run_key: bytes,
-        status: bytes,
-        tail: bytes,
-        owner: str,
-        kind: str,
-        idempotency_key: str | None,
-        batch_id: str | None,
-        fire: bytes | None,
-    ) -> None:
+    def _add(self, ops: list[Op], run: Ending, status: bytes, tail: bytes) -> None:
+        """The deletes every run has; ``tail`` is NUL and its seq, as index keys end.
+
+        Spelled out (keys built inline, no generators): this is most of a purge's cost.
+        """
         txn = self._txn
         index = self._index
+        run_key = run.id.encode()
+        owner = run.owner
         ops += (
             (self._runs, run_key, None),
             (index, IDX_STATUS + status + tail, None),
             (index, IDX_OWNER + owner.encode() + tail, None),
-            (index, IDX_KIND + kind.encode() + tail, None),
+            (index, IDX_KIND + run.kind.encode() + tail, None),
         )
-        if batch_id is not None:
-            ops.append((index, IDX_BATCH + batch_id.encode() + tail, None))
-        if idempotency_key is not None:
-            key = idem_key(owner, idempotency_key)
+        if run.batch_id is not None:
+            ops.append((index, IDX_BATCH + run.batch_id.encode() + tail, None))
+        if run.idempotency_key is not None:
+            key = idem_key(owner, run.idempotency_key)
             if txn.get(key, db=self._idem) == run_key:
                 ops.append((self._idem, key, None))
+        fire = run.fire
         if fire is not None and txn.get(fire, db=self._fires) == run_key:
             ops.append((self._fires, fire, None))
         prefix = run_key + b"\0"
         for db in self._ranges:
             ops.append((db, prefix, DELETE_PREFIX))
+
+
+def _ending_of(head: RunHead) -> Ending:
+    """What the ``f`` entry of ``head``'s run holds (or would, for a child run)."""
+    return Ending(
+        head.id,
+        head.kind,
+        owner_key(head.owner),
+        head.idempotency_key,
+        head.batch_id,
+        fire_of(head.trigger),
+    )
