@@ -106,9 +106,12 @@ def _with_counters(rec: RunRecord, last_event_id: int, journal_len: int) -> RunR
     return msgspec.structs.replace(rec, last_event_id=last_event_id, journal_len=journal_len)
 
 
-def _prefixed(cursor: lmdb.Cursor, prefix: bytes) -> Iterator[tuple[bytes, bytes | memoryview]]:
-    """``(key, value)`` of every entry whose key starts with ``prefix``, in order."""
-    if not cursor.set_range(prefix):
+def _prefixed(
+    cursor: lmdb.Cursor, prefix: bytes, start: bytes = b""
+) -> Iterator[tuple[bytes, bytes | memoryview]]:
+    """``(key, value)`` of every entry whose key starts with ``prefix``, in order; from
+    the first at or after ``prefix + start``."""
+    if not cursor.set_range(prefix + start):
         return
     for raw_key, value in cursor:
         key = bytes(raw_key)
@@ -129,6 +132,7 @@ def _last_suffix(cursor: lmdb.Cursor, prefix: bytes) -> int | None:
 
 
 _F = TypeVar("_F", bound=Callable[..., Any])
+_T = TypeVar("_T")
 
 
 def _reads(fn: _F) -> _F:
@@ -474,17 +478,8 @@ class Store:
         self, run_id: str, after: int = 0, limit: int = 1_000_000
     ) -> list[tuple[int, bytes]]:
         """Committed events of a run with ``event_id > after``, in order (encoded)."""
-        out: list[tuple[int, bytes]] = []
-        with self.read() as txn:
-            for last, value in self._event_chunks(txn, run_id, after):
-                if len(out) >= limit:
-                    break
-                chunk = _chunk_decoder.decode(value)
-                first = last - len(chunk) + 1
-                skip = max(0, after + 1 - first)
-                ids = range(first + skip, first + len(chunk))
-                out.extend(zip(ids, (bytes(raw) for raw in chunk[skip:]), strict=True))
-        return out[:limit]
+        raws = self._log_slice(run_id, after, limit, _chunk_decoder.decode)
+        return [(event_id, bytes(raw)) for event_id, raw in raws]
 
     @_reads
     def read_events(
@@ -492,32 +487,26 @@ class Store:
     ) -> list[tuple[int, Event]]:
         """:meth:`events`, decoded (a chunk at a time): a damaged event is
         :class:`~perdure.CorruptStore`."""
-        out: list[tuple[int, Event]] = []
+        return self._log_slice(run_id, after, limit, _events_decoder.decode)
+
+    def _log_slice(
+        self, run_id: str, after: int, limit: int, decode: Callable[[bytes], list[_T]]
+    ) -> list[tuple[int, _T]]:
+        """The events of a run past ``after`` (at most ``limit``), each chunk decoded by
+        ``decode``, with their ids."""
+        prefix = run_prefix(run_id)
+        out: list[tuple[int, _T]] = []
         with self.read() as txn:
-            for last, value in self._event_chunks(txn, run_id, after):
+            cur = txn.cursor(db=self.dbs["events"])
+            # The first chunk whose last id is past ``after`` holds event ``after + 1``.
+            for key, value in _prefixed(cur, prefix, (after + 1).to_bytes(8, "big")):
                 if len(out) >= limit:
                     break
-                chunk = _events_decoder.decode(value)
-                first = last - len(chunk) + 1
+                chunk = decode(bytes(value))
+                first = int.from_bytes(key[len(prefix) :], "big") - len(chunk) + 1
                 skip = max(0, after + 1 - first)
                 out.extend(zip(range(first + skip, first + len(chunk)), chunk[skip:], strict=True))
         return out[:limit]
-
-    def _event_chunks(
-        self, txn: lmdb.Transaction, run_id: str, after: int
-    ) -> Iterator[tuple[int, bytes]]:
-        """``(id of its last event, encoded chunk)`` of each chunk of a run's log that
-        holds an event past ``after``, in order."""
-        prefix = run_prefix(run_id)
-        cur = txn.cursor(db=self.dbs["events"])
-        # The first chunk whose last id is past ``after`` holds event ``after + 1``.
-        if not cur.set_range(prefix + (after + 1).to_bytes(8, "big")):
-            return
-        for raw_key, value in cur:
-            key = bytes(raw_key)
-            if not key.startswith(prefix):
-                return
-            yield int.from_bytes(key[len(prefix) :], "big"), bytes(value)  # bytes already: no copy
 
     @_reads
     def journal(self, run_id: str) -> list[JournalEntry]:
